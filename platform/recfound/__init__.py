@@ -1,0 +1,1 @@
+"""recfound: one recommendation foundation model for embedding and generative tasks."""

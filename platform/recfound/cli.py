@@ -1,0 +1,127 @@
+"""The `recfound` command: `data synth|validate|convert|tokenizer` and `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from recfound.data.reader import POLICIES, SPLITS, RecordError, SkipReport
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="create, check and convert instruction records").add_subparsers(
+        dest="data_command", required=True)
+
+    synth = data.add_parser("synth", help="write a deterministic synthetic corpus for all tasks")
+    synth.add_argument("--out", type=Path, required=True, help="folder to write <split>/<TASK>.jsonl into")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--scale", default="tiny", help="tiny, small or paper (Table 1's sizes)")
+    synth.set_defaults(func=cmd_synth)
+
+    validate = data.add_parser("validate", help="check every record; print per-task counts per split")
+    validate.add_argument("root", type=Path, help="dataset folder holding <split>/<TASK>.jsonl|.parquet")
+    validate.add_argument("--splits", nargs="+", default=list(SPLITS))
+    validate.add_argument("--policy", choices=POLICIES, default="strict",
+                          help="strict: stop at the first bad record; skip: drop and count bad records")
+    validate.set_defaults(func=cmd_validate)
+
+    convert = data.add_parser("convert", help="convert the RecFound authors' released JSONL files to ours")
+    convert.add_argument("inputs", type=Path, nargs="+", help="released-format JSONL files (any tasks mixed)")
+    convert.add_argument("--out", type=Path, required=True)
+    convert.add_argument("--split", required=True, help="split the inputs belong to (train, val or test)")
+    convert.add_argument("--policy", choices=POLICIES, default="strict")
+    convert.set_defaults(func=cmd_convert)
+
+    tokenizer = data.add_parser("tokenizer", help="build a small BPE tokenizer from a dataset's train split")
+    tokenizer.add_argument("root", type=Path)
+    tokenizer.add_argument("--out", type=Path, required=True)
+    tokenizer.add_argument("--vocab-size", type=int, default=2048)
+    tokenizer.set_defaults(func=cmd_tokenizer)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from recfound.data.synth import synthesize
+    from recfound.progress import format_table
+
+    counts = synthesize(args.out, args.seed, args.scale)
+    tasks = list(next(iter(counts.values())))
+    print(format_table(["task", *counts], [[t, *(counts[s][t] for s in counts)] for t in tasks]))
+    print(f"wrote {sum(sum(c.values()) for c in counts.values()):,} records to {args.out}")
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from recfound.data.validate import validate_dataset
+
+    summary = validate_dataset(args.root, tuple(args.splits), args.policy)
+    print(summary.table())
+    _print_skips(summary.report)
+    for split, names in summary.missing.items():
+        if names:
+            print(f"note: {split} has no file for {', '.join(names)}")
+
+
+def _print_skips(report: SkipReport) -> None:
+    if report.total:
+        print(f"skipped {report.total} bad record(s); first reasons:")
+        for reason in report.reasons:
+            print(f"  {reason}")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from recfound.data.validate import convert_released
+
+    report = SkipReport()
+    counts = convert_released(args.inputs, args.out, args.split, args.policy, report)
+    for name, count in sorted(counts.items()):
+        print(f"{name}: {count} records -> {args.out / args.split / (name + '.jsonl')}")
+    _print_skips(report)
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> None:
+    from recfound.data.corpus_text import corpus_texts
+    from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer
+
+    folder = build_corpus_tokenizer(corpus_texts(args.root), args.out, args.vocab_size)
+    print(f"tokenizer with {load_tokenizer(folder)[1].vocab_size} tokens -> {folder}")
+
+
+def _add_demo_command(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="the embedded end-to-end run on this machine (no GPU needed)")
+    demo.add_argument("--out", type=Path, default=Path(".cache/demo"))
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--steps", type=int, default=200)
+    demo.add_argument("--embedding-batch", type=int, default=32)
+    demo.add_argument("--generative-batch", type=int, default=32)
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from recfound.demo import run_demo
+
+    run_demo(args.out, seed=args.seed, steps=args.steps, embedding_batch=args.embedding_batch,
+             generative_batch=args.generative_batch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recfound", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_demo_command(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `recfound` console command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (RecordError, FileNotFoundError, ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) else str(err)
+        print(f"recfound: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

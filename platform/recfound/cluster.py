@@ -1,0 +1,30 @@
+"""Connecting to Ray: the cluster a job was submitted to, else a private local one."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[None]:
+    """Ray for the duration of a block.
+
+    Reuses Ray if this process already initialised it; attaches to the cluster in `RAY_ADDRESS`
+    (set by `ray job submit`); otherwise starts a private local cluster, because a bare
+    `ray.init()` would attach to any cluster already running on the machine.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

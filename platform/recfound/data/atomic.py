@@ -1,0 +1,27 @@
+"""Write files so that a reader never sees half of one: a temporary name in the same folder, then rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write `data` to `path` atomically (the folder is created if needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_lines(path: Path | str, lines: Iterable[str]) -> None:
+    """Write text lines (each gets a trailing newline) to `path` atomically, as UTF-8."""
+    atomic_write_bytes(path, "".join(f"{line}\n" for line in lines).encode("utf-8"))

@@ -1,0 +1,146 @@
+"""Reading one task's records from JSON lines or Parquet, with errors that name file, line and field.
+
+Two policies: `strict` raises `RecordError` at the first bad record; `skip` drops bad records and
+counts them per task in a `SkipReport` (with the first few reasons). Rows in the authors' released
+format are converted on the fly (see `recfound.data.released`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from recfound.data.records import Problem, check_record, normalize
+from recfound.data.released import ReleasedRowError, convert_row, is_released_row
+from recfound.tasks import Task, get_task
+
+Policy = Literal["strict", "skip"]
+POLICIES = ("strict", "skip")
+SUFFIXES = (".jsonl", ".parquet")
+SPLITS = ("train", "val", "test")
+
+
+class RecordError(ValueError):
+    """A bad record (or file): `where` is 'file:line' (Parquet: 'file:row N'), `field` the field."""
+
+    def __init__(self, path: Path | str, line: int | None, field: str, message: str) -> None:
+        self.path, self.line, self.field, self.reason = str(path), line, field, message
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {field}: {message}")
+
+
+@dataclass
+class SkipReport:
+    """What the `skip` policy dropped: a count per task and the first few reasons."""
+
+    max_reasons: int = 5
+    skipped: Counter = field(default_factory=Counter)
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, task: str, error: RecordError) -> None:
+        self.skipped[task] += 1
+        if len(self.reasons) < self.max_reasons:
+            self.reasons.append(str(error))
+
+    @property
+    def total(self) -> int:
+        return sum(self.skipped.values())
+
+
+def _handle(error: RecordError, task: Task, policy: Policy, report: SkipReport | None) -> None:
+    if policy == "strict":
+        raise error
+    if report is not None:
+        report.add(task.name, error)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, Any | RecordError]]:
+    """(line number, parsed object or the error for that line) for every non-blank line."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete = data.endswith(b"\n")
+    if complete:
+        lines.pop()  # the empty piece after the final newline
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield number, RecordError(path, number, "<line>", f"invalid UTF-8 at byte {err.start}")
+            continue
+        try:
+            yield number, json.loads(text)
+        except json.JSONDecodeError as err:
+            is_last = number == len(lines)
+            reason = "truncated last line (no newline, incomplete JSON)" if is_last and not complete \
+                else f"invalid JSON: {err.msg} (column {err.colno})"
+            yield number, RecordError(path, number, "<line>", reason)
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, Any | RecordError]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        yield 0, RecordError(path, None, "<file>", f"unreadable Parquet file: {err}")
+        return
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield number, {k: v for k, v in row.items() if v is not None}
+
+
+def iter_records(path: Path | str, task: Task | str, policy: Policy = "strict",
+                 report: SkipReport | None = None) -> Iterator[dict]:
+    """Valid, normalized records of one task file (JSONL or Parquet) under the given policy."""
+    path, task = Path(path), get_task(task) if isinstance(task, str) else task
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such record file")
+    rows = _parquet_rows(path) if path.suffix == ".parquet" else _json_lines(path)
+    location = "row " if path.suffix == ".parquet" else ""
+    for number, obj in rows:
+        if isinstance(obj, RecordError):
+            _handle(obj, task, policy, report)
+            continue
+        try:
+            candidates = convert_row(obj, task) if is_released_row(obj) else [obj]
+        except ReleasedRowError as err:
+            _handle(RecordError(path, number, err.field, str(err)), task, policy, report)
+            continue
+        for candidate in candidates:
+            problem: Problem | None = check_record(candidate, task)
+            if problem is None:
+                yield normalize(candidate, task)
+            else:
+                line = f"{location}{number}" if location else number
+                _handle(RecordError(path, line, problem.field, problem.message), task, policy, report)
+
+
+def read_records(path: Path | str, task: Task | str, policy: Policy = "strict",
+                 report: SkipReport | None = None) -> list[dict]:
+    """All valid records of one task file, as a list (see `iter_records`)."""
+    return list(iter_records(path, task, policy, report))
+
+
+def task_files(root: Path | str, split: str) -> dict[str, Path]:
+    """{task name: file} for `<root>/<split>/<TASK>.jsonl|.parquet`; unknown task files are an error."""
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such split folder (expected <root>/{split}/<TASK>.jsonl)")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in SUFFIXES:
+            continue
+        try:
+            get_task(path.stem)
+        except KeyError as err:
+            raise RecordError(path, None, "<file>", f"file name does not name a task: {err.args[0]}") from None
+        if path.stem in files:
+            raise RecordError(path, None, "<file>", f"two files for task {path.stem}: {files[path.stem].name}")
+        files[path.stem] = path
+    return files

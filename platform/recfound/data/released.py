@@ -1,0 +1,92 @@
+"""The RecFound authors' released row format, converted to ours.
+
+Embedding rows: {"query": T, "pos": [T, ...], "neg": [T, ...], "task": name}, where each text T is
+either a string or an [instruction, text] pair. One of our records is made per positive.
+Generative rows: {"text": [user, assistant, user, assistant, ...], "task": name}. The last user turn
+becomes the instruction, the last assistant turn the output, and earlier turns (if any) are kept
+as a transcript in the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recfound.tasks import Kind, Task, all_tasks
+
+# Long names the authors' files may use for a task; registry names are always accepted too.
+TASK_ALIASES = {
+    "user2item": "U2I", "query2item": "Q2I", "item2item": "I2I",
+    "query_rewriting": "QR", "attribute_value_extraction": "AVE", "answer_generation": "AG",
+    "sequential_recommendation": "SR", "sentiment_analysis": "SA", "user_profile": "UP",
+    "answerability_prediction": "AP", "product_relation_prediction": "PRP",
+    "product_matching": "PM", "item_profile": "IP",
+}
+
+
+class ReleasedRowError(ValueError):
+    """A released-format row that cannot be converted; `field` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def is_released_row(obj: Any) -> bool:
+    """True for a row in the authors' format (it has 'pos' or 'text' instead of our fields)."""
+    return isinstance(obj, dict) and ("pos" in obj or "text" in obj) and "instruction" not in obj
+
+
+def resolve_task_name(name: Any) -> Task:
+    """The registry task a released 'task' value names (case-insensitive, long aliases allowed)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ReleasedRowError("task", "missing or empty task name")
+    key = name.strip()
+    by_upper = {t.name: t for t in all_tasks()}
+    canonical = TASK_ALIASES.get(key.lower().replace(" ", "_").replace("-", "_"), key.upper())
+    if canonical not in by_upper:
+        raise ReleasedRowError("task", f"unknown task {name!r}; known tasks: {', '.join(by_upper)}")
+    return by_upper[canonical]
+
+
+def convert_row(obj: dict, task: Task | None = None) -> list[dict]:
+    """Our records for one released row. `task` overrides the row's own 'task' when given."""
+    task = task or resolve_task_name(obj.get("task"))
+    if task.kind is Kind.EMBEDDING:
+        return _convert_embedding(obj, task)
+    return [_convert_generative(obj, task)]
+
+
+def _split_text(value: Any, field: str) -> tuple[str, str]:
+    """(instruction, text) of a released text: a string or an [instruction, text] pair."""
+    if isinstance(value, str):
+        return "", value
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        return value[0], value[1]
+    raise ReleasedRowError(field, "expected a string or an [instruction, text] pair")
+
+
+def _convert_embedding(obj: dict, task: Task) -> list[dict]:
+    instruction, query = _split_text(obj.get("query"), "query")
+    positives = obj.get("pos")
+    if not isinstance(positives, list) or not positives:
+        raise ReleasedRowError("pos", "expected a non-empty list of texts")
+    negatives = obj.get("neg") or []
+    if not isinstance(negatives, list):
+        raise ReleasedRowError("neg", "expected a list of texts")
+    negative_texts = [_split_text(n, f"neg[{i}]")[1] for i, n in enumerate(negatives)]
+    records = []
+    for i, positive in enumerate(positives):
+        record = {"task": task.name, "instruction": instruction or task.instructions[0], "query": query,
+                  "positive": _split_text(positive, f"pos[{i}]")[1]}
+        if negative_texts:
+            record["negatives"] = negative_texts
+        records.append(record)
+    return records
+
+
+def _convert_generative(obj: dict, task: Task) -> dict:
+    turns = obj.get("text")
+    if not isinstance(turns, list) or len(turns) < 2 or len(turns) % 2 or not all(isinstance(t, str) for t in turns):
+        raise ReleasedRowError("text", "expected an even-length list of strings [user, assistant, ...]")
+    earlier = [f"{'User' if i % 2 == 0 else 'Assistant'}: {turn}" for i, turn in enumerate(turns[:-2])]
+    return {"task": task.name, "instruction": turns[-2], "input": "\n".join(earlier), "output": turns[-1]}

@@ -1,0 +1,81 @@
+"""Whole-dataset checks (`recfound data validate`) and conversion of the authors' released files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recfound.data.atomic import atomic_write_lines
+from recfound.data.reader import SPLITS, Policy, RecordError, SkipReport, iter_records, task_files
+from recfound.data.released import ReleasedRowError, convert_row
+from recfound.data.records import check_record, normalize
+from recfound.progress import format_table
+from recfound.tasks import all_tasks, get_task
+
+
+@dataclass
+class DatasetSummary:
+    """Valid record counts per split and task, what was skipped, and which task files are missing."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    report: SkipReport = field(default_factory=SkipReport)
+    missing: dict[str, list[str]] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """A plain-text table: one row per task, one column per split (plus skipped)."""
+        splits = list(self.counts)
+        rows = [[t.name, t.kind.value, *[_cell(self.counts[s].get(t.name)) for s in splits],
+                 self.report.skipped[t.name]] for t in all_tasks()]
+        rows.append(["total", "", *[sum(self.counts[s].values()) for s in splits], self.report.total])
+        return format_table(["task", "kind", *splits, "skipped"], rows)
+
+
+def _cell(count: int | None) -> str:
+    return "missing" if count is None else str(count)
+
+
+def validate_dataset(root: Path | str, splits: tuple[str, ...] = SPLITS, policy: Policy = "strict") -> DatasetSummary:
+    """Check every task file of every split; strict stops at the first bad record."""
+    summary = DatasetSummary()
+    for split in splits:
+        files = task_files(root, split)
+        summary.counts[split] = {name: sum(1 for _ in iter_records(path, name, policy, summary.report))
+                                 for name, path in files.items()}
+        summary.missing[split] = [t.name for t in all_tasks() if t.name not in files]
+    return summary
+
+
+def convert_released(inputs: list[Path | str], out: Path | str, split: str, policy: Policy = "strict",
+                     report: SkipReport | None = None) -> dict[str, int]:
+    """Convert the authors' JSONL files (rows of any task) into `<out>/<split>/<TASK>.jsonl`.
+
+    All input is read and checked before anything is written, so a strict failure writes nothing.
+    """
+    by_task: dict[str, list[str]] = {}
+    for path in map(Path, inputs):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                for record in convert_row(json.loads(line)):
+                    _check_converted(record, path, number)
+                    by_task.setdefault(record["task"], []).append(json.dumps(record, ensure_ascii=False))
+            except (ReleasedRowError, RecordError, json.JSONDecodeError) as err:
+                error = err if isinstance(err, RecordError) else RecordError(
+                    path, number, getattr(err, "field", "<line>"), str(err))
+                if policy == "strict":
+                    raise error from None
+                if report is not None:
+                    report.add("<unknown>", error)
+    for name, lines in by_task.items():
+        atomic_write_lines(Path(out) / split / f"{name}.jsonl", lines)
+    return {name: len(lines) for name, lines in by_task.items()}
+
+
+def _check_converted(record: dict, path: Path, number: int) -> None:
+    task = get_task(record["task"])
+    problem = check_record(record, task)
+    if problem:
+        raise RecordError(path, number, problem.field, problem.message)
+    record.update(normalize(record, task))

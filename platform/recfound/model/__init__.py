@@ -1,0 +1,1 @@
+"""The model: backbone loading, TMoLE layers and router, objectives."""

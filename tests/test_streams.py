@@ -1,0 +1,150 @@
+"""Tokenization through Ray Data streams, token pools, collation, and the offline tokenizers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from recfound.data.collate import IGNORE_INDEX, collate_embedding, collate_generative
+from recfound.data.corpus_text import corpus_texts
+from recfound.data.prompts import embedding_instruction, generative_prompt, generative_response
+from recfound.data.streams import materialize_pools, open_streams
+from recfound.data.tokenize import TokenLimits, fit_prompt
+from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer, resolve_tokenizer
+from recfound.tasks import task_index
+
+SA = [{"id": f"sa{i}", "instruction": "How does the reviewer feel?", "input": f"Review {i}: " + "great " * (i + 1),
+       "options": ["happy", "neutral", "unhappy"], "output": "A"} for i in range(6)]
+Q2I = [{"id": f"q{i}", "instruction": "Embed this search.", "query": f"red shoe size {i}",
+        "positive": f"Acme red shoe {i}", "negatives": [f"blue hat {j}" for j in range(i % 3)]} for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for name, rows in {"SA": SA, "Q2I": Q2I}.items():
+        (root / "train").mkdir(exist_ok=True)
+        (root / "train" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer_dir = build_corpus_tokenizer(corpus_texts(root), root / "tokenizer", vocab_size=400)
+    return root, str(tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def pools(dataset, ray_cluster):
+    root, tokenizer_dir = dataset
+    return materialize_pools(open_streams(root, "train", tokenizer_dir))
+
+
+def test_generative_rows_keep_prompt_and_response_apart(dataset, pools):
+    tokenizer, info = load_tokenizer(dataset[1])
+    rows = {r["id"]: r for r in pools["SA"].table.to_pylist()}
+    assert len(rows) == len(SA)
+    for record in SA:
+        row = rows[record["id"]]
+        assert tokenizer.decode(row["prompt_ids"]) == generative_prompt(record["instruction"], record["input"],
+                                                                        record["options"])
+        assert row["response_ids"][-1] == info.eos_id
+        assert tokenizer.decode(row["response_ids"][:-1]) == generative_response(record["output"])
+
+
+def test_embedding_rows_start_with_the_embed_token(dataset, pools):
+    tokenizer, info = load_tokenizer(dataset[1])
+    rows = {r["id"]: r for r in pools["Q2I"].table.to_pylist()}
+    for record in Q2I:
+        row = rows[record["id"]]
+        instruction_ids = tokenizer.encode(embedding_instruction(record["instruction"]), add_special_tokens=False).ids
+        assert row["query_ids"][0] == info.embed_id
+        assert row["query_prefix_len"] == 1 + len(instruction_ids)
+        assert tokenizer.decode(row["query_ids"][row["query_prefix_len"]:]) == record["query"]
+        assert row["positive_ids"][0] == info.embed_id
+        assert tokenizer.decode(row["positive_ids"][1:]) == record["positive"]
+        assert [tokenizer.decode(n[1:]) for n in row["negative_ids"]] == record["negatives"]
+
+
+def test_limits_truncate_the_long_part_only(dataset, ray_cluster):
+    root, tokenizer_dir = dataset
+    tokenizer, _ = load_tokenizer(tokenizer_dir)
+    limits = TokenLimits(max_prompt=40, max_response=2, max_text=5)
+    pools = materialize_pools(open_streams(root, "train", tokenizer_dir, limits=limits))
+    for row in pools["SA"].table.to_pylist():
+        text = tokenizer.decode(row["prompt_ids"])
+        assert len(row["prompt_ids"]) <= 40 and len(row["response_ids"]) == 2
+        assert text.startswith("How does the reviewer feel?\n\nReview") and text.endswith("C: unhappy\n\nAnswer:")
+    longest = pools["SA"].table.to_pylist()[-1]  # pools keep the file order
+    assert longest["id"] == SA[-1]["id"] and SA[-1]["input"] not in tokenizer.decode(longest["prompt_ids"])
+    for row in pools["Q2I"].table.to_pylist():
+        assert max(len(row["query_ids"]), len(row["positive_ids"])) <= 5
+
+
+def test_fit_prompt_cuts_body_then_head():
+    head, body, tail = [1, 2, 3], [4, 5, 6, 7], [8, 9]
+    assert fit_prompt(head, body, tail, 100) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert fit_prompt(head, body, tail, 7) == [1, 2, 3, 4, 5, 8, 9]
+    assert fit_prompt(head, body, tail, 4) == [1, 2, 8, 9]
+    assert fit_prompt(head, body, tail, 1) == [9]
+
+
+def test_collate_generative_masks_the_prompt(pools):
+    rows = pools["SA"].table.slice(0, 4)
+    batch = collate_generative(rows, pad_id=0)
+    for i, row in enumerate(rows.to_pylist()):
+        n_prompt, n_resp = len(row["prompt_ids"]), len(row["response_ids"])
+        full = row["prompt_ids"] + row["response_ids"]
+        width = batch["input_ids"].shape[1]
+        assert batch["input_ids"][i].tolist() == full + [0] * (width - len(full))
+        assert batch["attention_mask"][i].tolist() == [1] * len(full) + [0] * (width - len(full))
+        assert batch["labels"][i].tolist() == [IGNORE_INDEX] * n_prompt + row["response_ids"] + \
+            [IGNORE_INDEX] * (width - n_prompt - n_resp)
+    assert batch["task_ids"].tolist() == [task_index("SA")] * 4
+
+
+def test_collate_embedding_puts_positives_then_negatives(pools):
+    rows = pools["Q2I"].table
+    batch = collate_embedding(rows, pad_id=0)
+    records = rows.to_pylist()
+    docs = [r["positive_ids"] for r in records] + [n for r in records for n in r["negative_ids"]]
+    owners = [i for i, r in enumerate(records) for _ in r["negative_ids"]]
+    assert batch["negative_owner"].tolist() == owners
+    for j, doc in enumerate(docs):
+        assert batch["doc_ids"][j, : len(doc)].tolist() == doc and batch["doc_mask"][j].sum() == len(doc)
+    assert batch["query_prefix_len"].tolist() == [r["query_prefix_len"] for r in records]
+    assert batch["query_ids"].shape[0] == len(records)
+
+
+def test_missing_task_file_is_a_clear_error(dataset):
+    with pytest.raises(FileNotFoundError, match="no record file for task"):
+        open_streams(dataset[0], "train", dataset[1], tasks=["SA", "PM"])
+
+
+def test_smollm2_gguf_tokenizer_converts_once_and_has_embed(tmp_path):
+    folder = resolve_tokenizer("smollm2", cache_dir=tmp_path)
+    assert (folder / "tokenizer.json").is_file()
+    assert resolve_tokenizer("smollm2", cache_dir=tmp_path) == folder  # cached
+    tokenizer, info = load_tokenizer(folder)
+    assert info.embed_id == info.vocab_size - 1  # appended after the 49,152 GGUF tokens
+    ids = tokenizer.encode("Red running shoes", add_special_tokens=False).ids
+    assert tokenizer.decode(ids) == "Red running shoes" and max(ids) < info.embed_id
+
+
+def test_corpus_tokenizer_is_a_regular_hf_folder(dataset):
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(dataset[1])
+    _, info = load_tokenizer(dataset[1])
+    assert hf.convert_tokens_to_ids("<embed>") == info.embed_id and hf.eos_token_id == info.eos_id
+    assert info.vocab_size <= 400
+
+
+def test_bad_tokenizer_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a tokenizer folder"):
+        resolve_tokenizer(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such GGUF file"):
+        resolve_tokenizer(tmp_path / "model.gguf")
+
+
+def test_pools_are_zero_copy_arrow(pools):
+    column = pools["SA"].table.column("prompt_ids")
+    assert column.num_chunks == 1  # one contiguous table: random access without copying
+    assert np.asarray(column.chunk(0).values).dtype == np.int32
