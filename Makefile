@@ -39,6 +39,7 @@ test: venv
 
 bench: venv
 	$(PY) bench/data_pipeline.py
+	$(PY) bench/s2sched.py
 
 clean:
 	rm -rf $(CACHE) .pytest_cache

@@ -15,14 +15,18 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
     (set by `ray job submit`); otherwise starts a private local cluster, because a bare
     `ray.init()` would attach to any cluster already running on the machine.
     """
+    # Ray Data logs every dataset's plan and progress at INFO; our own progress lines suffice.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     import ray
 
     if ray.is_initialized():
         yield
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
+        ray.init()
     else:
+        # A private cluster on loopback: no token authentication unless the user asks for it.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         yield

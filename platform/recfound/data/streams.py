@@ -8,7 +8,6 @@ in the object store), which every worker's mixer samples from without copying.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,9 +17,11 @@ import pyarrow as pa
 from recfound.data.reader import Policy, SkipReport, read_records, task_files
 from recfound.data.records import fields_of
 from recfound.data.tokenize import TokenLimits, tokenize_batch
-from recfound.tasks import Task, get_task
+from recfound.progress import Progress
+from recfound.tasks import Task, get_task, task_names
 
 TOKENIZE_BATCH_SIZE = 512
+BLOCK_ROWS = 4 * TOKENIZE_BATCH_SIZE
 
 
 def records_table(records: list[dict], task: Task) -> pa.Table:
@@ -38,7 +39,9 @@ def task_stream(records: list[dict], task: Task, tokenizer_path: str | Path, lim
     import ray.data
 
     tokenize = partial(tokenize_batch, tokenizer_path=str(tokenizer_path), kind=task.kind.value, limits=limits)
-    return ray.data.from_arrow(records_table(records, task)).map_batches(
+    table = records_table(records, task)
+    blocks = [table.slice(start, BLOCK_ROWS) for start in range(0, table.num_rows, BLOCK_ROWS)]  # parallelism
+    return ray.data.from_arrow(blocks).map_batches(
         tokenize, batch_format="pyarrow", batch_size=TOKENIZE_BATCH_SIZE, zero_copy_batch=True)
 
 
@@ -47,7 +50,7 @@ def open_streams(root: Path | str, split: str, tokenizer_path: str | Path, tasks
                  report: SkipReport | None = None) -> dict:
     """{task: tokenized Ray dataset} for one split; `tasks` defaults to every task file present."""
     files = task_files(root, split)
-    names = tasks or list(files)
+    names = tasks or [name for name in task_names() if name in files]
     missing = [n for n in names if n not in files]
     if missing:
         raise FileNotFoundError(f"{Path(root) / split}: no record file for task(s) {', '.join(missing)}")
@@ -72,15 +75,20 @@ class TokenPool:
         return self.table.num_rows
 
 
-def materialize_pools(streams: dict, max_workers: int = 4) -> dict[str, TokenPool]:
-    """Run every task's stream (several at once) and collect each into one contiguous Arrow table."""
+def materialize_pools(streams: dict, progress: bool = True) -> dict[str, TokenPool]:
+    """Run each task's stream and collect it into one contiguous Arrow table in file order.
+
+    Tasks run one after another (each is parallel over its blocks): concurrent executions on a
+    small cluster only compete for the same CPUs.
+    """
     import ray
 
-    def collect(item):
-        name, dataset = item
+    bar = Progress(len(streams), "tokenized task", unit="records", interval=0) if progress else None
+    pools = {}
+    for name, dataset in streams.items():
         tables = ray.get(dataset.to_arrow_refs())
         # Ray Data may finish blocks out of order; the mixer needs the file order on every run.
-        return name, TokenPool(name, pa.concat_tables(tables).sort_by("position").combine_chunks())
-
-    with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        return dict(pool.map(collect, streams.items()))
+        pools[name] = TokenPool(name, pa.concat_tables(tables).sort_by("position").combine_chunks())
+        if bar:
+            bar.update(1, len(pools[name]))
+    return pools
