@@ -9,7 +9,6 @@ optimizer, so the training rate is an upper bound and the ratio a lower bound.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
@@ -25,3 +28,18 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 def atomic_write_lines(path: Path | str, lines: Iterable[str]) -> None:
     """Write text lines (each gets a trailing newline) to `path` atomically, as UTF-8."""
     atomic_write_bytes(path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
+
+
+@contextmanager
+def atomic_folder(out: Path | str) -> Iterator[Path]:
+    """Yield an empty staging folder beside `out`; on success it replaces `out` whole, on error it is removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        yield staging
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

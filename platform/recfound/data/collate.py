@@ -3,7 +3,7 @@
 Generative: `input_ids` = prompt + response, right-padded; `labels` = -100 on the prompt and padding
 so the loss covers the response only. Embedding: queries and documents (every row's positive,
 then all given negatives) padded separately; `negative_owner` says which query gave each negative.
-Both carry `task_ids` (rows of the task-embedding table).
+Both carry `task_ids` (rows of the task-embedding table); embedding batches also `doc_task_ids`.
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ def collate_embedding(rows: pa.Table, pad_id: int) -> dict[str, np.ndarray]:
     documents = rows.column("positive_ids").to_pylist() + [n for per_row in negatives for n in per_row]
     doc_ids, doc_mask = pad(documents, pad_id)
     owner = np.array([row for row, per_row in enumerate(negatives) for _ in per_row], dtype=np.int64)
+    task_ids = _task_ids(rows)
     return {
         "query_ids": query_ids, "query_mask": query_mask,
         "query_prefix_len": rows.column("query_prefix_len").to_numpy().astype(np.int64),
-        "doc_ids": doc_ids, "doc_mask": doc_mask, "negative_owner": owner, "task_ids": _task_ids(rows),
+        "doc_ids": doc_ids, "doc_mask": doc_mask, "negative_owner": owner, "task_ids": task_ids,
+        "doc_task_ids": np.concatenate([task_ids, task_ids[owner]]),  # a negative is routed as its query's task
     }

@@ -12,12 +12,11 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from recfound.data.atomic import atomic_folder
 from recfound.data.prompts import EMBED_TOKEN
 
 SMOLLM2 = "smollm2"
@@ -63,12 +62,20 @@ def resolve_tokenizer(spec: str | Path, cache_dir: Path | None = None) -> Path:
     return path
 
 
-def _gguf_tokenizer_folder(gguf: Path, cache_dir: Path) -> Path:
+def gguf_cache_folder(gguf: Path, cache_dir: Path, kind: str) -> Path:
+    """Where the conversion of `gguf` into a `kind` folder ('tokenizers', 'models') is cached.
+
+    The name changes when the file does (path, size, modification time), so a stale cache is never used.
+    """
     if not gguf.is_file():
         raise FileNotFoundError(f"{gguf}: no such GGUF file")
     stat = gguf.stat()
     key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = cache_dir / "tokenizers" / f"{gguf.stem}-{key}"
+    return cache_dir / kind / f"{gguf.stem}-{key}"
+
+
+def _gguf_tokenizer_folder(gguf: Path, cache_dir: Path) -> Path:
+    folder = gguf_cache_folder(gguf, cache_dir, "tokenizers")
     if (folder / "tokenizer.json").is_file():
         return folder
     from transformers import AutoTokenizer
@@ -79,12 +86,8 @@ def _gguf_tokenizer_folder(gguf: Path, cache_dir: Path) -> Path:
 
 def _save_folder(tokenizer, out: Path) -> Path:
     """save_pretrained into a staging folder, then swap it in whole (readers never see half a folder)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    tokenizer.save_pretrained(str(staging))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
+    with atomic_folder(out) as staging:
+        tokenizer.save_pretrained(str(staging))
     return out
 
 

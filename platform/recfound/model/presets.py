@@ -19,10 +19,11 @@ def preset_config(name: str, vocab_size: int, pad_id: int = 0, eos_id: int = 0):
                        **PRESETS[name])
 
 
-def build_preset(name: str, vocab_size: int, pad_id: int = 0, eos_id: int = 0, seed: int = 0):
-    """A randomly initialised causal LM for a preset (deterministic from `seed`)."""
+def build_preset(name: str, vocab_size: int, pad_id: int = 0, eos_id: int = 0, seed: int = 0, **options):
+    """A randomly initialised causal LM for a preset (deterministic from `seed`); `options` go to
+    `from_config` (e.g. dtype, attn_implementation)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(preset_config(name, vocab_size, pad_id, eos_id))
+    return AutoModelForCausalLM.from_config(preset_config(name, vocab_size, pad_id, eos_id), **options)

