@@ -76,7 +76,10 @@ class TMoLELinear(nn.Module):
         # Per sample, the gate of expert j scales its r columns of the middle activation: [batch, 1.., n*r].
         gate = gate.repeat_interleave(self.rank, dim=-1).view(rows, *(1,) * (x.dim() - 2), hi - lo)
         hidden = F.linear(dropped, self.A[lo:hi]) * gate
-        return self.base_layer(x) + F.linear(hidden, self.B[:, lo:hi])
+        base = self.base_layer(x)
+        # addmm adds the experts' product into the base output in one pass (no extra [.., d_out] sum).
+        out = torch.addmm(base.reshape(-1, base.shape[-1]), hidden.reshape(-1, hi - lo), self.B[:, lo:hi].T)
+        return out.view(base.shape)
 
 
 class TMoLEAdapter(Adapter):
