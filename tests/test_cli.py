@@ -82,8 +82,13 @@ def test_tokenizer_command(corpus, tmp_path, capsys):
 
 
 def test_unknown_scale_is_a_clear_error(tmp_path, capsys):
-    assert main(["data", "synth", "--out", str(tmp_path), "--scale", "huge"]) == 1
-    assert "huge" in capsys.readouterr().err
+    from recfound.cli import SCALE_NAMES
+    from recfound.data.synth import SCALES
+
+    assert SCALE_NAMES == tuple(SCALES)
+    with pytest.raises(SystemExit) as info:
+        main(["data", "synth", "--out", str(tmp_path), "--scale", "huge"])
+    assert info.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
 
 
 def test_demo_runs_the_pipeline_end_to_end(tmp_path, capsys):
@@ -96,3 +101,11 @@ def test_demo_runs_the_pipeline_end_to_end(tmp_path, capsys):
     assert sum(int(rows[t][3]) for t in task_names("generative")) == 20 * 20
     assert all(int(rows[t][3]) == 40 for t in task_names("generative"))  # equal ratios: 2 per task per step
     assert "20 steps" in out and "records/s" in out
+
+
+def test_tokenizer_never_replaces_a_folder_it_did_not_write(corpus, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(corpus, data)
+    assert main(["data", "tokenizer", str(data), "--out", str(data)]) == 1
+    assert "exists and is not a folder written by this command" in capsys.readouterr().err
+    assert (data / "train" / "SA.jsonl").is_file()

@@ -103,3 +103,7 @@ def test_bad_input_is_rejected():
     other = TaskMixer(make_pools({**SIZES, "SA": 8}))
     with pytest.raises(ValueError, match="pool of task SA has 8 records, saved state 7"):
         other.load_state_dict(state)
+    shuffled = make_pools()
+    shuffled["PM"] = TokenPool("PM", shuffled["PM"].table.take(list(reversed(range(SIZES["PM"])))))
+    with pytest.raises(ValueError, match="pool of task PM holds other records"):
+        TaskMixer(shuffled).load_state_dict(state)

@@ -90,3 +90,62 @@ def test_convert_cli_skip_policy(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Q2I: 2 records" in out and "AP: 1 records" in out
     assert "skipped 1 bad record(s)" in out and "released.jsonl:2: task: unknown task 'NOPE'" in out
+
+
+SR_ROW = {"text": ["From this history pick the next item.\nAcme pen\nOptions:\n(A) Acme ink\n(B) Zeta sofa\n(C) Kilo lamp",
+                   '"A"'], "task": "SR"}
+SA_ROW = {"text": ["Classify the review.\nLove it!\nA: very positive\nB: positive\nC: neutral\nD: negative\n"
+                   "E: very negative\nAnswer with a letter.", "A: very positive"], "task": "sentiment_analysis"}
+PRP_ROW = {"text": ["How are they related?\nProduct 1: pen\nProduct 2: ink\nA. bought together\nB. viewed together\n"
+                    "C. similar", "B"], "task": "PRP"}
+
+
+def test_option_tasks_get_their_options_from_the_prompt(tmp_path):
+    source = jsonl(tmp_path / "released.jsonl", [SR_ROW, SA_ROW, PRP_ROW])
+    convert_released([source], tmp_path / "ours", "train")
+    (sr,) = read_records(tmp_path / "ours" / "train" / "SR.jsonl", "SR")
+    assert sr["options"] == ["Acme ink", "Zeta sofa", "Kilo lamp"] and sr["output"] == "A"
+    assert sr["instruction"] == "From this history pick the next item.\nAcme pen"
+    (sa,) = read_records(tmp_path / "ours" / "train" / "SA.jsonl", "SA")
+    assert len(sa["options"]) == 5 and sa["output"] == "A: very positive"
+    assert sa["instruction"] == "Classify the review.\nLove it!\nAnswer with a letter."
+    (prp,) = read_records(tmp_path / "ours" / "train" / "PRP.jsonl", "PRP")
+    assert prp["options"] == ["bought together", "viewed together", "similar"] and prp["output"] == "B"
+
+
+def test_a_released_row_of_another_task_is_refused(tmp_path):
+    path = jsonl(tmp_path / "PM.jsonl", [GEN_TWO_TURNS, GEN_ONE_TURN])  # the second row says AP
+    with pytest.raises(RecordError, match=r"PM.jsonl:2: task: row says task 'AP' but the file holds PM"):
+        read_records(path, "PM")
+
+
+def test_released_rows_in_parquet_name_the_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "AP.parquet"
+    pq.write_table(pa.Table.from_pylist([GEN_ONE_TURN, {"text": ["only the user"], "task": "AP"}]), path)
+    with pytest.raises(RecordError) as info:
+        read_records(path, "AP")
+    assert str(info.value).startswith(f"{path}:row 2: text: ")
+
+
+def test_convert_reports_every_kind_of_damage_with_file_and_line(tmp_path):
+    source = tmp_path / "released.jsonl"
+    line_separator_inside_a_string = {**GEN_ONE_TURN, "text": ["Is it good?\u2028Reply yes or no.", "yes"]}
+    source.write_bytes(b"\n".join([json.dumps(line_separator_inside_a_string).encode(), b'{"text": "\xff"}',
+                                   b"[1, 2]", json.dumps({"text": ["q"], "task": "PM"}).encode(),
+                                   json.dumps(GEN_ONE_TURN).encode()]) + b"\n")
+    with pytest.raises(RecordError, match=r"released.jsonl:2: <line>: invalid UTF-8"):
+        convert_released([source], tmp_path / "ours", "train")
+    from recfound.data.reader import SkipReport
+
+    report = SkipReport()
+    assert convert_released([source], tmp_path / "ours", "train", "skip", report) == {"AP": 2}
+    assert report.skipped == {"<unknown>": 2, "PM": 1}
+    assert [r.split(": ")[0] for r in report.reasons] == [f"{source}:2", f"{source}:3", f"{source}:4"]
+
+
+def test_convert_refuses_an_unknown_split(tmp_path):
+    with pytest.raises(ValueError, match="split must be one of train, val, test"):
+        convert_released([jsonl(tmp_path / "r.jsonl", [GEN_ONE_TURN])], tmp_path / "ours", "training")

@@ -122,3 +122,11 @@ def test_workers_use_the_client_from_ray_tasks(actors, ray_cluster):
     shares, _ = samples(1, 2)
     first, second = ray_cluster.get([rank_step.remote(client, 1, rank, shares[rank]) for rank in (1, 0)])
     assert first == second and first["based_on_step"] == 1
+
+
+def test_a_failed_restore_at_start_leaves_no_actor_behind(actors, ray_cluster):
+    saved = actors("source", make_spec(2)).state()
+    with pytest.raises(ValueError, match="different settings"):
+        start_scheduler("failed-restore", make_spec(2, total_steps=99), state=saved)
+    client = actors("failed-restore", make_spec(2))  # the name is free again
+    assert client.counts(1, timeout_s=5)["step"] == 1

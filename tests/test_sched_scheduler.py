@@ -202,3 +202,13 @@ def test_plot_writes_a_png_atomically(tmp_path):
     path = plot_ratios(scheduler.history(), tmp_path / "plots" / "ratios.png", title="S2Sched")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["ratios.png"]  # no temporary file left
+
+
+def test_numpy_scalars_from_a_sweep_are_accepted():
+    import numpy as np
+
+    from recfound.sched import KindSpec, SchedConfig
+
+    assert SchedConfig(warmup_ratio=np.float64(0.1)).warmup_steps(70) == 7
+    spec = KindSpec(["SA", "PM"], np.int64(8))
+    assert spec.batch_size == 8 and type(spec.batch_size) is int

@@ -118,6 +118,11 @@ def test_missing_task_file_is_a_clear_error(dataset):
         open_streams(dataset[0], "train", dataset[1], tasks=["SA", "PM"])
 
 
+def test_a_bad_tokenizer_fails_in_the_driver_naming_the_path(dataset, tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: not a tokenizer folder"):
+        open_streams(dataset[0], "train", tmp_path)
+
+
 def test_smollm2_gguf_tokenizer_converts_once_and_has_embed(tmp_path):
     folder = resolve_tokenizer("smollm2", cache_dir=tmp_path)
     assert (folder / "tokenizer.json").is_file()
@@ -144,7 +149,26 @@ def test_bad_tokenizer_paths(tmp_path):
         resolve_tokenizer(tmp_path / "model.gguf")
 
 
-def test_pools_are_zero_copy_arrow(pools):
+def test_pools_are_one_contiguous_int32_table(pools):
     column = pools["SA"].table.column("prompt_ids")
-    assert column.num_chunks == 1  # one contiguous table: random access without copying
+    assert column.num_chunks == 1  # one chunk: take() by row index without walking chunks
     assert np.asarray(column.chunk(0).values).dtype == np.int32
+
+
+def test_a_long_instruction_leaves_the_query_half_the_room(dataset):
+    from recfound.data.streams import records_table
+    from recfound.data.tokenize import tokenize_batch
+    from recfound.tasks import get_task
+
+    tokenizer, _ = load_tokenizer(dataset[1])
+    long_query = {**Q2I[0], "task": "Q2I", "instruction": "Embed this search. " * 20, "negatives": [],
+                  "query": "red shoe size 3 " * 10}
+    short_query = {**long_query, "query": "red shoe"}
+    rows = tokenize_batch(records_table([long_query, short_query], get_task("Q2I")), dataset[1], "embedding",
+                          TokenLimits(max_text=17)).to_pylist()
+    long_tokens = tokenizer.encode(long_query["query"], add_special_tokens=False).ids
+    assert len(rows[0]["query_ids"]) == 17 and rows[0]["query_prefix_len"] == 1 + 8  # <embed> + half of 16
+    assert rows[0]["query_ids"][9:] == long_tokens[:8]
+    short_tokens = tokenizer.encode(short_query["query"], add_special_tokens=False).ids
+    assert rows[1]["query_ids"][-len(short_tokens):] == short_tokens  # a short query is kept whole
+    assert len(rows[1]["query_ids"]) == 17

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from recfound.data.reader import POLICIES, SPLITS, RecordError, SkipReport
 
+SCALE_NAMES = ("tiny", "small", "paper")  # recfound.data.synth.SCALES, without importing the generator
+
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="create, check and convert instruction records").add_subparsers(
@@ -16,7 +18,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth = data.add_parser("synth", help="write a deterministic synthetic corpus for all tasks")
     synth.add_argument("--out", type=Path, required=True, help="folder to write <split>/<TASK>.jsonl into")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--scale", default="tiny", help="tiny, small or paper (Table 1's sizes)")
+    synth.add_argument("--scale", default="tiny", choices=SCALE_NAMES, help="paper: Table 1's sizes")
     synth.set_defaults(func=cmd_synth)
 
     validate = data.add_parser("validate", help="check every record; print per-task counts per split")
@@ -29,7 +31,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     convert = data.add_parser("convert", help="convert the RecFound authors' released JSONL files to ours")
     convert.add_argument("inputs", type=Path, nargs="+", help="released-format JSONL files (any tasks mixed)")
     convert.add_argument("--out", type=Path, required=True)
-    convert.add_argument("--split", required=True, help="split the inputs belong to (train, val or test)")
+    convert.add_argument("--split", required=True, choices=SPLITS, help="the split the inputs belong to")
     convert.add_argument("--policy", choices=POLICIES, default="strict")
     convert.set_defaults(func=cmd_convert)
 
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (RecordError, FileNotFoundError, ValueError, KeyError) as err:
+    except (RecordError, OSError, ValueError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
         print(f"recfound: error: {message}", file=sys.stderr)
         return 1

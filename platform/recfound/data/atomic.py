@@ -31,9 +31,16 @@ def atomic_write_lines(path: Path | str, lines: Iterable[str]) -> None:
 
 
 @contextmanager
-def atomic_folder(out: Path | str) -> Iterator[Path]:
-    """Yield an empty staging folder beside `out`; on success it replaces `out` whole, on error it is removed."""
+def atomic_folder(out: Path | str, marker: str) -> Iterator[Path]:
+    """Yield an empty staging folder beside `out`; on success it replaces `out` whole, on error it is removed.
+
+    An existing `out` is only replaced when it is empty or holds `marker` (a file every earlier
+    result of the same kind has, e.g. tokenizer.json), so a mistyped path never deletes other data.
+    """
     out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
+        raise FileExistsError(f"{out}: exists and is not a folder written by this command (no {marker}); "
+                              "choose another path or remove it first")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

@@ -100,11 +100,12 @@ class TaskMixer:
         """The mixer's position as a JSON-able dict (orders are re-derived from the seed)."""
         return {
             "version": STATE_VERSION, "seed": self.seed, "step": self.step,
-            "tasks": {name: {"size": c.size, "epoch": c.epoch, "offset": c.offset} for name, c in self._cursors.items()},
+            "tasks": {name: {"size": c.size, "epoch": c.epoch, "offset": c.offset,
+                             "fingerprint": self.pools[name].fingerprint} for name, c in self._cursors.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from a saved position; the pools must be the same as when it was saved."""
+        """Continue from a saved position; the pools must be the same as when it was saved (size and fingerprint)."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"mixer state version {state.get('version')!r} is not {STATE_VERSION}")
         if set(state["tasks"]) != set(self.pools):
@@ -112,5 +113,8 @@ class TaskMixer:
         for name, saved in state["tasks"].items():
             if saved["size"] != len(self.pools[name]):
                 raise ValueError(f"pool of task {name} has {len(self.pools[name])} records, saved state {saved['size']}")
+            if saved["fingerprint"] != self.pools[name].fingerprint:
+                raise ValueError(f"pool of task {name} holds other records than when the state was saved "
+                                 "(same size, different token ids): resume with the same data and tokenizer")
         self.seed, self.step = state["seed"], state["step"]
         self._cursors = {name: _Cursor(s["size"], s["epoch"], s["offset"]) for name, s in state["tasks"].items()}

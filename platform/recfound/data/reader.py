@@ -26,7 +26,7 @@ SPLITS = ("train", "val", "test")
 class RecordError(ValueError):
     """A bad record (or file): `where` is 'file:line' (Parquet: 'file:row N'), `field` the field."""
 
-    def __init__(self, path: Path | str, line: int | None, field: str, message: str) -> None:
+    def __init__(self, path: Path | str, line: int | str | None, field: str, message: str) -> None:
         self.path, self.line, self.field, self.reason = str(path), line, field, message
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {field}: {message}")
@@ -57,7 +57,10 @@ def _handle(error: RecordError, task: Task, policy: Policy, report: SkipReport |
         report.add(task.name, error)
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, Any | RecordError]]:
+Where = int | str  # a JSONL line number, or "row N" in a Parquet file
+
+
+def _json_lines(path: Path) -> Iterator[tuple[Where, Any | RecordError]]:
     """(line number, parsed object or the error for that line) for every non-blank line."""
     data = path.read_bytes()
     lines = data.split(b"\n")
@@ -81,7 +84,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any | RecordError]]:
             yield number, RecordError(path, number, "<line>", reason)
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, Any | RecordError]]:
+def _parquet_rows(path: Path) -> Iterator[tuple[Where, Any | RecordError]]:
     import pyarrow.parquet as pq
 
     try:
@@ -90,7 +93,15 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any | RecordError]]:
         yield 0, RecordError(path, None, "<file>", f"unreadable Parquet file: {err}")
         return
     for number, row in enumerate(table.to_pylist(), start=1):
-        yield number, {k: v for k, v in row.items() if v is not None}
+        yield f"row {number}", {k: v for k, v in row.items() if v is not None}
+
+
+def raw_rows(path: Path | str) -> Iterator[tuple[Where, Any | RecordError]]:
+    """(where, parsed row or the error for it) for every row of a JSONL or Parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such record file")
+    return _parquet_rows(path) if path.suffix == ".parquet" else _json_lines(path)
 
 
 def iter_records(path: Path | str, task: Task | str, policy: Policy = "strict",
@@ -99,26 +110,21 @@ def iter_records(path: Path | str, task: Task | str, policy: Policy = "strict",
     path, task = Path(path), get_task(task) if isinstance(task, str) else task
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such record file")
-    rows = _parquet_rows(path) if path.suffix == ".parquet" else _json_lines(path)
-    location = "row " if path.suffix == ".parquet" else ""
-    for number, obj in rows:
+    for where, obj in raw_rows(path):
         if isinstance(obj, RecordError):
             _handle(obj, task, policy, report)
             continue
         try:
             candidates = convert_row(obj, task) if is_released_row(obj) else [obj]
         except ReleasedRowError as err:
-            _handle(RecordError(path, number, err.field, str(err)), task, policy, report)
+            _handle(RecordError(path, where, err.field, str(err)), task, policy, report)
             continue
         for candidate in candidates:
             problem: Problem | None = check_record(candidate, task)
             if problem is None:
                 yield normalize(candidate, task)
             else:
-                line = f"{location}{number}" if location else number
-                _handle(RecordError(path, line, problem.field, problem.message), task, policy, report)
+                _handle(RecordError(path, where, problem.field, problem.message), task, policy, report)
 
 
 def read_records(path: Path | str, task: Task | str, policy: Policy = "strict",

@@ -4,14 +4,18 @@ Embedding rows: {"query": T, "pos": [T, ...], "neg": [T, ...], "task": name}, wh
 either a string or an [instruction, text] pair. One of our records is made per positive.
 Generative rows: {"text": [user, assistant, user, assistant, ...], "task": name}. The last user turn
 becomes the instruction, the last assistant turn the output, and earlier turns (if any) are kept
-as a transcript in the input.
+as a transcript in the input. For option-letter tasks (SR, SA, PRP) the option lines of the last
+user turn ("A: ...", "(B) ...", "C. ...", in letter order) become `options` and leave the
+instruction, and a quoted answer ('"B"') is unquoted.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from recfound.tasks import Kind, Task, all_tasks
+from recfound.data.records import OPTION_LETTERS
+from recfound.tasks import AnswerType, Kind, Task, all_tasks
 
 # Long names the authors' files may use for a task; registry names are always accepted too.
 TASK_ALIASES = {
@@ -48,9 +52,16 @@ def resolve_task_name(name: Any) -> Task:
     return by_upper[canonical]
 
 
+OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[):.]\s*(.+?)\s*$")
+OPTIONS_HEADER = re.compile(r"^\s*[-\u2013]*\s*options\s*:?\s*$", re.IGNORECASE)
+
+
 def convert_row(obj: dict, task: Task | None = None) -> list[dict]:
-    """Our records for one released row. `task` overrides the row's own 'task' when given."""
-    task = task or resolve_task_name(obj.get("task"))
+    """Our records for one released row, of `task` when given (the row's own 'task', if any, must agree)."""
+    if task is None:
+        task = resolve_task_name(obj.get("task"))
+    elif obj.get("task") is not None and resolve_task_name(obj["task"]) is not task:
+        raise ReleasedRowError("task", f"row says task {obj['task']!r} but the file holds {task.name}")
     if task.kind is Kind.EMBEDDING:
         return _convert_embedding(obj, task)
     return [_convert_generative(obj, task)]
@@ -89,4 +100,35 @@ def _convert_generative(obj: dict, task: Task) -> dict:
     if not isinstance(turns, list) or len(turns) < 2 or len(turns) % 2 or not all(isinstance(t, str) for t in turns):
         raise ReleasedRowError("text", "expected an even-length list of strings [user, assistant, ...]")
     earlier = [f"{'User' if i % 2 == 0 else 'Assistant'}: {turn}" for i, turn in enumerate(turns[:-2])]
-    return {"task": task.name, "instruction": turns[-2], "input": "\n".join(earlier), "output": turns[-1]}
+    record = {"task": task.name, "instruction": turns[-2], "input": "\n".join(earlier), "output": turns[-1]}
+    if task.answer_type is AnswerType.OPTION_LETTER:
+        record["instruction"], record["options"] = split_options(turns[-2])
+        record["output"] = turns[-1].strip().strip("\"'")
+    return record
+
+
+def split_options(prompt: str) -> tuple[str, list[str]]:
+    """(the prompt without its option lines, the option texts): the longest run of lines lettered
+    A, B, C, ... in order (an 'Options:' line just before it goes too). No run of 2+ -> (prompt, [])."""
+    lines = prompt.splitlines()
+    best: tuple[int, int] = (0, 0)
+    start = 0
+    while start < len(lines):
+        end = start
+        while end < len(lines) and _option_letter(lines[end]) == OPTION_LETTERS[end - start: end - start + 1]:
+            end += 1
+        if end - start > best[1] - best[0]:
+            best = (start, end)
+        start = max(end, start + 1)
+    first, last = best
+    if last - first < 2:
+        return prompt, []
+    options = [OPTION_LINE.match(line).group(2) for line in lines[first:last]]
+    if first > 0 and OPTIONS_HEADER.match(lines[first - 1]):
+        first -= 1
+    return "\n".join(lines[:first] + lines[last:]).strip(), options
+
+
+def _option_letter(line: str) -> str | None:
+    match = OPTION_LINE.match(line)
+    return match.group(1) if match else None

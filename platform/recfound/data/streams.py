@@ -2,23 +2,31 @@
 
 Records are read and validated first (so a bad record is reported with file, line and field, not
 as a wrapped worker exception), then handed to Ray Data, which tokenizes them in parallel. A
-training run materializes each task's tokenized dataset once into a `TokenPool` (one Arrow table
-in the object store), which every worker's mixer samples from without copying.
+training run materializes each task's tokenized dataset once into a `TokenPool`: one contiguous
+Arrow table in file order, which the mixer samples from by row index.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recfound.data.reader import Policy, SkipReport, read_records, task_files
 from recfound.data.records import fields_of
 from recfound.data.tokenize import TokenLimits, tokenize_batch
+from recfound.data.tokenizer import load_tokenizer, resolve_tokenizer
 from recfound.progress import Progress
 from recfound.tasks import Task, get_task, task_names
+
+if TYPE_CHECKING:
+    import ray.data
 
 TOKENIZE_BATCH_SIZE = 512
 BLOCK_ROWS = 4 * TOKENIZE_BATCH_SIZE
@@ -34,7 +42,8 @@ def records_table(records: list[dict], task: Task) -> pa.Table:
     return table.append_column("position", pa.array(range(len(records)), pa.int64()))
 
 
-def task_stream(records: list[dict], task: Task, tokenizer_path: str | Path, limits: TokenLimits = TokenLimits()):
+def task_stream(records: list[dict], task: Task, tokenizer_path: str | Path,
+                limits: TokenLimits = TokenLimits()) -> ray.data.Dataset:
     """A Ray Data dataset of one task's records, tokenized lazily in `map_batches`."""
     import ray.data
 
@@ -45,10 +54,16 @@ def task_stream(records: list[dict], task: Task, tokenizer_path: str | Path, lim
         tokenize, batch_format="pyarrow", batch_size=TOKENIZE_BATCH_SIZE, zero_copy_batch=True)
 
 
-def open_streams(root: Path | str, split: str, tokenizer_path: str | Path, tasks: list[str] | None = None,
+def open_streams(root: Path | str, split: str, tokenizer: str | Path, tasks: list[str] | None = None,
                  limits: TokenLimits = TokenLimits(), policy: Policy = "strict",
-                 report: SkipReport | None = None) -> dict:
-    """{task: tokenized Ray dataset} for one split; `tasks` defaults to every task file present."""
+                 report: SkipReport | None = None) -> dict[str, ray.data.Dataset]:
+    """{task: tokenized Ray dataset} for one split; `tasks` defaults to every task file present.
+
+    `tokenizer` is anything `resolve_tokenizer` takes ('smollm2', a .gguf file, a tokenizer folder);
+    it is resolved and loaded here, in the driver, so a bad one fails before any Ray task starts.
+    """
+    tokenizer_path = resolve_tokenizer(tokenizer)
+    load_tokenizer(tokenizer_path)
     files = task_files(root, split)
     names = tasks or [name for name in task_names() if name in files]
     missing = [n for n in names if n not in files]
@@ -73,6 +88,19 @@ class TokenPool:
 
     def __len__(self) -> int:
         return self.table.num_rows
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A CRC-32 over every integer column (token ids, positions) in order, so a resumed run can
+        tell whether its pools hold the same tokenized records as when its position was saved."""
+        crc = 0
+        for name in self.table.column_names:
+            column = self.table.column(name)
+            while pa.types.is_list(column.type):
+                column = pc.list_flatten(column)
+            if pa.types.is_integer(column.type):
+                crc = zlib.crc32(np.ascontiguousarray(column.to_numpy()).tobytes(), crc)
+        return f"{crc:08x}"
 
 
 def materialize_pools(streams: dict, progress: bool = True) -> dict[str, TokenPool]:

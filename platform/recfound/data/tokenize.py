@@ -86,6 +86,8 @@ def _embedding_columns(batch: pa.Table, tokenizer, info: TokenizerInfo, limits: 
     flat_negatives = _encode(tokenizer, [text for texts in negative_lists for text in texts])
     query_ids, prefix_lens = [], []
     for instruction, query in zip(instructions, queries):
+        # A long instruction may take at most half of what the query does not need: never all of it.
+        instruction = instruction[: max(room - len(query), room // 2)]
         ids = (instruction + query)[:room]
         query_ids.append([info.embed_id] + ids)
         prefix_lens.append(1 + min(len(instruction), room))

@@ -14,10 +14,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from recfound.data.atomic import atomic_folder
 from recfound.data.prompts import EMBED_TOKEN
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 SMOLLM2 = "smollm2"
 CORPUS_SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>", EMBED_TOKEN)
@@ -86,12 +89,12 @@ def _gguf_tokenizer_folder(gguf: Path, cache_dir: Path) -> Path:
 
 def _save_folder(tokenizer, out: Path) -> Path:
     """save_pretrained into a staging folder, then swap it in whole (readers never see half a folder)."""
-    with atomic_folder(out) as staging:
+    with atomic_folder(out, "tokenizer.json") as staging:
         tokenizer.save_pretrained(str(staging))
     return out
 
 
-def load_tokenizer(folder: str | Path):
+def load_tokenizer(folder: str | Path) -> tuple[Tokenizer, TokenizerInfo]:
     """(tokenizers.Tokenizer with `<embed>` ensured, TokenizerInfo) for a tokenizer folder."""
     from tokenizers import Tokenizer
 

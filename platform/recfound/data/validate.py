@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recfound.data.atomic import atomic_write_lines
-from recfound.data.reader import SPLITS, Policy, RecordError, SkipReport, iter_records, task_files
-from recfound.data.released import ReleasedRowError, convert_row
+from recfound.data.reader import SPLITS, Policy, RecordError, SkipReport, iter_records, raw_rows, task_files
+from recfound.data.released import ReleasedRowError, convert_row, resolve_task_name
 from recfound.data.records import check_record, normalize
 from recfound.progress import format_table
-from recfound.tasks import all_tasks, get_task
+from recfound.tasks import all_tasks
 
 
 @dataclass
@@ -48,34 +48,49 @@ def validate_dataset(root: Path | str, splits: tuple[str, ...] = SPLITS, policy:
 
 def convert_released(inputs: list[Path | str], out: Path | str, split: str, policy: Policy = "strict",
                      report: SkipReport | None = None) -> dict[str, int]:
-    """Convert the authors' JSONL files (rows of any task) into `<out>/<split>/<TASK>.jsonl`.
+    """Convert the authors' JSONL/Parquet files (rows of any task) into `<out>/<split>/<TASK>.jsonl`.
 
     All input is read and checked before anything is written, so a strict failure writes nothing.
+    Skipped rows are counted per task (`<unknown>` when the row names no known task).
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     by_task: dict[str, list[str]] = {}
     for path in map(Path, inputs):
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
+        for where, row in raw_rows(path):
             try:
-                for record in convert_row(json.loads(line)):
-                    _check_converted(record, path, number)
+                for record in _converted(path, where, row):
                     by_task.setdefault(record["task"], []).append(json.dumps(record, ensure_ascii=False))
-            except (ReleasedRowError, RecordError, json.JSONDecodeError) as err:
-                error = err if isinstance(err, RecordError) else RecordError(
-                    path, number, getattr(err, "field", "<line>"), str(err))
+            except RecordError as error:
                 if policy == "strict":
-                    raise error from None
+                    raise
                 if report is not None:
-                    report.add("<unknown>", error)
+                    report.add(_task_name(row), error)
     for name, lines in by_task.items():
         atomic_write_lines(Path(out) / split / f"{name}.jsonl", lines)
     return {name: len(lines) for name, lines in by_task.items()}
 
 
-def _check_converted(record: dict, path: Path, number: int) -> None:
-    task = get_task(record["task"])
-    problem = check_record(record, task)
-    if problem:
-        raise RecordError(path, number, problem.field, problem.message)
-    record.update(normalize(record, task))
+def _converted(path: Path, where: int | str, row: object) -> list[dict]:
+    """Our normalized records for one released row, or the RecordError that says what is wrong."""
+    if isinstance(row, RecordError):
+        raise row
+    if not isinstance(row, dict):
+        raise RecordError(path, where, "<record>", f"expected a JSON object, got {type(row).__name__}")
+    try:
+        task = resolve_task_name(row.get("task"))
+        records = convert_row(row, task)
+    except ReleasedRowError as err:
+        raise RecordError(path, where, err.field, str(err)) from None
+    for record in records:
+        problem = check_record(record, task)
+        if problem:
+            raise RecordError(path, where, problem.field, problem.message)
+    return [normalize(record, task) for record in records]
+
+
+def _task_name(row: object) -> str:
+    try:
+        return resolve_task_name(row.get("task")).name if isinstance(row, dict) else "<unknown>"
+    except ReleasedRowError:
+        return "<unknown>"

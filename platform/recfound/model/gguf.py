@@ -22,6 +22,6 @@ def gguf_model_folder(gguf: Path, cache_dir: Path) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with atomic_folder(folder) as staging:
+    with atomic_folder(folder, "config.json") as staging:
         model.save_pretrained(str(staging))
     return folder

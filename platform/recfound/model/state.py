@@ -97,7 +97,7 @@ def export_dense(adapter: Adapter, task: str, out: Path | str, tokenizer_dir: Pa
     merged) as a HF folder that `AutoModelForCausalLM.from_pretrained` loads; the tokenizer files of
     `tokenizer_dir` are copied beside it when given. The folder appears whole or not at all."""
     out = Path(out)
-    with atomic_folder(out) as staging:
+    with atomic_folder(out, "config.json") as staging:
         with adapter.dense(task) as model:
             model.save_pretrained(str(staging))
         if tokenizer_dir is not None:

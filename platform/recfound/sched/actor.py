@@ -114,5 +114,9 @@ def start_scheduler(run_name: str, spec: ScheduleSpec, *, state: Mapping[str, An
                                     lifetime="detached" if detached else None).remote(spec.to_dict())
     client = SchedulerClient(handle)
     if state is not None:
-        client.restore(state)
+        try:
+            client.restore(state)
+        except Exception:
+            ray.kill(handle)  # a named actor that could not be restored must not linger under the run's name
+            raise
     return client

@@ -43,7 +43,7 @@ class SchedConfig:
     def warmup_steps(self, total_steps: int) -> int:
         """ceil(warmup_ratio * total_steps), with the ratio read as the decimal it was written as
         (0.1 * 70 is 7.000000000000001 in floats, which would round up to 8)."""
-        return math.ceil(Fraction(repr(self.warmup_ratio)) * total_steps)
+        return math.ceil(Fraction(repr(float(self.warmup_ratio))) * total_steps)  # float(): numpy scalars too
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,8 +61,9 @@ class KindSpec:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be a non-empty list of distinct names, got {list(self.tasks)}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        object.__setattr__(self, "batch_size", int(self.batch_size))  # numpy ints (from Tune) become plain ints
         if self.pool_sizes is not None:
             object.__setattr__(self, "pool_sizes", tuple(self.pool_sizes))
             if len(self.pool_sizes) != len(self.tasks) or any(int(n) != n or n < 1 for n in self.pool_sizes):
