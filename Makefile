@@ -45,6 +45,7 @@ test: venv
 bench: venv
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/s2sched.py
+	$(PY) bench/tmole_layer.py
 
 clean:
 	rm -rf $(CACHE) .pytest_cache

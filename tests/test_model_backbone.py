@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 
 import pytest
 import torch
@@ -56,12 +55,23 @@ def smollm2_cache(tmp_path_factory):
 
 
 def test_smollm2_gguf_converts_once_then_reloads_fast(smollm2_cache):
+    from transformers import AutoModelForCausalLM
+
+    from recfound.data.tokenizer import smollm2_gguf
+
     _, info = load_tokenizer(resolve_tokenizer("smollm2", smollm2_cache))
     first = load_backbone("smollm2", info, cache_dir=smollm2_cache)
-    start = time.perf_counter()
+    (converted,) = (smollm2_cache / "models").iterdir()
+    written = {f.name: f.stat().st_mtime_ns for f in converted.iterdir()}
     again = load_backbone("smollm2", info, cache_dir=smollm2_cache)
-    assert time.perf_counter() - start < 3.0  # the cached safetensors folder, not a second dequantization
+    assert {f.name: f.stat().st_mtime_ns for f in converted.iterdir()} == written  # reused, not converted again
     assert first.base_vocab == 49152 and info.embed_id == 49152
+    gguf = smollm2_gguf()  # the conversion keeps the dequantized GGUF weights
+    direct = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    sample = torch.tensor([[504, 3458, 314, 260, 1812]])
+    with torch.no_grad():
+        torch.testing.assert_close(first.model(input_ids=sample).logits[..., :49152],
+                                   direct(input_ids=sample).logits, rtol=1e-4, atol=1e-4)
     assert again.model.get_input_embeddings().num_embeddings == info.vocab_size
     assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), again.model.parameters()))
     ids = torch.tensor([[info.embed_id, 504, 3458, 314]])

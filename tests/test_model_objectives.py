@@ -289,3 +289,33 @@ def test_both_objectives_route_a_tmole_adapter_by_task():
         a_grad = projections[0].A.grad.view(config.num_experts, config.rank, -1)
         assert a_grad[blocked].abs().sum() == 0  # the other kind's experts (order [E | S | G])
         assert a_grad[2:4].abs().sum() > 0  # the shared experts learn from both kinds
+
+
+def test_checkpointing_keeps_each_layers_routing_for_its_recompute():
+    """Queries, documents and a generative batch are routed before one backward: with checkpointing,
+    every layer's recompute must see its own forward's routing, so the gradients equal the plain run's."""
+    from recfound.data.tokenizer import TokenizerInfo
+    from recfound.model.adapter import AdapterConfig, attach_adapter
+    from recfound.model.backbone import load_backbone
+
+    info = TokenizerInfo("corpus", vocab_size=VOCAB, pad_id=PAD, eos_id=PAD, embed_id=EMBED)
+    embedding_batch, generative_batch = collated_batches()
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)  # the same experts and routers in both runs
+        adapter = attach_adapter(load_backbone("tiny", info, dtype="float64"),
+                                 AdapterConfig(rank=4, alpha=8.0, task_dim=16, router_hidden=8, dropout=0.0),
+                                 token_ids=[EMBED])
+        torch.manual_seed(3)
+        for _, _, projection in adapter.projections():
+            torch.nn.init.normal_(projection.B, std=0.1)
+        adapter.train()
+        if checkpointing:
+            adapter.enable_checkpointing()
+        loss = (embedding_loss(adapter.model, embedding_batch, route=adapter.set_tasks)
+                + generative_loss(adapter.model, generative_batch, route=adapter.set_tasks))
+        loss.backward()
+        grads.append({n: p.grad for n, p in adapter.trainable_state().items() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-10, atol=1e-12, msg=name)

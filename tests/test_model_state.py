@@ -61,6 +61,10 @@ def test_loading_refuses_another_base_or_config(tmp_path):
     _, lora = tiny_adapter(mode="lora")
     with pytest.raises(ValueError, match="mode: file 'tmole' vs model 'lora'"):
         load_adapter(lora, path)
+    backbone = load_backbone("tiny", INFO, dtype="float64")
+    other_rows = attach_adapter(backbone, small_config(), token_ids=[INFO.embed_id, 7])
+    with pytest.raises(ValueError, match=r"token_ids differ: file \[4\] vs model \[4, 7\]"):
+        load_adapter(other_rows, path)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -107,5 +111,11 @@ def test_routing_report_and_heatmap(tmp_path):
     similarity = torch.tensor(report["similarity"], dtype=torch.float64)
     assert similarity.shape == (13, 13) and torch.allclose(similarity, similarity.T)
     assert torch.allclose(similarity.diagonal(), torch.ones(13, dtype=torch.float64))
+    gates = {t: [g for layer in report["gates"][t] for g in layer] for t in tasks}  # over all projections
+    u2i, qr, sa = gates["U2I"], gates["QR"], gates["SA"]
+    cosine = sum(a * b for a, b in zip(qr, sa)) / (sum(a * a for a in qr) * sum(b * b for b in sa)) ** 0.5
+    assert similarity[tasks.index("QR"), tasks.index("SA")].item() == pytest.approx(cosine, rel=1e-9)
+    assert all(g == 0 for layer in report["gates"]["U2I"] for g in layer[4:])  # embedding tasks: no G experts
+    assert all(sum(layer) == pytest.approx(1.0) for layer in report["gates"]["QR"]) and len(u2i) == 48
     png = plot_routing_similarity(report, tmp_path / "routing.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -162,3 +162,27 @@ def test_generative_forward_backward_trains_only_adapter_tensors():
     assert torch.count_nonzero(q.B.grad[:, :2 * r]) == 0 and torch.count_nonzero(q.B.grad[:, 2 * r:]) > 0
     assert adapter.task_table.weight.grad[task_index("QR")].abs().sum() > 0
     assert adapter.task_table.weight.grad[task_index("U2I")].abs().sum() == 0
+
+
+def test_dropout_in_training_mode_is_the_formula_with_a_rescaled_mask():
+    """o = W0 x + (alpha/r) sum_j v_j B_j A_j dropout(x), dropout(x) = x * keep / (1 - p)."""
+    layer, routing, table, config = make_layer((2, 2, 2))
+    layer.dropout = 0.3
+    layer.train()
+    ids = route(routing, table, GENERATIVE)
+    x = torch.randn(len(GENERATIVE), 6, 24, dtype=torch.float64)
+    torch.manual_seed(11)
+    fused = layer(x)
+    torch.manual_seed(11)
+    keep = (torch.rand_like(x) >= 0.3).double()
+    dropped = x * keep / (1 - 0.3)
+    lora_part = reference(layer, config, table, ids, dropped, Kind.GENERATIVE) - layer.base_layer(dropped)
+    plain = layer.base_layer(x) + lora_part
+    assert 0.2 < 1 - keep.mean().item() < 0.4  # the mask really drops about p of the entries
+    assert ((fused - plain).norm() / plain.norm()).item() < 1e-10
+
+
+@pytest.mark.parametrize("field", ["alpha", "task_dim", "router_hidden"])
+def test_adapter_config_rejects_non_positive_sizes(field):
+    with pytest.raises(ValueError, match=f"adapter {field} must be > 0"):
+        AdapterConfig(**{field: 0})

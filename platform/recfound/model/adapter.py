@@ -3,12 +3,13 @@
 An `Adapter` owns the HF model (its projections wrapped in place, so `adapter.model(input_ids=...,
 attention_mask=...)` keeps the HF signature), the trainable token rows (`<embed>` and any rows the
 tokenizer added) and the task list. `set_tasks(task_ids)` routes the next forwards; it stays in
-effect until the next call (generation, and recomputation in backward, see it too).
+effect until the next call (generation sees it too). With `enable_checkpointing()`, a layer's
+recomputation in backward sees the routing of its own forward.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Sequence
 
@@ -42,6 +43,9 @@ class AdapterConfig:
         object.__setattr__(self, "targets", tuple(self.targets))
         if self.rank < 1 or not 0 <= self.dropout < 1:
             raise ValueError(f"adapter rank must be >= 1 and dropout in [0, 1) (got {self.rank}, {self.dropout})")
+        for name in ("alpha", "task_dim", "router_hidden"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"adapter {name} must be > 0, got {getattr(self, name)!r}")
         counts = (self.embedding_experts, self.shared_experts, self.generative_experts)
         if self.mode == "tmole" and (min(counts) < 0 or self.embedding_experts + self.shared_experts == 0
                                      or self.shared_experts + self.generative_experts == 0):
@@ -146,6 +150,18 @@ class Adapter(nn.Module):
         """Route the following forwards by `task_ids` ([batch], one kind); returns that kind."""
         raise NotImplementedError
 
+    def enable_checkpointing(self, every_n_layers: int = 1) -> None:
+        """Activation checkpointing of the decoder layers whose backward recompute of each layer sees
+        the routing its forward saw (non-reentrant `torch.utils.checkpoint` with `context_fn`), even
+        when other batches were routed in between, e.g. queries, documents and a generative batch
+        before one backward. Use this rather than the HF model's own switch."""
+        self.model.activation_checkpointing_enable(
+            {"use_reentrant": False, "context_fn": self.checkpoint_contexts}, every_n_layers=every_n_layers)
+
+    def checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """(forward, recompute) contexts of one checkpointed layer call; plain LoRA has no routing."""
+        return nullcontext(), nullcontext()
+
     def forward(self, *args, task_ids=None, **kwargs):
         """`set_tasks(task_ids)` when given, then the HF model's forward."""
         if task_ids is not None:
@@ -171,7 +187,16 @@ class Adapter(nn.Module):
                 param.copy_(state[name])
 
     def projections(self) -> list[tuple[nn.Module, str, nn.Module]]:
-        """(parent, attribute, wrapped projection) for every wrapped Linear."""
+        """(parent, attribute, wrapped projection) for every wrapped Linear, in model order."""
+        found = []
+        for name, module in self.model.named_modules():
+            if isinstance(module, self.wrapped_type()):
+                parent_name, _, attr = name.rpartition(".")
+                found.append((self.model.get_submodule(parent_name), attr, module))
+        return found
+
+    def wrapped_type(self) -> type[nn.Module]:
+        """The module class this mode puts in place of each targeted projection."""
         raise NotImplementedError
 
     def merged_weight(self, wrapped: nn.Module, task: str) -> torch.Tensor:

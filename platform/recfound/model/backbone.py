@@ -33,7 +33,10 @@ def load_backbone(spec: str | Path, tokenizer: TokenizerInfo, dtype: str | torch
     """Load `spec`: a preset name (e.g. 'tiny', built for the tokenizer's vocabulary from `seed`),
     'smollm2', a .gguf file, or a HF model folder. fp32 + SDPA suit CPUs; bf16 + 'sdpa' or
     'flash_attention_2' suit GPUs."""
-    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or a torch.dtype), got {dtype!r}")
+        dtype = DTYPES[dtype]
     options = dict(dtype=dtype, attn_implementation=attn_implementation)
     if str(spec) in PRESETS:
         model = build_preset(str(spec), tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id, seed, **options)

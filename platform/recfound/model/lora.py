@@ -33,15 +33,10 @@ class LoraAdapter(Adapter):
     def set_tasks(self, task_ids) -> Kind:
         return self.tasks.kind_of(self._task_tensor(task_ids))
 
-    def projections(self) -> list[tuple[nn.Module, str, nn.Module]]:
+    def wrapped_type(self) -> type[nn.Module]:
         from peft.tuners.lora import LoraLayer
 
-        found = []
-        for name, module in self.model.named_modules():
-            if isinstance(module, LoraLayer):
-                parent_name, _, attr = name.rpartition(".")
-                found.append((self.model.get_submodule(parent_name), attr, module))
-        return found
+        return LoraLayer
 
     @torch.no_grad()
     def merged_weight(self, wrapped: nn.Module, task: str) -> torch.Tensor:

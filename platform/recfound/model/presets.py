@@ -25,5 +25,6 @@ def build_preset(name: str, vocab_size: int, pad_id: int = 0, eos_id: int = 0, s
     import torch
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(preset_config(name, vocab_size, pad_id, eos_id), **options)
+    with torch.random.fork_rng(devices=[]):  # seed the weights without resetting the caller's RNG
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(preset_config(name, vocab_size, pad_id, eos_id), **options)

@@ -10,7 +10,8 @@ and a forward is two rank-(n_allowed*r) matmuls with the per-sample gate scaling
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +104,22 @@ class TMoLEAdapter(Adapter):
         if self.routing.task_ids is not None:
             self.routing.task_embedding = self.task_table(self.routing.task_ids)
 
+    def checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """Snapshot the routing when a checkpointed layer runs forward; reinstate it for its recompute."""
+        routing = self.routing
+        snapshot = (routing.task_ids, routing.allowed, routing.task_embedding)
+        return nullcontext(), self._routed_as(snapshot)
+
+    @contextmanager
+    def _routed_as(self, snapshot: tuple) -> Iterator[None]:
+        routing = self.routing
+        current = (routing.task_ids, routing.allowed, routing.task_embedding)
+        routing.task_ids, routing.allowed, routing.task_embedding = snapshot
+        try:
+            yield
+        finally:
+            routing.task_ids, routing.allowed, routing.task_embedding = current
+
     def set_tasks(self, task_ids) -> Kind:
         ids = self._task_tensor(task_ids)
         kind = self.tasks.kind_of(ids)
@@ -110,13 +127,8 @@ class TMoLEAdapter(Adapter):
         self.routing.allowed = self.routing.allowed_by_kind[kind]
         return kind
 
-    def projections(self) -> list[tuple[nn.Module, str, TMoLELinear]]:
-        found = []
-        for name, module in self.model.named_modules():
-            if isinstance(module, TMoLELinear):
-                parent_name, _, attr = name.rpartition(".")
-                found.append((self.model.get_submodule(parent_name), attr, module))
-        return found
+    def wrapped_type(self) -> type[nn.Module]:
+        return TMoLELinear
 
     def full_gate(self, module: TMoLELinear, task: str) -> torch.Tensor:
         """[N] gate of one projection for `task` over all experts (0 where masked)."""
