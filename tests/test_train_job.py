@@ -24,7 +24,8 @@ STEPS = 8
 def job_config(tmp_path, name: str, *extra: str):
     return load_config(None, [f"run.name={name}", f"run.output_dir={tmp_path / 'runs'}",
                               f"data.root={tmp_path / 'data'}", f"train.steps={STEPS}", "checkpoint.every=2",
-                              "data.val_per_task=8", "sched.warmup_ratio=0.25", "sched.window=4", *extra])
+                              "data.val_per_task=8", "sched.warmup_ratio=0.25", "sched.window=4", "sched.eval_interval=1",
+                              "eval.max_records=8", "eval.max_new_tokens=16", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,37 @@ def test_registered_model_reproduces_the_merged_adapter(baseline):
     np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_evaluation_after_training_is_logged_and_the_registered_model_scores_the_same(baseline):
+    """The run evaluated the base and the merged adapter on the test split and logged both; the
+    registered version, evaluated on its own, reproduces the run's scores."""
+    from recfound.eval.data import load_split
+    from recfound.eval.job import make_scorer
+    from recfound.eval.report import read_logged_evaluations
+    from recfound.eval.runner import evaluate_model
+    from recfound.eval.source import ModelSource
+
+    tmp, report = baseline
+    assert set(report.evaluations) == {"test_base", "test"}
+    assert set(report.test_scores) == set(task_names()) and set(report.test_averages) == {"embedding", "generative"}
+    metrics = mlflow.MlflowClient(report.tracking_uri).get_run(report.run_id).data.metrics
+    for task in task_names():
+        assert metrics[f"test/{task}"] == pytest.approx(report.test_scores[task])
+        assert f"test_base/{task}" in metrics
+    assert metrics["test/generative_avg"] == pytest.approx(report.test_averages["generative"])
+    logged = read_logged_evaluations(report.tracking_uri, report.run_id)
+    assert {role: e.to_dict()["generative"] for role, e in logged.items()} == \
+        {role: e.to_dict()["generative"] for role, e in report.evaluations.items()}
+    summary = (report.run_dir / "summary.txt").read_text()
+    assert "trained model better than the base on" in summary and "bertscore_f1" in summary
+    config = job_config(tmp, "baseline")
+    source = ModelSource.from_registered(report.tracking_uri, report.registered.name, report.registered.version)
+    data = load_split(config.data.root, "test", max_records=config.eval.max_records)
+    again = evaluate_model(source, data, config.eval, make_scorer(config.eval.scorer), seed=config.run.seed)
+    assert again.answers == report.evaluations["test"].answers
+    for task, score in report.evaluations["test"].headline().items():
+        assert again.headline()[task].value == pytest.approx(score.value, abs=1e-6), task
+
+
 def _train_worker_pids() -> list[int]:
     import psutil
 
@@ -121,7 +153,7 @@ def test_killed_worker_resumes_onto_the_same_ratio_sequence(baseline):
     from recfound.train.launch import run_training
 
     tmp, uninterrupted = baseline
-    config = job_config(tmp, "killed", "checkpoint.max_failures=2")
+    config = job_config(tmp, "killed", "checkpoint.max_failures=2", "eval.enabled=false")
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_one_worker_after_first_checkpoint, args=(config.run_dir(), stop, killed))
     killer.start()
@@ -175,7 +207,7 @@ def test_zero3_run_saves_whole_adapters_that_reload(ray_cluster, tmp_path):
     from recfound.model.state import load_adapter, read_adapter
     from recfound.train.launch import run_training
 
-    config = job_config(tmp_path, "zero3", "train.zero_stage=3", "train.steps=2", "checkpoint.every=1",
+    config = job_config(tmp_path, "zero3", "train.zero_stage=3", "train.steps=2", "checkpoint.every=1", "eval.enabled=false",
                         "sched.window=2")
     report = run_training(config)
     header, _ = read_adapter(report.merged_adapter)

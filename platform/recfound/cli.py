@@ -1,4 +1,4 @@
-"""The `recfound` command: `data synth|validate|convert|tokenizer`, `train`, `demo` and `merge`."""
+"""The `recfound` command: `data synth|validate|convert|tokenizer`, `train`, `demo`, `merge`, `eval run|compare`, `sweep`."""
 
 from __future__ import annotations
 
@@ -147,12 +147,102 @@ def cmd_merge(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
+    from recfound.config import EvalSection
+
+    defaults = EvalSection()
+    evaluate = sub.add_parser("eval", help="score models with the paper's per-task metrics; compare logged runs"
+                              ).add_subparsers(dest="eval_command", required=True)
+    run = evaluate.add_parser("run", help="evaluate models side by side on one split (docs/evaluation.md)")
+    run.add_argument("models", nargs="+", metavar="MODEL", help="RUN_DIR[:init|final|merged], an adapter file, "
+                     "models:/NAME/VERSION, or base:SPEC (the bare backbone, with --tokenizer)")
+    run.add_argument("--data", type=Path, required=True, help="dataset folder holding <split>/<TASK>.jsonl")
+    run.add_argument("--split", default=defaults.split, choices=SPLITS)
+    run.add_argument("--tasks", nargs="+", help="tasks to score (default: every task file of the split)")
+    run.add_argument("--max-records", type=int, help="at most this many records per task (default: all)")
+    run.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    run.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    run.add_argument("--k", type=int, default=defaults.k, help="cut-off of NDCG@k / MRR@k")
+    run.add_argument("--protocol", default=defaults.protocol, choices=("sampled", "full", "both"),
+                     help="retrieval: sampled same-category negatives (the authors'), the full pool, or both")
+    run.add_argument("--negatives", type=int, default=defaults.sampled_negatives, help="sampled negatives per query")
+    run.add_argument("--scorer", default=defaults.scorer, help="BERTScore encoder: minilm, none, or a HF folder")
+    run.add_argument("--workers", type=int, default=defaults.workers, help="Ray tasks to shard over (0: here)")
+    run.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    run.add_argument("--seed", type=int, default=0, help="sampled negatives; the seed of a preset backbone")
+    run.add_argument("--tokenizer", help="tokenizer of a base:SPEC model (a folder, smollm2 or a .gguf file)")
+    run.add_argument("--out", type=Path, help="write scores.json, tables.txt and the answers into this folder")
+    run.add_argument("--log", action="store_true", help="log the evaluation to a new MLflow run (recfound-eval)")
+    run.add_argument("--tracking-uri", help="MLflow (default: $MLFLOW_TRACKING_URI, else .cache/runs/mlflow.db)")
+    run.set_defaults(func=cmd_eval_run)
+    compare = evaluate.add_parser("compare", help="put the evaluations logged in MLflow runs side by side")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="MLflow run ids or run names")
+    compare.add_argument("--tracking-uri")
+    compare.set_defaults(func=cmd_eval_compare)
+
+
+def _tracking_uri(given: str | None) -> tuple[str, str | None]:
+    """(tracking URI, artifact root): `given`, else $MLFLOW_TRACKING_URI, else the embedded SQLite store
+    of the default run folder with its artifact folder (as a training run's defaults)."""
+    from recfound.config import RunConfig
+
+    config = RunConfig() if not given else RunConfig().with_overrides({"mlflow.tracking_uri": given})
+    return config.tracking_uri(), config.artifact_root()
+
+
+def cmd_eval_run(args: argparse.Namespace) -> None:
+    from recfound.config import EvalSection
+    from recfound.eval.commands import run_evaluation
+
+    options = EvalSection(split=args.split, max_records=args.max_records, max_new_tokens=args.max_new_tokens,
+                          batch_size=args.batch_size, k=args.k, protocol=args.protocol,
+                          sampled_negatives=args.negatives, scorer=args.scorer, workers=args.workers)
+    tracking_uri, artifact_root = _tracking_uri(args.tracking_uri)
+    run_evaluation(args.models, args.data, options, args.tasks, tracking_uri, args.tokenizer, args.seed, args.gpu,
+                   args.out, args.log, artifact_root)
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> None:
+    from recfound.eval.commands import compare_runs
+
+    print(compare_runs(args.runs, _tracking_uri(args.tracking_uri)[0]))
+
+
+def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
+    sweep = sub.add_parser("sweep", help="run a Ray Tune sweep of training runs (Optuna / grid / random search, "
+                                         "ASHA); an unfinished sweep of the same name resumes")
+    sweep.add_argument("sweep_file", type=Path, metavar="SWEEP.yaml", help="a sweep definition (see sweeps/)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key of the sweep file, e.g. trials=4, overrides.train.steps=10, "
+                            "'space.sched.window={type: int, low: 4, high: 32}' (repeatable)")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="discard an earlier sweep of the same name (finished or not) and start again")
+    sweep.add_argument("--check", action="store_true", help="only check the sweep file and print its plan")
+    sweep.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from recfound.tune import load_sweep
+
+    spec = load_sweep(args.sweep_file, args.overrides)  # every error is raised here, before any trial
+    if args.check:
+        print(f"{args.sweep_file}: ok: {spec.total_trials()} trial(s), search {spec.search}, scheduler "
+              f"{spec.scheduler}, metric {spec.metric} ({spec.mode}); folder {spec.experiment_dir()}")
+        return
+    from recfound.tune import run_sweep
+
+    if run_sweep(spec, overwrite=args.overwrite).interrupted:
+        raise SystemExit(130)  # resumable: the same command continues it
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recfound", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_train_commands(sub)
     _add_merge_command(sub)
+    _add_eval_commands(sub)
+    _add_sweep_command(sub)
     return parser
 
 

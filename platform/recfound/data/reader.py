@@ -15,7 +15,7 @@ from typing import Any, Iterator, Literal
 
 from recfound.data.records import Problem, check_record, normalize
 from recfound.data.released import ReleasedRowError, convert_row, is_released_row
-from recfound.tasks import Task, get_task
+from recfound.tasks import Task, get_task, task_names
 
 Policy = Literal["strict", "skip"]
 POLICIES = ("strict", "skip")
@@ -150,3 +150,14 @@ def task_files(root: Path | str, split: str) -> dict[str, Path]:
             raise RecordError(path, None, "<file>", f"two files for task {path.stem}: {files[path.stem].name}")
         files[path.stem] = path
     return files
+
+
+def selected_task_files(root: Path | str, split: str, tasks: list[str] | None = None) -> dict[str, Path]:
+    """{task: file} of `tasks` (default: every task file present, in registry order) in `<root>/<split>/`;
+    a FileNotFoundError names the selected tasks that have no file."""
+    files = task_files(root, split)
+    names = tasks or [name for name in task_names() if name in files]
+    missing = [name for name in names if name not in files]
+    if missing:
+        raise FileNotFoundError(f"{Path(root) / split}: no record file for task(s) {', '.join(missing)}")
+    return {name: files[name] for name in names}

@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recfound.data.reader import Policy, SkipReport, read_records, task_files
+from recfound.data.reader import Policy, SkipReport, read_records, selected_task_files
 from recfound.data.records import fields_of
 from recfound.data.tokenize import TokenLimits, tokenize_batch
 from recfound.data.tokenizer import load_tokenizer, resolve_tokenizer
 from recfound.progress import Progress
-from recfound.tasks import Task, get_task, task_names
+from recfound.tasks import Task, get_task
 
 if TYPE_CHECKING:
     import ray.data
@@ -64,17 +64,12 @@ def open_streams(root: Path | str, split: str, tokenizer: str | Path, tasks: lis
     """
     tokenizer_path = resolve_tokenizer(tokenizer)
     load_tokenizer(tokenizer_path)
-    files = task_files(root, split)
-    names = tasks or [name for name in task_names() if name in files]
-    missing = [n for n in names if n not in files]
-    if missing:
-        raise FileNotFoundError(f"{Path(root) / split}: no record file for task(s) {', '.join(missing)}")
     streams = {}
-    for name in names:
+    for name, path in selected_task_files(root, split, tasks).items():
         task = get_task(name)
-        records = read_records(files[name], task, policy, report)
+        records = read_records(path, task, policy, report)
         if not records:
-            raise ValueError(f"{files[name]}: no valid records for task {name}")
+            raise ValueError(f"{path}: no valid records for task {name}")
         streams[name] = task_stream(records, task, tokenizer_path, limits)
     return streams
 

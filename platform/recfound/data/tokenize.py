@@ -93,11 +93,22 @@ def _embedding_columns(batch: pa.Table, tokenizer, info: TokenizerInfo, limits: 
         prefix_lens.append(1 + min(len(instruction), room))
     negative_ids, start = [], 0
     for texts in negative_lists:
-        negative_ids.append([[info.embed_id] + n[:room] for n in flat_negatives[start:start + len(texts)]])
+        negative_ids.append(_document_rows(flat_negatives[start:start + len(texts)], info, limits))
         start += len(texts)
     return {
         "query_ids": pa.array(query_ids, IDS),
         "query_prefix_len": pa.array(prefix_lens, pa.int32()),
-        "positive_ids": pa.array([[info.embed_id] + p[:room] for p in positives], IDS),
+        "positive_ids": pa.array(_document_rows(positives, info, limits), IDS),
         "negative_ids": pa.array(negative_ids, pa.list_(IDS)),
     }
+
+
+def _document_rows(encoded: list[list[int]], info: TokenizerInfo, limits: TokenLimits) -> list[list[int]]:
+    """`<embed>` + each document's tokens, cut to `max_text` in all (documents carry no instruction)."""
+    return [[info.embed_id] + ids[: limits.max_text - 1] for ids in encoded]
+
+
+def document_ids(texts: list[str], tokenizer_path: str, limits: TokenLimits) -> list[list[int]]:
+    """Token rows of documents (retrieval candidates) exactly as training tokenizes positives and negatives."""
+    tokenizer, info = _cached_tokenizer(str(tokenizer_path))
+    return _document_rows(_encode(tokenizer, texts), info, limits)

@@ -88,7 +88,9 @@ def load_adapter(adapter: Adapter, path: Path | str) -> None:
     own = adapter_header(adapter)
     if header["base_fingerprint"] != own["base_fingerprint"]:
         raise ValueError(f"{path}: trained on base {header['base_id']!r} (fingerprint {header['base_fingerprint']}), "
-                         f"but this model is {own['base_id']!r} (fingerprint {own['base_fingerprint']})")
+                         f"but this model is {own['base_id']!r} (fingerprint {own['base_fingerprint']}); "
+                         "with the same name, the base's weights differ (another seed, file or version of "
+                         "the preset): load it as it was trained, or train the adapter again")
     changed = [f"{key}: file {header['config'].get(key)!r} vs model {value!r}"
                for key, value in own["config"].items() if header["config"].get(key) != value]
     if changed:

@@ -12,29 +12,25 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
-import pyarrow as pa
 import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType, Array
 
-from recfound.data.collate import pad
 from recfound.data.records import OPTIONAL_FIELDS, fields_of
-from recfound.data.streams import records_table
-from recfound.data.tokenize import TokenLimits, tokenize_batch
+from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import load_tokenizer
 from recfound.model.adapter import Adapter, AdapterConfig, TaskList, attach_adapter
 from recfound.model.backbone import load_backbone
-from recfound.model.objectives import embed
+from recfound.model.inference import Inference, InferenceOptions
 from recfound.model.state import load_adapter, read_adapter
 from recfound.tasks import Kind, get_task
-from recfound.tracking.limits import chunks
 
 ADAPTER, TOKENIZER, SERVING = "adapter", "tokenizer", "serving"  # artifact keys
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # models-from-code entry: no pickle in the model
@@ -65,6 +61,11 @@ class ServingConfig:
     pool_instruction: bool = True
     bidirectional: bool = False
     limits: TokenLimits = field(default_factory=TokenLimits)
+
+    def options(self) -> InferenceOptions:
+        """The tokenization and pooling options inference with this model needs."""
+        return InferenceOptions(limits=self.limits, pool_instruction=self.pool_instruction,
+                                bidirectional=self.bidirectional)
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
@@ -112,13 +113,6 @@ def _record(raw: dict, row: int) -> dict:
     return record
 
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
-
-
 class RecfoundAdapterModel(mlflow.pyfunc.PythonModel):
     """Input: records with a `task` column (embedding tasks: instruction + query; generative tasks:
     instruction + input, + options). Output: a DataFrame with `task`, `embedding` (the mean-pooled
@@ -126,52 +120,27 @@ class RecfoundAdapterModel(mlflow.pyfunc.PythonModel):
     Params: `max_new_tokens` (32), `batch_size` (32)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.serving = ServingConfig.read(context.artifacts[SERVING])
-        self.tokenizer_path = context.artifacts[TOKENIZER]
-        self.tokenizer, self.info = load_tokenizer(self.tokenizer_path)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        adapter = load_served_adapter(context.artifacts[ADAPTER], self.tokenizer_path, self.serving)
-        self.adapter = adapter.to(self.device)
+        serving = ServingConfig.read(context.artifacts[SERVING])
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        adapter = load_served_adapter(context.artifacts[ADAPTER], context.artifacts[TOKENIZER], serving)
+        self.inference = Inference.of_adapter(adapter, context.artifacts[TOKENIZER], serving.options(), device)
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         options = {**DEFAULT_PARAMS, **(params or {})}
+        self.inference.options = replace(self.inference.options, batch_size=int(options["batch_size"]))
         rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
         records = [_record(raw, row) for row, raw in enumerate(rows)]
         outputs: dict[str, list] = {"embedding": [None] * len(records), "text": [None] * len(records)}
         for kind, column in ((Kind.EMBEDDING, "embedding"), (Kind.GENERATIVE, "text")):
             indices = [i for i, r in enumerate(records) if get_task(r["task"]).kind is kind]
-            for chunk in chunks(indices, int(options["batch_size"])):
-                results = self._run([records[i] for i in chunk], kind, int(options["max_new_tokens"]))
-                for i, result in zip(chunk, results):
-                    outputs[column][i] = result
+            if not indices:
+                continue
+            chosen = [records[i] for i in indices]
+            if kind is Kind.EMBEDDING:
+                results = self.inference.embed_queries(chosen).astype(float).tolist()
+            else:
+                results = self.inference.generate(chosen, int(options["max_new_tokens"]))
+            for i, result in zip(indices, results):
+                outputs[column][i] = result
         return pd.DataFrame({"task": [r["task"] for r in records], **outputs})
-
-    @torch.inference_mode()
-    def _run(self, records: list[dict], kind: Kind, max_new_tokens: int) -> list:
-        """One batch of one kind: embeddings (lists of floats) or generated texts."""
-        tokens = tokenize_batch(records_table(records, get_task(records[0]["task"])), self.tokenizer_path,
-                                kind.value, self.serving.limits)
-        self.adapter.set_tasks([self.adapter.task_id(r["task"]) for r in records])
-        if kind is Kind.EMBEDDING:
-            return self._embed(tokens)
-        return self._generate(tokens.column("prompt_ids").to_pylist(), max_new_tokens)
-
-    def _embed(self, tokens: pa.Table) -> list[list[float]]:
-        ids, mask = (torch.from_numpy(a).to(self.device) for a in pad(tokens.column("query_ids").to_pylist(),
-                                                                           self.info.pad_id))
-        prefix = torch.tensor(tokens.column("query_prefix_len").to_pylist(), device=self.device)
-        vectors = embed(self.adapter.model, ids, mask, prefix, bidirectional=self.serving.bidirectional,
-                        pool_instruction=self.serving.pool_instruction)
-        return vectors.float().cpu().tolist()
-
-    def _generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
-        ids, mask = (t.to(self.device) for t in _left_pad(prompts, self.info.pad_id))
-        generated = self.adapter.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                                do_sample=False, pad_token_id=self.info.pad_id,
-                                                eos_token_id=self.info.eos_id)
-        texts = []
-        for row in generated[:, ids.shape[1]:].tolist():
-            answer = row[: row.index(self.info.eos_id)] if self.info.eos_id in row else row
-            texts.append(self.tokenizer.decode(answer, skip_special_tokens=True).strip())
-        return texts

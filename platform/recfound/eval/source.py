@@ -1,0 +1,164 @@
+"""Which model an evaluation scores, packed so that any Ray worker on any node can load it.
+
+A `ModelSource` carries the adapter file and the tokenizer folder as bytes (a few MB; only the
+backbone must exist where it runs, as for the served model) plus what rebuilding the model needs.
+Sources: an adapter file (a run's initial, checkpointed, final or merged adapter), a run folder, a
+registered MLflow model version, or a bare backbone (the base model zero-shot, no adapter).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from recfound.merge.files import ADAPTER_FILE, INIT_FILE, MERGED_FILE
+from recfound.model.inference import Inference
+from recfound.tracking.pyfunc import ServingConfig
+
+if TYPE_CHECKING:
+    from recfound.config import RunConfig
+
+RUN_MODELS = {"init": INIT_FILE, "merged": MERGED_FILE}  # and "final": the last checkpoint's ADAPTER_FILE
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A loadable model: backbone spec and seed, dtype, tokenizer files, inference options, adapter bytes
+    (None: the bare backbone)."""
+
+    label: str
+    serving: ServingConfig
+    tokenizer_files: dict[str, bytes]
+    adapter: bytes | None = None
+
+    @classmethod
+    def from_adapter_file(cls, label: str, adapter_file: Path | str, tokenizer_dir: Path | str,
+                          serving: ServingConfig) -> ModelSource:
+        """An adapter file, the tokenizer folder it was trained with, and how to rebuild its base."""
+        from recfound.model.state import read_adapter
+
+        read_adapter(adapter_file)  # a clear error for a file that is not an adapter, here and not in a worker
+        return cls(label, _absolute_backbone(serving), _folder_files(tokenizer_dir), Path(adapter_file).read_bytes())
+
+    @classmethod
+    def from_backbone(cls, label: str, serving: ServingConfig, tokenizer_dir: Path | str) -> ModelSource:
+        """The bare backbone of `serving` (no adapter: the base model zero-shot) with a tokenizer folder."""
+        return cls(label, _absolute_backbone(serving), _folder_files(tokenizer_dir))
+
+    @classmethod
+    def from_run(cls, run_dir: Path | str, which: str = "merged", label: str | None = None) -> ModelSource:
+        """Adapter `which` of a training run folder: 'init' (before training: the base model's outputs),
+        'final' (the last checkpoint) or 'merged' (TIES; the final adapter when the run merged nothing)."""
+        from recfound.config import load_config
+        from recfound.train.launch import find_checkpoint_folders
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run_dir}: not a training run folder (no config.yaml)")
+        config = load_config(run_dir / "config.yaml", check_paths=False)
+        if which not in (*RUN_MODELS, "final"):
+            raise ValueError(f"{run_dir}: no model {which!r}; choose init, final or merged")
+        path = run_dir / RUN_MODELS.get(which, "")
+        if which == "final" or (which == "merged" and not path.is_file()):
+            checkpoints = find_checkpoint_folders(run_dir)
+            if not checkpoints:
+                raise FileNotFoundError(f"{run_dir}: the run has no checkpoint folder")
+            path = checkpoints[-1] / ADAPTER_FILE
+        return cls.from_adapter_file(label or f"{run_dir.name}:{which}", path, run_tokenizer(run_dir, config),
+                                     serving_of(config))
+
+    @classmethod
+    def from_registered(cls, tracking_uri: str, name: str, version: str, label: str | None = None) -> ModelSource:
+        """Version (a number, an alias, or 'latest': the highest number) of registered model `name`,
+        downloaded from the registry."""
+        import mlflow
+
+        from recfound.tracking.pyfunc import ADAPTER, SERVING, TOKENIZER
+        from recfound.tracking.store import client
+
+        mlflow_client = client(tracking_uri)
+        if version == "latest":
+            found = mlflow_client.search_model_versions(f"name = '{name}'")
+            if not found:
+                raise KeyError(f"no registered model {name!r} at {tracking_uri}")
+            number = str(max(int(v.version) for v in found))
+        else:
+            number = version if version.isdigit() else mlflow_client.get_model_version_by_alias(name, version).version
+        with tempfile.TemporaryDirectory(prefix="recfound-eval-") as folder:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=mlflow_client.get_model_version_download_uri(name, number), tracking_uri=tracking_uri,
+                dst_path=folder))
+            artifacts = _model_artifacts(local)
+            return cls.from_adapter_file(label or f"{name}/{number}", artifacts[ADAPTER], artifacts[TOKENIZER],
+                                         ServingConfig.read(artifacts[SERVING]))
+
+    @contextmanager
+    def opened(self, device: torch.device | str = "cpu") -> Iterator[Inference]:
+        """The model loaded on `device` for inference (its files live in a temporary folder meanwhile)."""
+        from recfound.data.tokenizer import load_tokenizer
+        from recfound.model.backbone import load_backbone
+        from recfound.tracking.pyfunc import load_served_adapter
+
+        folder = Path(tempfile.mkdtemp(prefix="recfound-model-"))
+        try:
+            tokenizer = folder / "tokenizer"
+            tokenizer.mkdir()
+            for name, data in self.tokenizer_files.items():
+                (tokenizer / name).write_bytes(data)
+            options = self.serving.options()
+            if self.adapter is None:
+                _, info = load_tokenizer(tokenizer)
+                backbone = load_backbone(self.serving.backbone, info, dtype=self.serving.dtype,
+                                         seed=self.serving.backbone_seed)
+                yield Inference(backbone.model.to(device), str(tokenizer), options, device=device)
+            else:
+                (folder / "adapter.safetensors").write_bytes(self.adapter)
+                adapter = load_served_adapter(folder / "adapter.safetensors", tokenizer, self.serving)
+                yield Inference.of_adapter(adapter, str(tokenizer), options, device)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def serving_of(config: RunConfig) -> ServingConfig:
+    """What rebuilding a run's model needs, from its RunConfig."""
+    return ServingConfig(backbone=config.model.backbone, backbone_seed=config.run.seed, dtype=config.model.dtype,
+                         pool_instruction=config.embedding.pool_instruction,
+                         bidirectional=config.embedding.bidirectional, limits=config.token_limits())
+
+
+def _absolute_backbone(serving: ServingConfig) -> ServingConfig:
+    """Workers do not run in this directory: a backbone given as a relative path is made absolute."""
+    from dataclasses import replace
+
+    path = Path(serving.backbone)
+    return replace(serving, backbone=str(path.resolve())) if path.exists() and not path.is_absolute() else serving
+
+
+def _folder_files(folder: Path | str) -> dict[str, bytes]:
+    folder = Path(folder)
+    if not (folder / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a tokenizer folder (no tokenizer.json)")
+    return {item.name: item.read_bytes() for item in folder.iterdir() if item.is_file()}
+
+
+def run_tokenizer(run_dir: Path, config: RunConfig) -> Path:
+    """The tokenizer a run trained with: its own corpus tokenizer, else the configured one."""
+    from recfound.data.tokenizer import resolve_tokenizer
+
+    own = run_dir / "tokenizer"
+    return own if (own / "tokenizer.json").is_file() else resolve_tokenizer(config.data.tokenizer)
+
+
+def _model_artifacts(model_dir: Path) -> dict[str, Path]:
+    """{artifact key: local path} of a downloaded pyfunc model, as its MLmodel file records them."""
+    from mlflow.models import Model
+
+    pyfunc = Model.load(str(model_dir)).flavors.get("python_function", {})
+    return {key: model_dir / info["path"] for key, info in pyfunc.get("artifacts", {}).items()}

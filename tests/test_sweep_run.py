@@ -1,0 +1,114 @@
+"""The acceptance test of sweeps: a 3-trial Optuna + ASHA sweep of a tiny training config on the session's
+local Ray cluster (2 CPUs). Every trial ends (finished or stopped by ASHA), MLflow holds the parent run and
+one child run per trial with its params and metrics, the best config is a training config that loads and
+trains, and the sweep, started again, resumes (an unfinished one) or is refused (a finished one)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mlflow
+import pytest
+import yaml
+
+from recfound.config import PATHS, load_config
+
+STEPS = 4
+
+
+def sweep_file(tmp_path) -> str:
+    overrides = {
+        "run.output_dir": str(tmp_path / "runs"), "data.root": str(tmp_path / "data"),
+        "data.tasks": ["Q2I", "SA"], "data.val_per_task": 2, "train.steps": STEPS, "train.embedding_batch": 4,
+        "train.generative_batch": 4, "checkpoint.every": 2, "checkpoint.keep": 2, "merge.last": 2,
+        "sched.eval_interval": 1, "sched.window": 4, "mlflow.experiment": "sweeps",
+    }
+    if "eval.enabled" in PATHS:
+        overrides["eval.enabled"] = False
+    definition = {
+        "name": "tiny", "overrides": overrides,
+        "space": {"sched.warmup_ratio": {"type": "uniform", "low": 0.0, "high": 0.5},
+                  "sched.temperature": {"type": "loguniform", "low": 0.5, "high": 20.0},
+                  "tmole.rank": {"type": "choice", "values": [4, 8]}},
+        "metric": "val_loss/mean", "mode": "min", "search": "optuna", "scheduler": "asha", "trials": 3,
+        "max_concurrent_trials": 1, "storage": str(tmp_path / "sweeps"), "seed": 0,
+        "resources": {"workers": 2, "cpus_per_worker": 0.5, "gpus_per_worker": 0, "trial_cpus": 0.1},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_cluster, tmp_path_factory):
+    from recfound.tune import load_sweep, run_sweep
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    spec = load_sweep(sweep_file(tmp))
+    return tmp, spec, run_sweep(spec)
+
+
+def test_every_trial_ends_and_mlflow_nests_them_under_the_parent(sweep):
+    tmp, spec, report = sweep
+    assert len(report.rows) == 3 and not report.interrupted
+    assert {row.status for row in report.rows} <= {"finished", "stopped by ASHA"}
+    assert report.best is not None and report.best.status == "finished"
+    for row in report.rows:  # ASHA stops at a checkpoint before the last step; a finished trial reached it
+        assert row.step == (STEPS if row.status == "finished" else 2) and math.isfinite(row.metric)
+    client = mlflow.MlflowClient(report.tracking_uri)
+    parent = client.get_run(report.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["recfound.sweep"] == "tiny"
+    assert parent.data.params["sweep.space.sched.temperature"] == "loguniform(0.5, 20.0)"
+    assert parent.data.metrics["best/val_loss/mean"] == pytest.approx(report.best.metric)
+    assert {a.path for a in client.list_artifacts(report.parent_run_id)} >= {"trials.txt", "best_config.yaml"}
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{report.parent_run_id}'")
+    assert sorted(run.info.run_name for run in children) == sorted(f"tiny-{row.trial_id}" for row in report.rows)
+    for row in report.rows:
+        run = next(run for run in children if run.info.run_id == row.run_id)
+        assert run.info.status == ("FINISHED" if row.status == "finished" else "KILLED")
+        assert float(run.data.params["sched.temperature"]) == pytest.approx(row.params["sched.temperature"])
+        assert run.data.params["tmole.rank"] == str(row.params["tmole.rank"])
+        assert run.data.params["mlflow.register_as"] == "None"
+        assert "val_loss/Q2I" in run.data.metrics and "loss/total" in run.data.metrics
+    table = report.table()
+    assert all(row.trial_id in table for row in report.rows) and "sched.temperature" in table
+
+
+def test_best_config_loads_and_trains(sweep):
+    from recfound.cli import main
+    from recfound.tune import best_config
+
+    tmp, spec, report = sweep
+    loaded = load_config(report.best_config_path)
+    assert loaded == best_config(spec, report.best.params)
+    assert loaded.run.name == "tiny-best" and loaded.tmole.rank == report.best.params["tmole.rank"]
+    # The best trial trained the same config: only its name, registry and absolute paths differ.
+    trained = load_config(tmp / "runs" / f"tiny-{report.best.trial_id}" / "config.yaml")
+    assert trained.with_overrides({"run.name": "tiny-best", "mlflow.tracking_uri": None, "mlflow.artifact_root": None,
+                                   "mlflow.register_as": loaded.mlflow.register_as}) == loaded
+    assert main(["train", "--config", str(report.best_config_path), "--set", "train.steps=2",
+                 "--set", "checkpoint.every=1", "--set", "mlflow.register_as=null"]) == 0
+    assert (tmp / "runs" / "tiny-best" / "adapter_init.safetensors").is_file()
+
+
+def test_unfinished_sweep_resumes_and_finished_one_is_refused(sweep):
+    from recfound.tune import load_sweep, run_sweep
+    from recfound.tune.runner import STATE_FILE
+
+    tmp, spec, report = sweep
+    state_path = spec.experiment_dir() / STATE_FILE
+    with pytest.raises(FileExistsError, match="already finished"):
+        run_sweep(spec)
+    # As if the driver died after the trials ended: Tune restores them, nothing trains again.
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "finished": False}))
+    resumed = run_sweep(load_sweep(sweep_file(tmp)))
+    assert resumed.resumed and resumed.parent_run_id == report.parent_run_id
+    assert [(r.trial_id, r.status, r.metric) for r in resumed.rows] == \
+           [(r.trial_id, r.status, r.metric) for r in report.rows]
+    client = mlflow.MlflowClient(report.tracking_uri)
+    assert client.get_run(report.parent_run_id).info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    assert len(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{report.parent_run_id}'")) == 3
