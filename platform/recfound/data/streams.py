@@ -104,8 +104,15 @@ def materialize_pools(streams: dict, progress: bool = True) -> dict[str, TokenPo
     Tasks run one after another (each is parallel over its blocks): concurrent executions on a
     small cluster only compete for the same CPUs.
     """
-    import ray
+    import logging
 
+    import ray
+    import ray.data
+
+    # Ray Data's own progress bars and plan logs repeat ours, once per task (and, from an actor such as a
+    # sweep's trial driver, through the log monitor line by line): our progress line suffices.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     bar = Progress(len(streams), "tokenized task", unit="records", interval=0) if progress else None
     pools = {}
     for name, dataset in streams.items():
