@@ -4,6 +4,7 @@ checkpoint onto the same step count and ratio sequence as an uninterrupted run."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -132,18 +133,29 @@ def test_evaluation_after_training_is_logged_and_the_registered_model_scores_the
         assert again.headline()[task].value == pytest.approx(score.value, abs=1e-6), task
 
 
-def _train_worker_pids() -> list[int]:
+def _train_worker_pids(since: float) -> list[int]:
+    """Ray Train worker processes started after `since`: this run's, not an earlier test's that is still
+    shutting down (the sweep tests' stopped trials, say)."""
     import psutil
 
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
+    return [p.pid for p in psutil.process_iter(["cmdline", "create_time"])
+            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or [])) and p.info["create_time"] >= since]
+
+
+def _registered_checkpoints(run_dir) -> int:
+    """Checkpoints Ray Train's controller has registered (its snapshot, written after each registration);
+    a checkpoint folder on disk may not be registered yet, and a restart then begins from scratch."""
+    try:
+        return len(json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def _kill_one_worker_after_first_checkpoint(run_dir, stop: threading.Event, killed: list) -> None:
-    # Two checkpoints on disk: the first one is surely registered with Ray Train by now.
-    while not stop.is_set() and len(list(run_dir.glob("checkpoint_*/progress.json"))) < 2:
-        time.sleep(0.2)
-    pids = _train_worker_pids()
+    since = time.time()
+    while not stop.is_set() and _registered_checkpoints(run_dir) < 1:
+        time.sleep(0.1)
+    pids = _train_worker_pids(since)
     if pids and not stop.is_set():
         os.kill(pids[-1], signal.SIGKILL)
         killed.append(pids[-1])
