@@ -90,7 +90,9 @@ def run_sweep(spec: SweepSpec, overwrite: bool = False) -> SweepReport:
     folder = spec.experiment_dir()
     state = _state(spec, folder, overwrite)
     _print_plan(spec, folder, resumed=state.parent_run_id is not None)
-    with ray_session(log_to_driver=True):
+    # With the dashboard: Ray Train's placement-group cleaner queries the State API about once a second
+    # and warns each time it cannot (the janitor still stops it when a trial ends).
+    with ray_session(log_to_driver=True, dashboard=True):
         _prepare_corpora(spec)
         report = _run(spec, folder, state)
     report.seconds = time.perf_counter() - started
