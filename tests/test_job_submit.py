@@ -46,17 +46,6 @@ def _wait_for(url: str, timeout_s: float, head: subprocess.Popen) -> None:
     raise TimeoutError(f"the Ray dashboard at {url} did not come up in {timeout_s} s")
 
 
-def _submit(command: list[str], env: dict, attempts: int = 10) -> subprocess.CompletedProcess:
-    """Run `ray job submit`, again while the head answers that its job agent has not registered yet
-    (the dashboard comes up before the agent; on a busy machine by several seconds)."""
-    for _ in range(attempts):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=480)
-        if done.returncode == 0 or "No available agent to submit job" not in done.stdout + done.stderr:
-            return done
-        time.sleep(1.0)
-    return done
-
-
 @pytest.fixture
 def ray_head():
     """(dashboard address, environment) of a private head node; its processes are killed afterwards."""
@@ -97,7 +86,7 @@ def test_ray_job_submit_runs_the_training_job(ray_head, tmp_path):
                "--set", "data.val_per_task=4", "--set", "sched.eval_interval=1", "--set", "eval.base=false",
                "--set", "eval.max_records=4", "--set", "eval.scorer=none",
                "--set", "eval.sampled_negatives=5"]
-    done = _submit(command, env)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=480)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "== summary" in done.stdout and "registered: models:/recfound-demo/1" in done.stdout
     assert (tmp_path / "runs" / "submitted" / "merged.safetensors").is_file()

@@ -78,24 +78,12 @@ class ModelSource:
     def from_registered(cls, tracking_uri: str, name: str, version: str, label: str | None = None) -> ModelSource:
         """Version (a number, an alias, or 'latest': the highest number) of registered model `name`,
         downloaded from the registry."""
-        import mlflow
-
         from recfound.tracking.pyfunc import ADAPTER, SERVING, TOKENIZER
-        from recfound.tracking.store import client
+        from recfound.tracking.registry import download_registered_adapter, resolve_version
 
-        mlflow_client = client(tracking_uri)
-        if version == "latest":
-            found = mlflow_client.search_model_versions(f"name = '{name}'")
-            if not found:
-                raise KeyError(f"no registered model {name!r} at {tracking_uri}")
-            number = str(max(int(v.version) for v in found))
-        else:
-            number = version if version.isdigit() else mlflow_client.get_model_version_by_alias(name, version).version
+        number = resolve_version(tracking_uri, name, version)
         with tempfile.TemporaryDirectory(prefix="recfound-eval-") as folder:
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=mlflow_client.get_model_version_download_uri(name, number), tracking_uri=tracking_uri,
-                dst_path=folder))
-            artifacts = _model_artifacts(local)
+            artifacts = _model_artifacts(download_registered_adapter(tracking_uri, name, number, Path(folder)))
             return cls.from_adapter_file(label or f"{name}/{number}", artifacts[ADAPTER], artifacts[TOKENIZER],
                                          ServingConfig.read(artifacts[SERVING]))
 
@@ -134,11 +122,12 @@ def serving_of(config: RunConfig) -> ServingConfig:
 
 
 def _absolute_backbone(serving: ServingConfig) -> ServingConfig:
-    """Workers do not run in this directory: a backbone given as a relative path is made absolute."""
+    """Workers do not run in this directory (see `portable_spec`)."""
     from dataclasses import replace
 
-    path = Path(serving.backbone)
-    return replace(serving, backbone=str(path.resolve())) if path.exists() and not path.is_absolute() else serving
+    from recfound.model.backbone import portable_spec
+
+    return replace(serving, backbone=portable_spec(serving.backbone))
 
 
 def _folder_files(folder: Path | str) -> dict[str, bytes]:

@@ -51,6 +51,13 @@ def load_backbone(spec: str | Path, tokenizer: TokenizerInfo, dtype: str | torch
     return Backbone(model, str(spec) if str(spec) in PRESETS or str(spec) == SMOLLM2 else Path(spec).name, base_vocab)
 
 
+def portable_spec(spec: str) -> str:
+    """`spec` as any process can read it: a backbone given as a relative path (workers do not run in the
+    caller's directory) made absolute; presets and names unchanged."""
+    path = Path(spec)
+    return str(path.resolve()) if path.exists() and not path.is_absolute() else spec
+
+
 def _model_folder(spec: str | Path, cache_dir: Path | None) -> Path:
     path = smollm2_gguf() if str(spec) == SMOLLM2 else Path(spec)
     if path.suffix == ".gguf":

@@ -115,14 +115,33 @@ def _register(mlflow_client: mlflow.MlflowClient, model: LoggedModel, name: str,
     return version
 
 
-def load_registered_adapter(tracking_uri: str, name: str, version_or_alias: str | int,
-                            dst_path: Path | None = None) -> mlflow.pyfunc.PyFuncModel:
-    """Download version (e.g. 3) or alias (e.g. 'champion') of registered model `name` (into
-    `dst_path`, else a temporary folder) and load it as a pyfunc model."""
+def resolve_version(tracking_uri: str, name: str, version_or_alias: str | int) -> str:
+    """The version number that `version_or_alias` of registered model `name` means: a number as it is,
+    'latest' the highest number, anything else an alias (e.g. 'champion')."""
     mlflow_client = client(tracking_uri)
     reference = str(version_or_alias)
-    version = reference if reference.isdigit() else mlflow_client.get_model_version_by_alias(name, reference).version
-    source = mlflow_client.get_model_version_download_uri(name, version)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri,
-                                                dst_path=str(dst_path) if dst_path else None)
-    return mlflow.pyfunc.load_model(local)
+    if reference.isdigit():
+        return reference
+    if reference == "latest":
+        found = mlflow_client.search_model_versions(f"name = '{name}'")
+        if not found:
+            raise KeyError(f"no registered model {name!r} at {tracking_uri}")
+        return str(max(int(v.version) for v in found))
+    return str(mlflow_client.get_model_version_by_alias(name, reference).version)
+
+
+def download_registered_adapter(tracking_uri: str, name: str, version_or_alias: str | int,
+                                dst_path: Path | None = None) -> Path:
+    """Download version, alias or 'latest' of registered model `name` (into `dst_path`, else a
+    temporary folder); the local model folder."""
+    version = resolve_version(tracking_uri, name, version_or_alias)
+    source = client(tracking_uri).get_model_version_download_uri(name, version)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri,
+                                                    dst_path=str(dst_path) if dst_path else None))
+
+
+def load_registered_adapter(tracking_uri: str, name: str, version_or_alias: str | int,
+                            dst_path: Path | None = None) -> mlflow.pyfunc.PyFuncModel:
+    """Download version (e.g. 3), alias (e.g. 'champion') or 'latest' of registered model `name` (into
+    `dst_path`, else a temporary folder) and load it as a pyfunc model."""
+    return mlflow.pyfunc.load_model(str(download_registered_adapter(tracking_uri, name, version_or_alias, dst_path)))

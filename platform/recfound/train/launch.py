@@ -112,11 +112,10 @@ def find_checkpoint_folders(run_dir: Path) -> list[Path]:
 
 
 def _with_absolute_backbone(config: RunConfig) -> RunConfig:
-    """Workers do not run in the driver's directory: a backbone given as a relative path is made absolute."""
-    backbone = Path(config.model.backbone)
-    if backbone.exists() and not backbone.is_absolute():
-        return config.with_overrides({"model.backbone": str(backbone.resolve())})
-    return config
+    """Workers do not run in the driver's directory (see `portable_spec`)."""
+    from recfound.model.backbone import portable_spec
+
+    return config.with_overrides({"model.backbone": portable_spec(config.model.backbone)})
 
 
 def _fresh_run_dir(config: RunConfig, overwrite: bool) -> Path:
