@@ -1,10 +1,12 @@
-"""Shared test set-up: an offline, telemetry-free environment and one private local Ray cluster."""
+"""Shared test set-up: an offline, telemetry-free environment, one private local Ray cluster, and a
+check after every test that used it that it gave back every Ray resource it took."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -16,19 +18,29 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as in the product's private clusters
+
+CLUSTER_CPUS = 2
+# Killed actors and removed placement groups give their resources back asynchronously: a test's
+# resources count as leaked only when they are still held after this long.
+LEAK_SETTLE_S = float(os.environ.get("RECFOUND_TEST_LEAK_SETTLE_S", "30"))
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A private local Ray cluster shared by the whole session (never attaches to a running one)."""
+    """A private local Ray cluster shared by the whole session (never attaches to a running one), started
+    as the product starts its own (`recfound.cluster.private_cluster`: dashboard on loopback, its own
+    address in its processes' environment)."""
     import ray
 
+    from recfound.cluster import private_cluster
+
     temp_dir = tempfile.mkdtemp(prefix="rf-ray-")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
-             log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    try:
+        with private_cluster(CLUSTER_CPUS, temp_dir=temp_dir):
+            yield ray
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -41,3 +53,70 @@ def extra_task():
                                      labels=("click", "skip")))
     yield task
     tasks._REGISTRY.pop("CTR")
+
+
+def held_resources() -> dict[str, float]:
+    """Schedulable resources (CPU, GPU, custom) of the cluster that something holds right now."""
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    held = {key: total[key] - free.get(key, 0.0) for key in total
+            if not key.startswith("node:") and key not in ("memory", "object_store_memory")}
+    return {key: amount for key, amount in held.items() if amount > 1e-6}
+
+
+def live_placement_groups() -> dict[str, dict]:
+    """Placement groups not removed, by id (pending ones included: they are waiting to take resources)."""
+    from ray.util.placement_group import placement_group_table
+
+    return {group_id: info for group_id, info in placement_group_table().items() if info["state"] != "REMOVED"}
+
+
+def find_leaks(settle_s: float = LEAK_SETTLE_S) -> str | None:
+    """What is still held after up to `settle_s` seconds, described; None when the cluster is idle."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        held, groups = held_resources(), live_placement_groups()
+        if not held and not groups:
+            return None
+        if time.monotonic() >= deadline:
+            shapes = [f"{info['state'].lower()} {list(info['bundles'].values())}" for info in groups.values()]
+            return f"resources still held {held or '{}'}, {len(groups)} placement group(s) left {shapes}"
+        time.sleep(0.2)
+
+
+def release_leaks() -> None:
+    """Remove every live placement group and kill this job's non-detached actors, so the next test
+    starts on an idle cluster."""
+    import ray
+    from ray._private.state import actors
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    for group_id in live_placement_groups():
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
+    job = ray.get_runtime_context().get_job_id()
+    core_worker = ray._private.worker.global_worker.core_worker  # noqa: SLF001 - kill by id, no handle kept
+    for actor_id, info in actors().items():
+        if info["State"] == "ALIVE" and info["JobID"] == job and not info["IsDetached"]:
+            core_worker.kill_actor(ray.ActorID.from_hex(actor_id), True)
+
+
+@pytest.fixture(autouse=True)
+def ray_leak_check(request):
+    """After a test that used the shared cluster: every resource it took is back and no placement
+    group is left; otherwise the test fails by name and the leak is cleaned up for the next test."""
+    yield
+    if "ray_cluster" not in request.fixturenames:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    leak = find_leaks()
+    if leak is None:
+        return
+    release_leaks()
+    still = find_leaks()
+    if still is not None:  # the next test would wait for these resources forever
+        pytest.exit(f"{request.node.nodeid} leaked Ray resources that could not be released: {still}", returncode=3)
+    pytest.fail(f"{request.node.nodeid} leaked Ray resources: {leak}", pytrace=False)

@@ -97,3 +97,63 @@ def test_tokenizer_never_replaces_a_folder_it_did_not_write(corpus, tmp_path, ca
     assert main(["data", "tokenizer", str(data), "--out", str(data)]) == 1
     assert "exists and is not a folder written by this command" in capsys.readouterr().err
     assert (data / "train" / "SA.jsonl").is_file()
+
+
+def one_error_line(capsys) -> str:
+    """The whole of stderr, which must be one `recfound: error: ...` line; the message."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("recfound: error: "), err
+    return err[len("recfound: error: "):].rstrip("\n")
+
+
+def test_a_missing_registered_model_version_or_alias_is_one_line_naming_what_exists(tmp_path, capsys):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    client.create_registered_model("rf-a")
+    for _ in range(2):  # the versions' files are never read: resolving the name fails first
+        client.create_model_version("rf-a", source=(tmp_path / "model").as_uri())
+    client.set_registered_model_alias("rf-a", "champion", "2")
+    capsys.readouterr()  # MLflow's own log lines while it created the store
+    expected = {
+        "models:/no-such-model/1": f"no registered model 'no-such-model' at {uri}; registered models: rf-a",
+        "models:/rf-a/7": "registered model 'rf-a' has no version '7'; its versions: 1, 2; "
+                          "aliases: champion (version 2)",
+        "models:/rf-a/best": "registered model 'rf-a' has no version or alias 'best'; its versions: 1, 2; "
+                             "aliases: champion (version 2)",
+    }
+    for model, message in expected.items():
+        assert main(["eval", "run", model, "--data", str(tmp_path), "--tracking-uri", uri]) == 1
+        assert one_error_line(capsys) == message
+    assert main(["export", "models:/no-such-model/latest", "--task", "SA", "--out", str(tmp_path / "out"),
+                 "--tracking-uri", uri]) == 1
+    assert one_error_line(capsys) == expected["models:/no-such-model/1"]
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert main(["eval", "run", "models:/rf-a/1", "--data", str(tmp_path), "--tracking-uri", empty]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]  # after MLflow's log lines creating the new store
+    assert last == f"recfound: error: no registered model 'rf-a' at {empty}; no model is registered there"
+
+
+def test_merge_of_a_folder_without_checkpoints_says_how_to_get_some(tmp_path, capsys):
+    assert main(["merge", str(tmp_path)]) == 1
+    message = one_error_line(capsys)
+    assert message.startswith(f"{tmp_path}: no checkpoint_* folders, so nothing to merge: train a run")
+    assert "name checkpoint folders or adapter files" in message
+
+
+def test_every_option_and_argument_has_help():
+    import argparse
+
+    from recfound.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser, name: str):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    missing = [f"{name}: {action.dest}" for name, parser in parsers(build_parser(), "recfound")
+               for action in parser._actions if not action.help and not isinstance(action, argparse._SubParsersAction)]
+    assert not missing

@@ -50,7 +50,9 @@ def _wait_for(url: str, timeout_s: float, head: subprocess.Popen) -> None:
 def ray_head():
     """(dashboard address, environment) of a private head node; its processes are killed afterwards."""
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    # Not the session cluster's address and port (tests/conftest.py): this head is a cluster of its own.
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RAY_AUTH_MODE="disabled")
     temp_dir = tempfile.mkdtemp(prefix="rf-head-")  # short: Ray's socket paths must stay under 108 bytes
     # Every port our own: the session's local cluster (started by earlier tests) holds Ray's default agent
     # ports, and a job agent that cannot bind its port never registers ("No available agent").
@@ -67,10 +69,10 @@ def ray_head():
         _wait_for(f"http://127.0.0.1:{dashboard}/api/version", 90, head)
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig, grace_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 20)):
             try:
                 os.killpg(head.pid, sig)
-                head.wait(timeout=20)
+                head.wait(timeout=grace_s)
                 break
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 continue
@@ -82,7 +84,8 @@ def test_ray_job_submit_runs_the_training_job(ray_head, tmp_path):
     command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,
                "--working-dir", str(REPO), "--", "python", "jobs/train.py", "--config", "jobs/configs/demo.yaml",
                "--set", f"run.output_dir={tmp_path / 'runs'}", "--set", f"data.root={tmp_path / 'data'}",
-               "--set", "run.name=submitted", "--set", "train.steps=3", "--set", "checkpoint.every=1",
+               "--set", "run.name=submitted", "--set", "data.tasks=[Q2I, SA]", "--set", "train.steps=3",
+               "--set", "checkpoint.every=1",
                "--set", "data.val_per_task=4", "--set", "sched.eval_interval=1", "--set", "eval.base=false",
                "--set", "eval.max_records=4", "--set", "eval.scorer=none",
                "--set", "eval.sampled_negatives=5"]

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from recfound.model.adapter import attach_adapter
 from recfound.model.backbone import load_backbone
-from recfound.model.routing import plot_routing_similarity, routing_report
+from recfound.model.routing import mean_gates, plot_routing_similarity, routing_figure, routing_report
 from recfound.model.state import export_dense, load_adapter, read_adapter, save_adapter
 from recfound.tasks import task_index
 from test_model_tmole import INFO, randomise, small_config, tiny_adapter
@@ -119,3 +119,27 @@ def test_routing_report_and_heatmap(tmp_path):
     assert all(sum(layer) == pytest.approx(1.0) for layer in report["gates"]["QR"]) and len(u2i) == 48
     png = plot_routing_similarity(report, tmp_path / "routing.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_routing_figure_says_what_it_shows():
+    _, adapter = tiny_adapter()
+    randomise(adapter)
+    report = routing_report(adapter)
+    figure = routing_figure(report, title="demo: routing of the adapter after step 8")
+    gate_panel, similarity_panel = figure.axes[:2]  # then their colour bars
+    # Left: each task's gate per expert, averaged over the 8 projections (2 layers x q, k, v, o).
+    expected = torch.stack([torch.stack(list(adapter.task_gates(t).values())).mean(0) for t in report["tasks"]])
+    assert torch.allclose(torch.tensor(mean_gates(report), dtype=torch.float64), expected.double(), atol=1e-12)
+    assert torch.allclose(torch.tensor(gate_panel.get_images()[0].get_array()), expected.double(), atol=1e-12)
+    assert [t.get_text() for t in gate_panel.get_xticklabels()] == ["E1", "E2", "S1", "S2", "G1", "G2"]
+    assert [t.get_text() for t in gate_panel.get_yticklabels()][:4] == ["U2I [E]", "Q2I [E]", "I2I [E]", "QR [G]"]
+    assert gate_panel.get_xlabel() == "expert (E: embedding, S: shared, G: generative)"
+    assert gate_panel.get_ylabel() == "task [E: embedding, G: generative]"
+    assert gate_panel.get_images()[0].colorbar.ax.get_ylabel() == "mean gate (router softmax weight)"
+    # Right: the task-by-task similarity (the paper's Figure 2).
+    assert [t.get_text() for t in similarity_panel.get_xticklabels()] == report["tasks"]
+    assert similarity_panel.get_xlabel() == similarity_panel.get_ylabel() == "task"
+    assert similarity_panel.get_images()[0].colorbar.ax.get_ylabel() == "cosine similarity of the tasks' gates"
+    title = figure.get_suptitle()
+    assert title.startswith("demo: routing of the adapter after step 8\n")
+    assert "averaged over the 8 TMoLE projections (q_proj, k_proj, v_proj, o_proj in 2 layers)" in title

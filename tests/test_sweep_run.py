@@ -33,7 +33,8 @@ def sweep_file(tmp_path) -> str:
                   "tmole.rank": {"type": "choice", "values": [4, 8]}},
         "metric": "val_loss/mean", "mode": "min", "search": "optuna", "scheduler": "asha", "trials": 3,
         "max_concurrent_trials": 1, "storage": str(tmp_path / "sweeps"), "seed": 0,
-        "resources": {"workers": 2, "cpus_per_worker": 0.5, "gpus_per_worker": 0, "trial_cpus": 0.1},
+        # One worker per trial: the multi-worker job has tests of its own (test_train_job); a sweep's is the search.
+        "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "trial_cpus": 0.1},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(definition))

@@ -3,15 +3,22 @@ adapter logged as a pyfunc model, registered, loaded back and served."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 
+import recfound
 from recfound.data.prompts import embedding_instruction, generative_prompt
 from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer
+from recfound.eval.metrics import TaskScore
+from recfound.eval.runner import ModelEvaluation
 from recfound.model.adapter import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.objectives import embed
@@ -19,9 +26,10 @@ from recfound.model.state import save_adapter
 from recfound.tasks import task_index
 from recfound.tracking import (RecfoundAdapterModel, ServingConfig, StepLogger, default_artifact_root,
                                default_tracking_uri, finish_run, load_registered_adapter, load_served_adapter,
-                               log_and_register_adapter, log_artifact_dir, log_artifact_files, start_run,
-                               ui_command)
+                               log_and_register_adapter, log_artifact_dir, log_artifact_files, log_dataset,
+                               run_tags, source_tags, start_run, ui_command)
 from recfound.tracking.limits import TRUNCATED
+from recfound.tracking.metadata import entry_point, git_tags
 from test_model_tmole import randomise, small_config
 
 SEED = 3
@@ -72,7 +80,8 @@ def test_default_uri_honours_the_environment_and_ui_command(tmp_path, monkeypatc
     assert uri == f"sqlite:///{(tmp_path / 'out').resolve()}/mlflow.db"
     assert default_artifact_root(tmp_path / "out") == (tmp_path / "out" / "mlartifacts").resolve().as_uri()
     command = ui_command(uri)
-    assert command.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri ")
+    mlflow_script = Path(sys.executable).absolute().parent / "mlflow"  # this environment's, by absolute path
+    assert command.startswith(f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_script} ui --backend-store-uri ")
     assert uri in command and "--workers 1" in command and "--host 127.0.0.1" in command
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert default_tracking_uri(tmp_path) == "http://mlflow.example:5000"
@@ -218,3 +227,117 @@ def test_a_missing_backbone_folder_is_named(served, tmp_path):
     serving = ServingConfig(str(tmp_path / "no-such-model"), SEED)
     with pytest.raises(FileNotFoundError, match="must be a preset or exist where the model is served"):
         load_served_adapter(adapter_file, tokenizer_dir, serving)
+
+
+# --- run metadata: source, git, version, dataset input, absolute paths, base vs trained -------------
+
+def _git_output(folder, *args: str) -> str | None:
+    done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_source_tags_name_the_entry_point_type_commit_and_version():
+    assert entry_point(["/opt/env/bin/recfound", "train", "--config", "demo.yaml"]) == "recfound train"
+    assert entry_point(["/opt/env/bin/recfound", "--quiet", "sweep"]) == "recfound sweep"
+    assert entry_point(["jobs/train.py", "--config", "jobs/configs/demo.yaml"]) == "jobs/train.py"
+    assert entry_point(["-c"]) == "python -c"
+    tags = source_tags(["jobs/train.py", "--set", "run.name=x"], {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"})
+    assert tags["mlflow.source.name"] == "jobs/train.py" and tags["mlflow.source.type"] == "JOB"
+    assert source_tags(["recfound", "train"], {})["mlflow.source.type"] == "LOCAL"
+    assert tags["recfound.version"] == importlib.metadata.version("recfound")
+    package = Path(recfound.__file__).resolve().parent
+    commit = _git_output(package, "rev-parse", "HEAD") or _git_output(Path.cwd(), "rev-parse", "HEAD")
+    if commit is None:  # not run from a git checkout: then there is nothing to tag
+        assert "mlflow.source.git.commit" not in tags
+    else:
+        assert tags["mlflow.source.git.commit"] == commit
+
+
+def test_git_tags_of_a_checkout_outside_one_and_without_git(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git does not look above tmp_path
+    plain, repo = tmp_path / "plain", tmp_path / "repo"
+    plain.mkdir()
+    repo.mkdir()
+    for args in (["init", "-q"], ["symbolic-ref", "HEAD", "refs/heads/feature"],
+                 ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "one"],
+                 ["remote", "add", "origin", "https://user:secret@example.com/org/recfound.git"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    assert git_tags([plain]) == {}
+    assert git_tags([plain, repo]) == {  # the first folder inside a checkout
+        "mlflow.source.git.commit": _git_output(repo, "rev-parse", "HEAD"),
+        "mlflow.source.git.branch": "feature",
+        "mlflow.source.git.repoURL": "https://example.com/org/recfound.git",  # no credentials
+    }
+    monkeypatch.setenv("PATH", str(plain))  # no git program at all
+    assert git_tags([repo]) == {}
+    tags = source_tags(["recfound", "train"], {})
+    assert tags["mlflow.source.name"] == "recfound train" and "mlflow.source.git.commit" not in tags
+
+
+def test_a_nested_run_takes_its_parents_source(store):
+    uri, _ = store
+    parent = run_in(store, "nested", tags=source_tags(["/opt/env/bin/recfound", "sweep"], {}))
+    tags = run_tags(uri, parent)
+    assert tags["mlflow.parentRunId"] == parent and tags["mlflow.source.name"] == "recfound sweep"
+    child = mlflow.MlflowClient(uri).get_run(run_in(store, "nested", tags=tags)).data.tags
+    assert child["mlflow.source.name"] == "recfound sweep" and child["mlflow.source.type"] == "LOCAL"
+    assert child["recfound.version"] == recfound.__version__ and child["mlflow.parentRunId"] == parent
+
+
+def test_dataset_input_names_the_corpus_its_digest_and_where_it_lives(store, tmp_path, monkeypatch):
+    uri, _ = store
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus").mkdir()
+    run_id = run_in(store, "datasets")
+    log_dataset(uri, run_id, "corpus", "0123456789abcdef", "corpus", profile={"train_records": 12})
+    log_dataset(uri, run_id, "remote", "fedcba9876543210", "s3://bucket/corpus", context="evaluation")
+    inputs = {i.dataset.name: i for i in mlflow.MlflowClient(uri).get_run(run_id).inputs.dataset_inputs}
+    local, remote = inputs["corpus"], inputs["remote"]
+    assert local.dataset.digest == "0123456789abcdef" and local.dataset.source_type == "local"
+    assert json.loads(local.dataset.source) == {"uri": str((tmp_path / "corpus").resolve())}
+    assert json.loads(local.dataset.profile) == {"train_records": 12}
+    assert {(t.key, t.value) for t in local.tags} == {("mlflow.data.context", "training")}
+    assert json.loads(remote.dataset.source) == {"uri": "s3://bucket/corpus"} and remote.dataset.source_type == "s3"
+    assert {(t.key, t.value) for t in remote.tags} == {("mlflow.data.context", "evaluation")}
+
+
+def test_run_params_hold_absolute_paths_and_the_saved_config_stays_as_given(store, tmp_path, monkeypatch):
+    from recfound.config import load_config, save_config
+    from recfound.train.launch import run_params
+
+    uri, _ = store
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, ["data.root=corpus", "run.output_dir=out/runs"])
+    params = run_params(config)
+    assert params["data.root"] == str(tmp_path.resolve() / "corpus")
+    assert params["run.output_dir"] == str(tmp_path.resolve() / "out" / "runs")
+    assert {k: v for k, v in params.items() if k not in ("data.root", "run.output_dir")} == \
+        {k: v for k, v in config.flat().items() if k not in ("data.root", "run.output_dir")}
+    logged = mlflow.MlflowClient(uri).get_run(run_in(store, "paths", params)).data.params
+    assert logged["data.root"] == params["data.root"] and logged["run.output_dir"] == params["run.output_dir"]
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config and config.data.root == "corpus"
+
+
+def _evaluation(label: str, values: dict[str, float]) -> ModelEvaluation:
+    scores = {task: TaskScore(task, "m", value, 10) for task, value in values.items()}
+    return ModelEvaluation(label, {t: s for t, s in scores.items() if t != "Q2I"}, {"sampled": {"Q2I": scores["Q2I"]}})
+
+
+def test_base_and_trained_scores_share_one_metric_per_task(store):
+    from recfound.eval.report import log_evaluation_steps, log_evaluations
+
+    uri, _ = store
+    run_id = run_in(store, "evaluation")
+    base = _evaluation("base", {"SR": 0.2, "SA": 0.5, "Q2I": 0.3})
+    trained = _evaluation("trained", {"SR": 0.4, "SA": 0.7, "Q2I": 0.6})
+    log_evaluations(uri, run_id, {"test_base": base, "test": trained})
+    log_evaluation_steps(uri, run_id, "test_by_step", {0: base, 30: trained})
+    client = mlflow.MlflowClient(uri)
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["test/SR"] == 0.4 and metrics["test_base/SR"] == 0.2 and metrics["test/generative_avg"] == 0.55
+    for key, (before, after) in {"SR": (0.2, 0.4), "SA": (0.5, 0.7), "Q2I": (0.3, 0.6),
+                                 "generative_avg": ((0.2 + 0.5) / 2, (0.4 + 0.7) / 2),
+                                 "embedding_avg": (0.3, 0.6)}.items():
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, f"test_by_step/{key}"))
+        assert history == [(0, pytest.approx(before)), (30, pytest.approx(after))], key

@@ -47,6 +47,11 @@ def test_short_run_is_tracked_merged_and_registered(baseline):
     client = mlflow.MlflowClient(report.tracking_uri)
     run = client.get_run(report.run_id)
     assert run.info.status == "FINISHED" and run.data.params["sched.window"] == "4"
+    # Run metadata: the source, the version, the corpus as the training dataset, base and trained in one chart.
+    assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["recfound.version"]
+    (corpus,) = run.inputs.dataset_inputs
+    assert corpus.dataset.digest == run.data.tags["data_hash"] and corpus.dataset.name == "data"
+    assert sorted(metric_series(client, report.run_id, "test_by_step/SR")) == [0, STEPS]
     for task in task_names():
         for prefix in ("train_loss", "val_loss", "ratio", "records"):
             assert sorted(metric_series(client, report.run_id, f"{prefix}/{task}")) == list(range(1, STEPS + 1))
@@ -65,6 +70,22 @@ def test_short_run_is_tracked_merged_and_registered(baseline):
     assert report.merged_adapter.is_file() and (report.run_dir / "ratios.png").is_file()
     artifacts = {a.path for a in client.list_artifacts(report.run_id)}
     assert {"config.yaml", "ratios.png", "routing.png", "summary.txt", "adapter"} <= artifacts
+
+
+# The first losses of the seeded baseline run (seed 0, the tiny corpus and model, 2 CPU workers, ZeRO-2),
+# as this suite's run logged them on a 2-core x86-64 machine (2026-12-01). A seeded CPU run repeats
+# exactly (docs/training.md, "Reproducibility"): a change here means the code changed what it trains on
+# or how; re-pin them only for a change meant to do that.
+PINNED_LOSS_TOTAL = {1: 19.193546347593138, 2: 20.31603081878525, 3: 16.246961009117864}
+PINNED_VAL_LOSS_Q2I = {1: 11.027818441390991, 2: 8.654929041862488, 3: 5.957491397857666}
+
+
+def test_seeded_run_repeats_its_pinned_first_losses(baseline):
+    tmp, report = baseline
+    client = mlflow.MlflowClient(report.tracking_uri)
+    for key, pinned in (("loss/total", PINNED_LOSS_TOTAL), ("val_loss/Q2I", PINNED_VAL_LOSS_Q2I)):
+        logged = metric_series(client, report.run_id, key)
+        assert {step: logged[step] for step in pinned} == pytest.approx(pinned, rel=1e-5), key
 
 
 def test_registered_model_reproduces_the_merged_adapter(baseline):
@@ -133,13 +154,13 @@ def test_evaluation_after_training_is_logged_and_the_registered_model_scores_the
         assert again.headline()[task].value == pytest.approx(score.value, abs=1e-6), task
 
 
-def _train_worker_pids(since: float) -> list[int]:
-    """Ray Train worker processes started after `since`: this run's, not an earlier test's that is still
-    shutting down (the sweep tests' stopped trials, say)."""
-    import psutil
+def _train_worker_pids() -> list[int]:
+    """The processes of the Ray Train workers alive now: this run's (tests run one at a time, and an
+    earlier run's workers are dead). Ray reuses idle worker processes, so their start time says nothing."""
+    from ray._private.state import actors
 
-    return [p.pid for p in psutil.process_iter(["cmdline", "create_time"])
-            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or [])) and p.info["create_time"] >= since]
+    return [info["Pid"] for info in actors().values()
+            if info["ActorClassName"] == "RayTrainWorker" and info["State"] == "ALIVE" and info["Pid"]]
 
 
 def _registered_checkpoints(run_dir) -> int:
@@ -152,10 +173,9 @@ def _registered_checkpoints(run_dir) -> int:
 
 
 def _kill_one_worker_after_first_checkpoint(run_dir, stop: threading.Event, killed: list) -> None:
-    since = time.time()
     while not stop.is_set() and _registered_checkpoints(run_dir) < 1:
         time.sleep(0.1)
-    pids = _train_worker_pids(since)
+    pids = _train_worker_pids()
     if pids and not stop.is_set():
         os.kill(pids[-1], signal.SIGKILL)
         killed.append(pids[-1])
@@ -196,7 +216,7 @@ def test_diverging_run_stops_after_too_many_non_finite_steps(ray_cluster, tmp_pa
     from recfound.train.launch import TrainingError, find_checkpoint_folders, run_training
 
     config = job_config(tmp_path, "diverging", "train.lr=1e30", "train.lr_warmup_ratio=0", "train.max_bad_steps=2",
-                        "checkpoint.every=1")
+                        "checkpoint.every=1", "data.tasks=[Q2I, SA]")
     with pytest.raises(TrainingError, match=r"stopped: 2 steps in a row up to step 3 had a non-finite loss"):
         run_training(config)
     kept = find_checkpoint_folders(config.run_dir())
@@ -209,25 +229,98 @@ def test_diverging_run_stops_after_too_many_non_finite_steps(ray_cluster, tmp_pa
     assert run.info.status == "FAILED"
 
 
-def test_zero3_run_saves_whole_adapters_that_reload(ray_cluster, tmp_path):
-    """Under ZeRO-3 the adapter is partitioned over the ranks: the initial, checkpointed and merged
-    adapter files must still hold every tensor whole, and they load into a fresh adapter."""
+# What Ray, Ray Train, DeepSpeed, MLflow, torch, transformers and matplotlib printed on a run's console
+# before it was turned down (recfound.console); none of it may show without --verbose.
+NOISE = ("PlacementGroupCleaner", "Failed to query Ray Train Controller", "Reporting training result",
+         "TrainingReport(", "built successfully", "FutureWarning", "all_gather_into_tensor", "PreemptionWatcher",
+         "core_worker.cc", "fontManager", "Progress bars disabled", " INFO ", "Downloading artifacts",
+         "Loading weights", "Requesting resources", "Started training worker group", "Setting up process group",
+         "Started a local Ray instance", "it/s]")
+
+
+def test_zero3_run_from_the_command_line_is_quiet_and_saves_whole_adapters(tmp_path):
+    """`recfound train` in its own process (its own private cluster): the console holds our lines only,
+    nothing of the run is printed after the evaluation is done; and under ZeRO-3, where the adapter is
+    partitioned over the ranks, the initial, checkpointed and merged adapter files still hold every
+    tensor whole and load into a fresh adapter."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
     from recfound.data.tokenizer import load_tokenizer
     from recfound.merge.files import INIT_FILE
     from recfound.model.adapter import AdapterConfig, attach_adapter
     from recfound.model.backbone import load_backbone
     from recfound.model.state import load_adapter, read_adapter
-    from recfound.train.launch import run_training
+    from recfound.train.launch import find_checkpoint_folders
 
-    config = job_config(tmp_path, "zero3", "train.zero_stage=3", "train.steps=2", "checkpoint.every=1", "eval.enabled=false",
-                        "sched.window=2")
-    report = run_training(config)
-    header, _ = read_adapter(report.merged_adapter)
-    _, info = load_tokenizer(report.run_dir / "tokenizer")
+    overrides = ["run.name=zero3", f"run.output_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",
+                 "data.tasks=[Q2I, SA, QR]", "data.val_per_task=4", "train.zero_stage=3", "train.steps=2",
+                 "checkpoint.every=1", "sched.window=2", "sched.eval_interval=1", "eval.base=false", "eval.max_records=2",
+                 "eval.max_new_tokens=4", "eval.sampled_negatives=1"]
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", "RECFOUND_VERBOSE")}
+    command = [str(Path(sys.executable).parent / "recfound"), "train"]
+    for override in overrides:
+        command += ["--set", override]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console[-4000:]
+    assert [noise for noise in NOISE if noise in console] == [], console
+    assert "train step 2/2" in console and "== summary" in console
+    lines = done.stdout.splitlines()
+    evaluated = next(i for i, line in enumerate(lines) if line.startswith("evaluation done in"))
+    assert [line for line in lines[evaluated + 1:lines.index("== summary")] if line.strip()] == []
+
+    run_dir = tmp_path / "runs" / "zero3"
+    merged, final = run_dir / "merged.safetensors", find_checkpoint_folders(run_dir)[-1] / "adapter.safetensors"
+    header, _ = read_adapter(merged)
+    _, info = load_tokenizer(run_dir / "tokenizer")
     fresh = attach_adapter(load_backbone("tiny", info, seed=0), AdapterConfig(**header["config"]),
                            token_ids=header["token_ids"])
     expected = {name: tuple(p.shape) for name, p in fresh.trainable_state().items()}
-    for path in (report.run_dir / INIT_FILE, report.final_adapter, report.merged_adapter):
+    for path in (run_dir / INIT_FILE, final, merged):
         _, tensors = read_adapter(path)
         assert {name: tuple(t.shape) for name, t in tensors.items()} == expected, path.name
         load_adapter(fresh, path)
+
+
+def test_job_asking_for_more_cpus_than_the_cluster_has_fails_at_once(ray_cluster, tmp_path):
+    """No autoscaler, 2 CPUs: 3 workers can never be placed; the job says so before training starts."""
+    from recfound.train.launch import run_training
+    from recfound.train.errors import TrainingError
+
+    config = job_config(tmp_path, "too-big", "train.num_workers=3", "data.tasks=[Q2I, SA]", "eval.enabled=false")
+    started = time.monotonic()
+    with pytest.raises(TrainingError, match=r"asks for 3 worker\(s\) x \{CPU: 1\} = \{CPU: 3\}, but the cluster "
+                                            r"has \{CPU: 2\} in all and no autoscaler"):
+        run_training(config)
+    assert time.monotonic() - started < 120
+
+
+def test_job_whose_cpus_are_taken_fails_within_its_placement_timeout(ray_cluster, tmp_path):
+    """The cluster could hold the workers, but a placement group holds one of its 2 CPUs: Ray Train would
+    re-request the worker group every minute forever; the job fails after train.placement_timeout_s."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from recfound.train.errors import TrainingError
+    from recfound.train.launch import run_training
+
+    config = job_config(tmp_path, "starved", "train.placement_timeout_s=5", "data.tasks=[Q2I, SA]",
+                        "eval.enabled=false")
+    holder = placement_group([{"CPU": 1}])
+    assert holder.wait(60)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TrainingError, match=r"could not be placed within 5 s: the job asks for 2 worker\(s\) x "
+                                                r"\{CPU: 1\} = \{CPU: 2\}; the cluster has \{CPU: 2\} in all, "
+                                                r"\{CPU: 1\} free now"):
+            run_training(config)
+        waited = time.monotonic() - started
+    finally:
+        remove_placement_group(holder)
+    assert waited < 90  # tokenizing, the scheduler actor and Ray Train's controller, then the 5 s wait
+    run = mlflow.MlflowClient(config.tracking_uri()).search_runs(
+        [mlflow.MlflowClient(config.tracking_uri()).get_experiment_by_name("recfound").experiment_id],
+        filter_string="attributes.run_name = 'starved'")[0]
+    assert run.info.status == "FAILED"

@@ -1,4 +1,5 @@
-"""The `recfound` command: `data synth|validate|convert|tokenizer`, `train`, `demo`, `merge`, `eval run|compare`, `sweep`."""
+"""The `recfound` command: `data synth|validate|convert|tokenizer`, `train`, `demo`, `merge`, `export`,
+`eval run|compare`, `sweep`."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from recfound.console import quiet_process, set_verbose
 from recfound.data.reader import POLICIES, SPLITS, RecordError, SkipReport
 
 SCALE_NAMES = ("tiny", "small", "paper")  # recfound.data.synth.SCALES, without importing the generator
+TRACKING_URI_HELP = "MLflow (default: $MLFLOW_TRACKING_URI, else .cache/runs/mlflow.db)"
+MODEL_HELP = "RUN_DIR[:init|final|merged], an adapter file, or models:/NAME/VERSION (or ALIAS, latest)"
 
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
@@ -17,28 +21,31 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 
     synth = data.add_parser("synth", help="write a deterministic synthetic corpus for all tasks")
     synth.add_argument("--out", type=Path, required=True, help="folder to write <split>/<TASK>.jsonl into")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same corpus (default 0)")
     synth.add_argument("--scale", default="tiny", choices=SCALE_NAMES, help="paper: Table 1's sizes")
     synth.set_defaults(func=cmd_synth)
 
     validate = data.add_parser("validate", help="check every record; print per-task counts per split")
     validate.add_argument("root", type=Path, help="dataset folder holding <split>/<TASK>.jsonl|.parquet")
-    validate.add_argument("--splits", nargs="+", default=list(SPLITS))
+    validate.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, metavar="SPLIT",
+                          help=f"the splits to check (default: {' '.join(SPLITS)})")
     validate.add_argument("--policy", choices=POLICIES, default="strict",
                           help="strict: stop at the first bad record; skip: drop and count bad records")
     validate.set_defaults(func=cmd_validate)
 
     convert = data.add_parser("convert", help="convert the RecFound authors' released JSONL files to ours")
     convert.add_argument("inputs", type=Path, nargs="+", help="released-format JSONL files (any tasks mixed)")
-    convert.add_argument("--out", type=Path, required=True)
+    convert.add_argument("--out", type=Path, required=True,
+                         help="dataset folder to write <split>/<TASK>.jsonl into (one file per task)")
     convert.add_argument("--split", required=True, choices=SPLITS, help="the split the inputs belong to")
-    convert.add_argument("--policy", choices=POLICIES, default="strict")
+    convert.add_argument("--policy", choices=POLICIES, default="strict",
+                         help="strict: stop at the first bad record; skip: drop and count bad records")
     convert.set_defaults(func=cmd_convert)
 
     tokenizer = data.add_parser("tokenizer", help="build a small BPE tokenizer from a dataset's train split")
-    tokenizer.add_argument("root", type=Path)
-    tokenizer.add_argument("--out", type=Path, required=True)
-    tokenizer.add_argument("--vocab-size", type=int, default=2048)
+    tokenizer.add_argument("root", type=Path, help="dataset folder whose train split the tokenizer learns from")
+    tokenizer.add_argument("--out", type=Path, required=True, help="tokenizer folder to write (tokenizer.json, ...)")
+    tokenizer.add_argument("--vocab-size", type=int, default=2048, help="tokens in the vocabulary (default 2048)")
     tokenizer.set_defaults(func=cmd_tokenizer)
 
 
@@ -88,7 +95,16 @@ def cmd_tokenizer(args: argparse.Namespace) -> None:
     print(f"tokenizer with {load_tokenizer(folder)[1].vocab_size} tokens -> {folder}")
 
 
+VERBOSE_HELP = "also show what Ray, DeepSpeed, MLflow and transformers print (progress bars, INFO lines)"
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """`--verbose` after the command too; SUPPRESS keeps `recfound --verbose CMD` from being reset."""
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_verbose(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field by its dotted path, e.g. sched.window=32 (repeatable)")
     parser.add_argument("--overwrite", action="store_true",
@@ -147,6 +163,34 @@ def cmd_merge(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="write one task's dense model (the adapter merged into the weights) "
+                                           "as a plain Hugging Face folder that transformers loads")
+    export.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    export.add_argument("--task", required=True, help="the task whose weights to write, e.g. SA or Q2I")
+    export.add_argument("--out", type=Path, required=True,
+                        help="the folder to write (config.json, model.safetensors, the tokenizer files)")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    export.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    export.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from recfound.eval.commands import BASE, model_source
+    from recfound.tasks import get_task
+
+    if args.model.startswith(BASE):
+        raise ValueError(f"{args.model}: a bare backbone has no adapter to merge; it is a plain model already")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())) and not args.overwrite:
+        raise FileExistsError(f"{args.out}: exists and is not empty; choose another folder, or pass --overwrite "
+                              "to replace an earlier export")
+    get_task(args.task)  # an unknown task is refused before any model is loaded
+    source = model_source(args.model, _tracking_uri(args.tracking_uri)[0], None, 0)
+    out = source.export_dense(args.task, args.out)
+    files = sorted(item.name for item in out.iterdir())
+    print(f"exported {source.label} for task {args.task} to {out}: {', '.join(files)}")
+
+
 def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
     from recfound.config import EvalSection
 
@@ -154,14 +198,16 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("eval", help="score models with the paper's per-task metrics; compare logged runs"
                               ).add_subparsers(dest="eval_command", required=True)
     run = evaluate.add_parser("run", help="evaluate models side by side on one split (docs/evaluation.md)")
-    run.add_argument("models", nargs="+", metavar="MODEL", help="RUN_DIR[:init|final|merged], an adapter file, "
-                     "models:/NAME/VERSION, or base:SPEC (the bare backbone, with --tokenizer)")
+    run.add_argument("models", nargs="+", metavar="MODEL",
+                     help=f"{MODEL_HELP}, or base:SPEC (the bare backbone, with --tokenizer)")
     run.add_argument("--data", type=Path, required=True, help="dataset folder holding <split>/<TASK>.jsonl")
-    run.add_argument("--split", default=defaults.split, choices=SPLITS)
+    run.add_argument("--split", default=defaults.split, choices=SPLITS, help=f"(default {defaults.split})")
     run.add_argument("--tasks", nargs="+", help="tasks to score (default: every task file of the split)")
     run.add_argument("--max-records", type=int, help="at most this many records per task (default: all)")
-    run.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    run.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    run.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
+                     help=f"longest generated answer, in tokens (default {defaults.max_new_tokens})")
+    run.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                     help=f"records per forward pass (default {defaults.batch_size})")
     run.add_argument("--k", type=int, default=defaults.k, help="cut-off of NDCG@k / MRR@k")
     run.add_argument("--protocol", default=defaults.protocol, choices=("sampled", "full", "both"),
                      help="retrieval: sampled same-category negatives (the authors'), the full pool, or both")
@@ -173,11 +219,12 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--tokenizer", help="tokenizer of a base:SPEC model (a folder, smollm2 or a .gguf file)")
     run.add_argument("--out", type=Path, help="write scores.json, tables.txt and the answers into this folder")
     run.add_argument("--log", action="store_true", help="log the evaluation to a new MLflow run (recfound-eval)")
-    run.add_argument("--tracking-uri", help="MLflow (default: $MLFLOW_TRACKING_URI, else .cache/runs/mlflow.db)")
+    run.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    _add_verbose(run)
     run.set_defaults(func=cmd_eval_run)
     compare = evaluate.add_parser("compare", help="put the evaluations logged in MLflow runs side by side")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="MLflow run ids or run names")
-    compare.add_argument("--tracking-uri")
+    compare.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     compare.set_defaults(func=cmd_eval_compare)
 
 
@@ -218,6 +265,7 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--overwrite", action="store_true",
                        help="discard an earlier sweep of the same name (finished or not) and start again")
     sweep.add_argument("--check", action="store_true", help="only check the sweep file and print its plan")
+    _add_verbose(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
 
@@ -237,10 +285,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recfound", description=__doc__)
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_train_commands(sub)
     _add_merge_command(sub)
+    _add_export_command(sub)
     _add_eval_commands(sub)
     _add_sweep_command(sub)
     return parser
@@ -251,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     from recfound.train.errors import TrainingError
 
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
+    quiet_process()
     try:
         args.func(args)
     except (RecordError, OSError, ValueError, KeyError, TrainingError) as err:

@@ -3,36 +3,80 @@
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import contextmanager
 from typing import Iterator
 
+from recfound.console import quiet_process, ray_log_level
+
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train 2.60
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # the port a new local head's GCS listens on
+
 
 @contextmanager
-def ray_session(num_cpus: int | None = None, log_to_driver: bool = False,
-                dashboard: bool = False) -> Iterator[None]:
+def ray_session(num_cpus: int | None = None, log_to_driver: bool = False) -> Iterator[None]:
     """Ray for the duration of a block.
 
     Reuses Ray if this process already initialised it; attaches to the cluster in `RAY_ADDRESS`
-    (set by `ray job submit`); otherwise starts a private local cluster, because a bare
-    `ray.init()` would attach to any cluster already running on the machine. `log_to_driver` shows
-    the workers' output (e.g. the training progress of rank 0) in this process. `dashboard` starts the
-    private cluster with its dashboard (the State API that Ray Train's placement-group cleaner queries).
+    (set by `ray job submit`); otherwise starts a private local cluster (`private_cluster`), because
+    a bare `ray.init()` would attach to any cluster already running on the machine. `log_to_driver`
+    shows the workers' output (e.g. the training progress of rank 0) in this process.
     """
-    # Ray Data logs every dataset's plan and progress at INFO; our own progress lines suffice.
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    quiet_process()
     import ray
 
     if ray.is_initialized():
         yield
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        # A private cluster on loopback: no token authentication unless the user asks for it.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=dashboard,
-                 log_to_driver=log_to_driver)
-    try:
+        ray.init(logging_level=ray_log_level())
+        try:
+            yield
+        finally:
+            ray.shutdown()
+        return
+    with private_cluster(num_cpus or os.cpu_count() or 1, log_to_driver):
         yield
+
+
+@contextmanager
+def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str | None = None) -> Iterator[None]:
+    """A new local Ray cluster for this process, shut down after the block.
+
+    - Its dashboard runs (on loopback): Ray Train's placement-group cleaner queries its State API
+      about once a second, warns each time it cannot, and without it never releases the worker group
+      of a controller that died.
+    - Its processes know their own cluster: the cleaner finds the State API through `RAY_ADDRESS`,
+      else by looking for running clusters, which fails as soon as a second one runs on the machine
+      (another run, a test's). So the GCS port is chosen here and `RAY_ADDRESS` names it in the
+      environment the cluster's processes inherit (restored in this process afterwards).
+    - No preemption watcher: nothing preempts this machine.
+    - No token authentication unless the user asks for it (`RAY_AUTH_MODE`).
+    """
+    import ray
+    from ray._private.services import get_node_ip_address
+
+    port = _free_port()
+    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", GCS_PORT_ENV)}
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    os.environ.update({GCS_PORT_ENV: str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"})
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=log_to_driver, logging_level=ray_log_level(), _temp_dir=temp_dir)
+        try:
+            yield
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]

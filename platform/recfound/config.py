@@ -330,6 +330,9 @@ class TrainSection(Section):
     num_workers: int = _option(2, at_least(1))  # paper: 8 (GPUs)
     use_gpu: bool = False
     cpus_per_worker: float = _option(1.0, above(0))
+    # How long the job waits for its workers' resources before failing; null: 120 s, or no limit on a
+    # cluster with an autoscaler (which may still be adding nodes).
+    placement_timeout_s: float | None = _option(None, above(0))
     zero_stage: int = _option(2, between(1, 3, high_open=False))  # 0: no non-finite check, see training.md
     precision: str = _option("fp32", one_of("fp32", "bf16"))  # paper: bf16
     log_every: int = _option(1, at_least(1))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,11 +41,23 @@ def atomic_folder(out: Path | str, marker: str) -> Iterator[Path]:
         raise FileExistsError(f"{out}: exists and is not a folder written by this command (no {marker}); "
                               "choose another path or remove it first")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir()  # plain mkdir: the usual umask permissions, unlike mkdtemp's 0700
     try:
         yield staging
+        _usual_permissions(staging, staging.stat().st_mode & 0o777)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _usual_permissions(folder: Path, dir_mode: int) -> None:
+    """Give everything under `folder` the modes plain mkdir and open give (`dir_mode`, and it without the
+    x bits for files): some writers stage through mkstemp, whose files are 0600."""
+    for root, dirs, files in os.walk(folder):
+        for name, mode in [*((d, dir_mode) for d in dirs), *((f, dir_mode & 0o666) for f in files)]:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, mode)

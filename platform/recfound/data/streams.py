@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recfound.console import quiet_process
 from recfound.data.reader import Policy, SkipReport, read_records, selected_task_files
 from recfound.data.records import fields_of
 from recfound.data.tokenize import TokenLimits, tokenize_batch
@@ -104,16 +105,14 @@ def materialize_pools(streams: dict, progress: bool = True) -> dict[str, TokenPo
     Tasks run one after another (each is parallel over its blocks): concurrent executions on a
     small cluster only compete for the same CPUs.
     """
-    import logging
-
     import ray
     import ray.data
 
     # Ray Data's own progress bars and plan logs repeat ours, once per task (and, from an actor such as a
     # sweep's trial driver, through the log monitor line by line): our progress line suffices.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    bar = Progress(len(streams), "tokenized task", unit="records", interval=0) if progress else None
+    quiet_process()
+    bar = Progress(len(streams), "tokenized task", unit="records") if progress else None
     pools = {}
     for name, dataset in streams.items():
         tables = ray.get(dataset.to_arrow_refs())

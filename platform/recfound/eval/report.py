@@ -7,6 +7,8 @@ column per task and the models' average rank over the tasks, "mean (std)", rank 
 `scores.json` (every score of every model, which `recfound eval compare` reads back), `tables.txt`,
 `table.json` (an MLflow table for the UI) and `answers/<n>-<model>.jsonl` (every generated answer).
 A column whose models were scored differently (another metric or protocol) says so in its header.
+`log_evaluation_steps` logs models under one key per task at given steps (a training run: the base at
+step 0, the trained model at its last step), which MLflow's charts show side by side.
 """
 
 from __future__ import annotations
@@ -95,41 +97,60 @@ def improved_tasks(before: ModelEvaluation, after: ModelEvaluation) -> list[str]
     return [task for task, score in after.headline().items() if task in old and score.value > old[task].value]
 
 
+def headline_metrics(evaluation: ModelEvaluation, prefix: str) -> dict[str, float]:
+    """`<prefix>/<task>` (each task's headline metric) and `<prefix>/<kind>_avg` of one model."""
+    metrics = {f"{prefix}/{task}": score.value for task, score in evaluation.headline().items()}
+    metrics.update({f"{prefix}/{kind}_avg": value for kind, value in evaluation.averages().items()})
+    return metrics
+
+
 def evaluation_metrics(evaluation: ModelEvaluation, prefix: str) -> dict[str, float]:
     """MLflow metrics of one model: `<prefix>/<task>` (headline), `<prefix>_full/<task>` (full pool when
     the headline is sampled), `<prefix>_invalid/<task>`, `<prefix>/<kind>_avg`."""
-    metrics: dict[str, float] = {}
-    for task, score in evaluation.headline().items():
-        metrics[f"{prefix}/{task}"] = score.value
-        if get_task(task).kind is Kind.GENERATIVE:
-            metrics[f"{prefix}_invalid/{task}"] = float(score.invalid)
+    metrics = headline_metrics(evaluation, prefix)
+    metrics.update({f"{prefix}_invalid/{task}": float(score.invalid) for task, score in evaluation.headline().items()
+                    if get_task(task).kind is Kind.GENERATIVE})
     if "sampled" in evaluation.retrieval and "full" in evaluation.retrieval:
         metrics.update({f"{prefix}_full/{t}": s.value for t, s in evaluation.retrieval["full"].items()})
-    metrics.update({f"{prefix}/{kind}_avg": value for kind, value in evaluation.averages().items()})
     return metrics
+
+
+def _log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log the finite `metrics` at `step`, at most 1000 per request."""
+    from mlflow.entities import Metric
+
+    from recfound.tracking.limits import METRICS_PER_BATCH, chunks, valid_key
+    from recfound.tracking.store import client
+
+    now = int(time.time() * 1000)
+    entries = [Metric(valid_key(k), v, now, step) for k, v in metrics.items() if np.isfinite(v)]
+    for batch in chunks(entries, METRICS_PER_BATCH):
+        client(tracking_uri).log_batch(run_id, metrics=batch)
+
+
+def log_evaluation_steps(tracking_uri: str, run_id: str, prefix: str,
+                         points: Mapping[int, ModelEvaluation]) -> None:
+    """Log {step: evaluation} under one key per task (`<prefix>/<task>`, `<prefix>/<kind>_avg`), each
+    model's values at its step: e.g. {0: base, steps: trained}, which MLflow draws in one chart per task."""
+    for step, evaluation in points.items():
+        _log_metrics(tracking_uri, run_id, headline_metrics(evaluation, prefix), step)
 
 
 def log_evaluations(tracking_uri: str, run_id: str, evaluations: Mapping[str, ModelEvaluation]) -> None:
     """Log {role: evaluation} (e.g. {"test_base": ..., "test": ...}) to run `run_id`: metrics prefixed by
     the role, and the artifacts of the module doc."""
-    from mlflow.entities import Metric
-
-    from recfound.tracking.limits import METRICS_PER_BATCH, chunks, valid_key
+    from recfound.tracking.limits import valid_key
     from recfound.tracking.runs import log_artifact_dir
     from recfound.tracking.store import client
 
-    mlflow_client = client(tracking_uri)
     metrics = {}
     for role, evaluation in evaluations.items():
         metrics.update(evaluation_metrics(evaluation, valid_key(role)))
-    now = int(time.time() * 1000)
-    entries = [Metric(valid_key(k), v, now, 0) for k, v in metrics.items() if np.isfinite(v)]
-    for batch in chunks(entries, METRICS_PER_BATCH):
-        mlflow_client.log_batch(run_id, metrics=batch)
+    _log_metrics(tracking_uri, run_id, metrics)
     with tempfile.TemporaryDirectory() as folder:
         write_evaluation_files(Path(folder) / "evaluation", evaluations)
         log_artifact_dir(tracking_uri, run_id, Path(folder) / "evaluation", "evaluation")
-    mlflow_client.log_table(run_id, _table_rows(evaluations), "evaluation/table.json")
+    client(tracking_uri).log_table(run_id, _table_rows(evaluations), "evaluation/table.json")
 
 
 def answers_file(index: int, role: str) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recfound.config import EvalSection
+from recfound.console import quiet_worker
 from recfound.eval.data import CandidatePool
 from recfound.eval.metrics import TaskScore, score_generative, score_retrieval
 from recfound.eval.retrieval import PROTOCOLS, full_pool_ranks, sampled_ranks
@@ -81,13 +82,16 @@ class Output:
 
 
 def run_work(source: ModelSource, work: Work, max_new_tokens: int, batch_size: int, device: str = "cpu",
-             label: str = "") -> Output:
-    """Load `source` and compute `work` (the body of each Ray task), with a progress line per task."""
+             shard: str = "") -> Output:
+    """Load `source` and compute `work`: in this process with a progress line per task, or as the body of
+    the Ray task of `shard` (quietly: the driver prints a line per finished shard)."""
     out = Output()
     parts = [(task, "generate", items) for task, items in work.generate.items()]
     parts += [(task, "queries", items) for task, items in work.queries.items()]
     parts += [(task, "documents", items) for task, items in work.documents.items()]
-    bar = Progress(len(parts), f"evaluating {label or source.label}: part", unit="items")
+    if shard:
+        quiet_worker()
+    bar = None if shard else Progress(len(parts), f"evaluating {source.label}: part", unit="items")
     with source.opened(device) as model:
         model.options = replace(model.options, batch_size=batch_size)
         for task, part, items in parts:
@@ -99,7 +103,8 @@ def run_work(source: ModelSource, work: Work, max_new_tokens: int, batch_size: i
                 embed = model.embed_queries if part == "queries" else lambda texts: model.embed_documents(texts, task)
                 getattr(out, part)[task] = embed(items)
                 out.embed_seconds += time.perf_counter() - started
-            bar.update(1, len(items), f"{task} {part}")
+            if bar is not None:
+                bar.update(1, len(items), f"{task} {part}")
         out.generated_tokens = model.generated_tokens
     return out
 

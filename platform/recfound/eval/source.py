@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from recfound.config import RunConfig
 
 RUN_MODELS = {"init": INIT_FILE, "merged": MERGED_FILE}  # and "final": the last checkpoint's ADAPTER_FILE
+TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass(frozen=True)
@@ -94,22 +95,40 @@ class ModelSource:
         from recfound.model.backbone import load_backbone
         from recfound.tracking.pyfunc import load_served_adapter
 
-        folder = Path(tempfile.mkdtemp(prefix="recfound-model-"))
-        try:
-            tokenizer = folder / "tokenizer"
-            tokenizer.mkdir()
-            for name, data in self.tokenizer_files.items():
-                (tokenizer / name).write_bytes(data)
-            options = self.serving.options()
+        with self._unpacked() as folder:
+            tokenizer, options = folder / TOKENIZER_DIR, self.serving.options()
             if self.adapter is None:
                 _, info = load_tokenizer(tokenizer)
                 backbone = load_backbone(self.serving.backbone, info, dtype=self.serving.dtype,
                                          seed=self.serving.backbone_seed)
                 yield Inference(backbone.model.to(device), str(tokenizer), options, device=device)
             else:
-                (folder / "adapter.safetensors").write_bytes(self.adapter)
-                adapter = load_served_adapter(folder / "adapter.safetensors", tokenizer, self.serving)
+                adapter = load_served_adapter(folder / ADAPTER_FILE, tokenizer, self.serving)
                 yield Inference.of_adapter(adapter, str(tokenizer), options, device)
+
+    def export_dense(self, task: str, out: Path | str) -> Path:
+        """Write the dense model of `task` (the adapter merged into the base weights) with the tokenizer
+        files as a plain HF folder `out` (see `recfound.model.state.export_dense`)."""
+        from recfound.model.state import export_dense
+        from recfound.tracking.pyfunc import load_served_adapter
+
+        if self.adapter is None:
+            raise ValueError(f"{self.label}: a bare backbone has no adapter to merge")
+        with self._unpacked() as folder:
+            adapter = load_served_adapter(folder / ADAPTER_FILE, folder / TOKENIZER_DIR, self.serving)
+            return export_dense(adapter, task, out, folder / TOKENIZER_DIR)
+
+    @contextmanager
+    def _unpacked(self) -> Iterator[Path]:
+        """A temporary folder holding the tokenizer folder and, when there is one, the adapter file."""
+        folder = Path(tempfile.mkdtemp(prefix="recfound-model-"))
+        try:
+            (folder / TOKENIZER_DIR).mkdir()
+            for name, data in self.tokenizer_files.items():
+                (folder / TOKENIZER_DIR / name).write_bytes(data)
+            if self.adapter is not None:
+                (folder / ADAPTER_FILE).write_bytes(self.adapter)
+            yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

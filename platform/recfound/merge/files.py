@@ -61,7 +61,9 @@ def find_checkpoints(run_dir: Path | str) -> list[Path]:
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     folders = [path for path in run_dir.glob(CHECKPOINT_GLOB) if path.is_dir()]
     if not folders:
-        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_GLOB} folders in this run folder")
+        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_GLOB} folders, so nothing to merge: train a run "
+                                "(recfound train writes its checkpoints into <run.output_dir>/<run.name>), or name "
+                                "checkpoint folders or adapter files (with --base and --out outside a run folder)")
     for folder in folders:
         if not (folder / ADAPTER_FILE).is_file():
             raise FileNotFoundError(f"{folder}: checkpoint folder without {ADAPTER_FILE}")

@@ -104,8 +104,10 @@ def load_adapter(adapter: Adapter, path: Path | str) -> None:
 def export_dense(adapter: Adapter, task: str, out: Path | str, tokenizer_dir: Path | str | None = None) -> Path:
     """Write the dense model for `task` (`W0 + (alpha/r) sum_j v_j B_j A_j` per projection, token rows
     merged) as a HF folder that `AutoModelForCausalLM.from_pretrained` loads; the tokenizer files of
-    `tokenizer_dir` are copied beside it when given. The folder appears whole or not at all."""
+    `tokenizer_dir` are copied beside it when given. The folder appears whole or not at all; a task the
+    adapter does not know is a KeyError that lists its tasks."""
     out = Path(out)
+    adapter.task_id(task)
     with atomic_folder(out, "config.json") as staging:
         with adapter.dense(task) as model:
             model.save_pretrained(str(staging))

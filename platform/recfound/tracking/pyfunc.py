@@ -19,7 +19,9 @@ from typing import Any
 import mlflow
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType, Array
 
@@ -43,12 +45,21 @@ SIGNATURE = ModelSignature(
                     ColSpec("string", "text", required=False)]),
     params=ParamSchema([ParamSpec(name, "long", value) for name, value in DEFAULT_PARAMS.items()]),
 )
+# Object columns: a field a row lacks stays None (JSON null); pandas' string columns would hold NaN.
 INPUT_EXAMPLE = pd.DataFrame([
     {"task": "Q2I", "instruction": "Represent the search for retrieving products.", "query": "red running shoes"},
     {"task": "SA", "instruction": "How does the reviewer feel?", "input": "Fits well, love it.",
      "options": ["positive", "neutral", "negative"]},
-])
+], dtype=object)
 _REQUIRED = {Kind.EMBEDDING: ("instruction", "query"), Kind.GENERATIVE: ("instruction", "input")}
+
+
+class ServingInputError(MlflowException, ValueError):
+    """A request the model cannot answer (no or unknown task, a missing field): MLflow's scoring server
+    answers it with HTTP 400 and this message (INVALID_PARAMETER_VALUE) instead of a stack trace."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 @dataclass(frozen=True)
@@ -100,11 +111,14 @@ def _record(raw: dict, row: int) -> dict:
     """A raw input row as a normalized record of its task (answers and documents left empty)."""
     values = {key: value for key, value in raw.items() if _present(value)}
     if "task" not in values:
-        raise ValueError(f"input row {row}: no task (each row names its task, e.g. 'Q2I' or 'SA')")
-    task = get_task(str(values["task"]))
+        raise ServingInputError(f"input row {row}: no task (each row names its task, e.g. 'Q2I' or 'SA')")
+    try:
+        task = get_task(str(values["task"]))
+    except KeyError as err:
+        raise ServingInputError(f"input row {row}: {err.args[0]}") from None
     missing = [name for name in _REQUIRED[task.kind] if name not in values]
     if missing:
-        raise ValueError(f"input row {row} (task {task.name}): missing {', '.join(missing)}")
+        raise ServingInputError(f"input row {row} (task {task.name}): missing {', '.join(missing)}")
     record = {"task": task.name, "id": str(row)}
     for name in fields_of(task):
         default = [] if name in OPTIONAL_FIELDS else ""
@@ -143,4 +157,5 @@ class RecfoundAdapterModel(mlflow.pyfunc.PythonModel):
                 results = self.inference.generate(chosen, int(options["max_new_tokens"]))
             for i, result in zip(indices, results):
                 outputs[column][i] = result
-        return pd.DataFrame({"task": [r["task"] for r in records], **outputs})
+        # Object columns keep None as None (JSON null); a string column would turn it into NaN.
+        return pd.DataFrame({"task": [r["task"] for r in records], **outputs}, dtype=object)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import LoggedModel, LoggedModelOutput
+from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
@@ -32,6 +33,7 @@ MODEL_NAME = "merged_model"
 # Pinned from this environment so MLflow does not infer them; recfound itself must be installed
 # where the model is served (it is not on PyPI).
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "peft", "pyarrow", "pandas", "mlflow")
+_LISTED = 20  # registered model names an error lists at most
 
 
 @dataclass(frozen=True)
@@ -116,18 +118,40 @@ def _register(mlflow_client: mlflow.MlflowClient, model: LoggedModel, name: str,
 
 
 def resolve_version(tracking_uri: str, name: str, version_or_alias: str | int) -> str:
-    """The version number that `version_or_alias` of registered model `name` means: a number as it is,
-    'latest' the highest number, anything else an alias (e.g. 'champion')."""
+    """The version number that `version_or_alias` of registered model `name` means: a number (that
+    exists), 'latest' the highest number, anything else an alias (e.g. 'champion'). A KeyError names what
+    exists when there is no such model (the registered names) or version or alias (the model's)."""
     mlflow_client = client(tracking_uri)
+    aliases = _registered_model(mlflow_client, tracking_uri, name).aliases
+    versions = sorted(int(v.version) for v in mlflow_client.search_model_versions(f"name = '{name}'"))
     reference = str(version_or_alias)
-    if reference.isdigit():
-        return reference
-    if reference == "latest":
-        found = mlflow_client.search_model_versions(f"name = '{name}'")
-        if not found:
-            raise KeyError(f"no registered model {name!r} at {tracking_uri}")
-        return str(max(int(v.version) for v in found))
-    return str(mlflow_client.get_model_version_by_alias(name, reference).version)
+    if reference.isdigit() and int(reference) in versions:
+        return str(int(reference))
+    if reference == "latest" and versions:
+        return str(versions[-1])
+    if reference in aliases:
+        return str(aliases[reference])
+    raise KeyError(_no_version(name, reference, versions, aliases))
+
+
+def _no_version(name: str, reference: str, versions: list[int], aliases: Mapping[str, str]) -> str:
+    what = "version" if reference.isdigit() else "version or alias"
+    existing = ", ".join(map(str, versions)) or "none"
+    named = ", ".join(f"{alias} (version {number})" for alias, number in sorted(aliases.items())) or "none"
+    return f"registered model {name!r} has no {what} {reference!r}; its versions: {existing}; aliases: {named}"
+
+
+def _registered_model(mlflow_client: mlflow.MlflowClient, tracking_uri: str, name: str) -> RegisteredModel:
+    """Registered model `name`, or a KeyError that lists the registered models' names."""
+    try:
+        return mlflow_client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    names = [model.name for model in mlflow_client.search_registered_models(max_results=_LISTED + 1)]
+    listed = ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
+    raise KeyError(f"no registered model {name!r} at {tracking_uri}; "
+                   + (f"registered models: {listed}" if names else "no model is registered there")) from None
 
 
 def download_registered_adapter(tracking_uri: str, name: str, version_or_alias: str | int,

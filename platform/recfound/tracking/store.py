@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import mlflow
@@ -32,10 +33,19 @@ def default_artifact_root(output_dir: str | Path) -> str:
     return (Path(output_dir).resolve() / ARTIFACTS_NAME).as_uri()
 
 
+def is_uri(location: str) -> bool:
+    """Whether `location` is a URI (`s3://...`, `file:...`) rather than a plain path."""
+    return "://" in location or location.startswith("file:")
+
+
+def absolute_location(location: str | Path) -> str:
+    """A URI as it is, a plain path made absolute (relative to the current directory)."""
+    return location if isinstance(location, str) and is_uri(location) else str(Path(location).resolve())
+
+
 def _location(artifact_root: str) -> str:
     """An artifact root as a URI: URIs pass through, a plain path becomes an absolute file URI."""
-    return artifact_root if "://" in artifact_root or artifact_root.startswith("file:") \
-        else Path(artifact_root).resolve().as_uri()
+    return artifact_root if is_uri(artifact_root) else Path(artifact_root).resolve().as_uri()
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: str | None = None) -> str:
@@ -51,10 +61,32 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: str | None = 
     return found.experiment_id
 
 
-def ui_command(tracking_uri: str) -> str:
+def _bin_dir() -> Path:
+    """The scripts folder of the environment running this code (e.g. `<repo>/.venv/bin`), not resolved:
+    a virtual environment's python is a link to the system one."""
+    return Path(sys.executable).absolute().parent
+
+
+def _mlflow() -> str:
+    """This environment's `mlflow` by absolute path, so a printed command works without the environment
+    activated; `python -m mlflow` where the environment has no mlflow script."""
+    script = _bin_dir() / "mlflow"
+    return shlex.quote(str(script)) if script.is_file() else f"{shlex.quote(sys.executable)} -m mlflow"
+
+
+def ui_command(tracking_uri: str, port: int = 5000) -> str:
     """What a user runs (or opens) to see the runs: the server's address for http(s) URIs, else an
-    `mlflow ui` command on the store, lean enough for a laptop (one worker, no job runner)."""
+    `mlflow ui` command on the store that works from a plain shell, lean enough for a laptop (one
+    worker, no job runner)."""
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri
-    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
-            "--workers 1 --host 127.0.0.1 --port 5000")
+    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_mlflow()} ui --backend-store-uri "
+            f"{shlex.quote(tracking_uri)} --workers 1 --host 127.0.0.1 --port {port}")
+
+
+def serve_command(tracking_uri: str, model_uri: str, port: int = 5001, host: str = "127.0.0.1") -> str:
+    """The shell command that serves `model_uri` (e.g. models:/recfound-demo/1) over REST with this
+    environment (`POST /invocations`, `GET /ping`), from a plain shell."""
+    # MLflow starts its scoring server as `uvicorn` looked up on PATH, hence this environment's scripts first.
+    return (f"PATH={shlex.quote(str(_bin_dir()))}:\"$PATH\" MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)} "
+            f"{_mlflow()} models serve -m {shlex.quote(model_uri)} --env-manager local --host {host} --port {port}")

@@ -66,6 +66,7 @@ def build_engine(adapter: Adapter, train: TrainSection, optimizer: dict[str, Any
     exactly -lr * gradient)."""
     import deepspeed
 
+    _skip_shared_memory_collective()
     config = deepspeed_config(train)
     if optimizer is not None:
         config.update(optimizer=optimizer, zero_allow_untested_optimizer=True)
@@ -75,6 +76,16 @@ def build_engine(adapter: Adapter, train: TrainSection, optimizer: dict[str, Any
         model=adapter, model_parameters=[p for p in adapter.parameters() if p.requires_grad],
         config=config, dist_init_required=False)
     return engine
+
+
+def _skip_shared_memory_collective() -> None:
+    """DeepSpeed's communication backend JIT-compiles its CPU shared-memory all-reduce op when it starts
+    (30-60 s on 2 cores, once per extension folder, i.e. again in every fresh job environment). Only
+    DeepSpeed's inference all-reduce calls that op, never training: marking it incompatible skips the
+    build (deepspeed.ops keeps one dict of compatible ops, so the mark persists)."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def accumulating(engine: Any) -> AbstractContextManager:

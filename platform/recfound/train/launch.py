@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from recfound.config import RunConfig, save_config
+from recfound.console import train_log_level
 from recfound.data.pipeline import load_pools
 from recfound.data.streams import TokenPool
 from recfound.merge.files import ADAPTER_FILE, CHECKPOINT_GLOB, INIT_FILE, MERGED_FILE
@@ -20,6 +21,8 @@ from recfound.progress import format_table
 from recfound.tasks import Kind, get_task
 from recfound.train.errors import TrainingError
 from recfound.train.loop import ROUTING_PLOT, STOPPED_FILE, train_loop_per_worker
+from recfound.train.placement import (autoscaler_limits, check_feasible, is_placement_timeout, placement_error,
+                                      placement_timeout, start_timeout, worker_resources)
 
 RATIO_PLOT = "ratios.png"
 HISTORY_FILE = "scheduler_history.json"
@@ -129,20 +132,42 @@ def _fresh_run_dir(config: RunConfig, overwrite: bool) -> Path:
     return run_dir
 
 
-def _trainer(config: RunConfig, payload: dict, callbacks: Sequence[Any] = ()) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+def run_params(config: RunConfig) -> dict[str, Any]:
+    """The MLflow params of a run: `config.flat()` with data.root and run.output_dir absolute, so the
+    run says where its data and outputs are whatever directory it was started from."""
+    from recfound.tracking.store import absolute_location
+
+    return {**config.flat(), "data.root": absolute_location(config.data.root),
+            "run.output_dir": absolute_location(config.run.output_dir)}
+
+
+def log_corpus(tracking_uri: str, run_id: str, root: Path, digest: str,
+               pools: dict[str, dict[str, TokenPool]]) -> None:
+    """The corpus as the run's training dataset input: named after its folder, `data_hash` as the
+    digest, the folder as the source, the record counts per split as the profile."""
+    from recfound import tracking
+
+    profile = {f"{split}_records": sum(len(pool) for pool in group.values()) for split, group in pools.items()}
+    tracking.log_dataset(tracking_uri, run_id, Path(root).resolve().name, digest, root, "training",
+                         {**profile, "tasks": len(pools["train"])})
+
+
+def _trainer(config: RunConfig, payload: dict, callbacks: Sequence[Any] = (),
+             controller_failure_limit: int = -1) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     train = config.train
-    resources = {"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker, train_loop_config=payload,
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=worker_resources(train)),
         torch_config=TorchConfig(backend="nccl" if train.use_gpu else "gloo"),
         run_config=RayRunConfig(name=config.run.name, storage_path=str(Path(config.run.output_dir).resolve()),
-                                failure_config=FailureConfig(max_failures=config.checkpoint.max_failures),
+                                failure_config=FailureConfig(max_failures=config.checkpoint.max_failures,
+                                                             controller_failure_limit=controller_failure_limit),
                                 checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
+                                logging_config=LoggingConfig(log_level=train_log_level()),
                                 callbacks=list(callbacks)))
 
 
@@ -175,12 +200,12 @@ def run_training(config: RunConfig, overwrite: bool = False, parent_run_id: str 
               f"{sum(len(p) for p in pools['val'].values()):,} validation records in {time.perf_counter() - stage:.1f}s")
         tracking_uri = config.tracking_uri()
         digest = data_hash(pools, tokenizer)
-        tags = {"data_hash": digest, "base_model": config.model.backbone}
-        if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
-        run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, config.run.name, config.flat(),
-                                    tags=tags, artifact_root=config.artifact_root())
+        tags = {"data_hash": digest, "base_model": config.model.backbone,
+                **tracking.run_tags(tracking_uri, parent_run_id)}
+        run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, config.run.name,
+                                    run_params(config), tags=tags, artifact_root=config.artifact_root())
         try:
+            log_corpus(tracking_uri, run_id, root, digest, pools)
             history, checkpoints = _train(config, run_dir, tokenizer, pools, run_id, tracking_uri, callbacks)
             report = _finish(config, run_dir, tokenizer, run_id, tracking_uri, history, checkpoints, digest)
         except BaseException:
@@ -201,6 +226,7 @@ def _train(config: RunConfig, run_dir: Path, tokenizer: Path, pools: dict, run_i
 
     from recfound.sched import start_scheduler
 
+    check_feasible(config.train)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     scheduler = start_scheduler(config.run.name, schedule_spec(config, pools["train"]), scheduling_strategy=here)
     try:
@@ -210,9 +236,13 @@ def _train(config: RunConfig, run_dir: Path, tokenizer: Path, pools: dict, run_i
                    "pools": {split: {t: ray.put(p.table) for t, p in group.items()} for split, group in pools.items()}}
         _stage(f"training {config.train.steps} steps on {config.train.num_workers} "
                f"{'GPU' if config.train.use_gpu else 'CPU'} worker(s), ZeRO-{config.train.zero_stage}")
+        timeout_s = placement_timeout(config.train, autoscaled=autoscaler_limits() is not None)
         try:
-            result = _trainer(config, payload, callbacks).fit()
+            with start_timeout(timeout_s) as controller_failure_limit:
+                result = _trainer(config, payload, callbacks, controller_failure_limit).fit()
         except ray.train.TrainingFailedError as err:
+            if timeout_s is not None and is_placement_timeout(err):
+                raise placement_error(config.train, timeout_s) from None
             raise TrainingError(f"training run {config.run.name!r} failed; {_kept(run_dir)}\n{err}") from err
         stopped = run_dir / STOPPED_FILE
         if stopped.is_file():
@@ -272,19 +302,23 @@ def _evaluate(config: RunConfig, report: TrainingReport, tokenizer: Path, traine
     """Evaluate the trained (and the untrained) adapter on eval.split and log it to the run. A failure
     here is reported (summary, `evaluation_error` tag) but does not fail the trained, registered run."""
     from recfound.eval.job import evaluate_training_run, roles
-    from recfound.eval.report import log_evaluations
+    from recfound.eval.report import log_evaluation_steps, log_evaluations
     from recfound.tracking.store import client
 
     _stage(f"evaluating on the {config.eval.split} split")
+    trained_role, base_role = roles(config.eval.split)
     try:
         report.evaluations = evaluate_training_run(config, tokenizer, trained, report.run_dir / INIT_FILE)
         log_evaluations(report.tracking_uri, report.run_id, report.evaluations)
+        points = {0: report.evaluations.get(base_role), config.train.steps: report.evaluations[trained_role]}
+        log_evaluation_steps(report.tracking_uri, report.run_id, f"{config.eval.split}_by_step",
+                             {step: evaluation for step, evaluation in points.items() if evaluation is not None})
     except Exception as err:  # noqa: BLE001 - whatever broke, the training results stand
         report.evaluations, report.evaluation_error = {}, f"{type(err).__name__}: {err}"
         print(f"warning: the evaluation failed: {report.evaluation_error}", flush=True)
         client(report.tracking_uri).set_tag(report.run_id, "evaluation_error", report.evaluation_error[:5000])
         return
-    trained_scores = report.evaluations[roles(config.eval.split)[0]]
+    trained_scores = report.evaluations[trained_role]
     report.test_scores = {task: score.value for task, score in trained_scores.headline().items()}
     report.test_averages = trained_scores.averages()
 
@@ -317,6 +351,7 @@ def _print_summary(config: RunConfig, report: TrainingReport) -> None:
     if report.merged_adapter:
         print(f"merged adapter (TIES over the last {report.merged_steps} checkpoints): {report.merged_adapter}")
     if report.registered is not None and report.registered.version is not None:
-        print(f"registered: models:/{report.registered.name}/{report.registered.version}")
+        print(f"registered: {report.registered.registered_uri}")
+        print(f"serve it: {tracking.serve_command(report.tracking_uri, report.registered.registered_uri)}")
     print(f"MLflow run {report.run_id} at {report.tracking_uri}")
     print(f"open the MLflow UI: {tracking.ui_command(report.tracking_uri)}")

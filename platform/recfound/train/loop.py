@@ -12,7 +12,6 @@ that into an error, without the restarts a raised error would cost (a replay div
 
 from __future__ import annotations
 
-import logging
 import math
 import tempfile
 import time
@@ -25,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from recfound.config import RunConfig, config_from_dict
+from recfound.console import quiet_worker
 from recfound.merge.files import INIT_FILE
 from recfound.data.atomic import atomic_write_bytes
 from recfound.data.collate import collate_embedding, collate_generative
@@ -52,8 +52,7 @@ def train_loop_per_worker(payload: Mapping[str, Any]) -> None:
     """Entry point of every Ray Train worker; `payload` comes from `recfound.train.launch`."""
     import ray.train
 
-    # Ray Train logs every report with all its metrics at INFO; the progress lines say enough.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    quiet_worker()
     context = ray.train.get_context()
     worker = Worker(config_from_dict(payload["config"]), payload, context.get_world_rank(), context.get_world_size())
     worker.resume(ray.train.get_checkpoint())
@@ -233,7 +232,8 @@ class Worker:
         with gathered(self.engine, self.adapter):
             report = routing_report(self.adapter)
         if self.rank == 0:
-            plot_routing_similarity(report, self.run_dir / ROUTING_PLOT, title=f"{self.config.run.name}: routing")
+            title = f"{self.config.run.name}: routing of the adapter after step {self.state.step}"
+            plot_routing_similarity(report, self.run_dir / ROUTING_PLOT, title=title)
 
 
 def _step_metrics(losses: StepLosses, published: Mapping[str, Any], lr: float) -> dict[str, float]:

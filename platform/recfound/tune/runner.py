@@ -90,9 +90,7 @@ def run_sweep(spec: SweepSpec, overwrite: bool = False) -> SweepReport:
     folder = spec.experiment_dir()
     state = _state(spec, folder, overwrite)
     _print_plan(spec, folder, resumed=state.parent_run_id is not None)
-    # With the dashboard: Ray Train's placement-group cleaner queries the State API about once a second
-    # and warns each time it cannot (the janitor still stops it when a trial ends).
-    with ray_session(log_to_driver=True, dashboard=True):
+    with ray_session(log_to_driver=True):
         _prepare_corpora(spec)
         report = _run(spec, folder, state)
     report.seconds = time.perf_counter() - started
@@ -145,7 +143,8 @@ def _run(spec: SweepSpec, folder: Path, state: SweepState) -> SweepReport:
     else:
         state.parent_run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, spec.name, spec.params(),
                                                  tags={"recfound.sweep": spec.name,
-                                                       "mlflow.note.content": spec.description},
+                                                       "mlflow.note.content": spec.description,
+                                                       **tracking.source_tags()},
                                                  artifact_root=spec.artifact_root)
     folder.mkdir(parents=True, exist_ok=True)
     state.write(folder / STATE_FILE)

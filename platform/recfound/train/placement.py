@@ -1,0 +1,102 @@
+"""Bounded waits for the training workers' resources.
+
+Ray Train V2 waits `RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S` (60 s) for the worker group's placement
+group and then, by default, retries without end: a job asking for more than the cluster can give
+waits forever. On a cluster without an autoscaler nothing will ever add resources, so the job fails
+at once when the request exceeds the cluster's total, and after `train.placement_timeout_s` (default
+120 s) when the resources exist but stay taken. With an autoscaler the wait is unbounded unless the
+option sets one (nodes may take many minutes to come up).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from recfound.train.errors import TrainingError
+
+DEFAULT_PLACEMENT_TIMEOUT_S = 120.0
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # propagated by Ray Train to its controller
+
+
+def worker_resources(train: Any) -> dict[str, float]:
+    """What one training worker reserves."""
+    return {"CPU": float(train.cpus_per_worker), **({"GPU": 1.0} if train.use_gpu else {})}
+
+
+def autoscaler_limits() -> dict[str, float] | None:
+    """The most resources the cluster's autoscaler could provide; None without an autoscaler."""
+    from ray._private.state import state  # Ray 2.60 (pinned): the GCS's cluster config
+
+    return state.get_max_resources_from_cluster_config() or None
+
+
+def placement_timeout(train: Any, autoscaled: bool) -> float | None:
+    """The bound on the wait for the workers' resources; None: wait as long as it takes."""
+    if train.placement_timeout_s is not None:
+        return float(train.placement_timeout_s)
+    return None if autoscaled else DEFAULT_PLACEMENT_TIMEOUT_S
+
+
+def _describe(resources: Mapping[str, float], keys: list[str]) -> str:
+    return "{" + ", ".join(f"{key}: {resources.get(key, 0.0):g}" for key in keys) + "}"
+
+
+def _request_text(train: Any) -> tuple[str, dict[str, float], list[str]]:
+    per_worker = worker_resources(train)
+    total = {key: amount * train.num_workers for key, amount in per_worker.items()}
+    keys = list(per_worker)
+    return (f"{train.num_workers} worker(s) x {_describe(per_worker, keys)} = {_describe(total, keys)}",
+            total, keys)
+
+
+def check_feasible(train: Any) -> None:
+    """Fail now when a cluster without an autoscaler can never hold the workers."""
+    import ray
+
+    if autoscaler_limits() is not None:
+        return  # Ray Train checks against the autoscaler's maximum itself
+    asked, total, keys = _request_text(train)
+    have = ray.cluster_resources()
+    if any(total[key] > have.get(key, 0.0) + 1e-9 for key in keys):
+        raise TrainingError(f"the job asks for {asked}, but the cluster has {_describe(have, keys)} in all and no "
+                            "autoscaler: lower train.num_workers or train.cpus_per_worker, or use a larger cluster")
+
+
+def placement_error(train: Any, timeout_s: float) -> TrainingError:
+    """The one-line error of a job whose workers could not be placed within `timeout_s`."""
+    import ray
+
+    asked, _, keys = _request_text(train)
+    return TrainingError(
+        f"the workers could not be placed within {timeout_s:g} s: the job asks for {asked}; the cluster has "
+        f"{_describe(ray.cluster_resources(), keys)} in all, {_describe(ray.available_resources(), keys)} free now "
+        "(the rest is held by other jobs or actors); free them, lower train.num_workers or train.cpus_per_worker, "
+        "or raise train.placement_timeout_s")
+
+
+def is_placement_timeout(error: BaseException) -> bool:
+    """Whether Ray Train gave up waiting for the worker group's placement group."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError  # Ray 2.60 (pinned)
+
+    return isinstance(getattr(error, "controller_failure", None), WorkerGroupStartupTimeoutError)
+
+
+@contextmanager
+def start_timeout(timeout_s: float | None) -> Iterator[int]:
+    """Within the block, Ray Train controllers started here wait `timeout_s` for their workers' placement
+    group; yields the controller failure limit that makes that wait final (0), or unlimited (-1)."""
+    if timeout_s is None:
+        yield -1
+        return
+    previous = os.environ.get(START_TIMEOUT_ENV)
+    os.environ[START_TIMEOUT_ENV] = str(timeout_s)
+    try:
+        yield 0
+    finally:
+        if previous is None:
+            os.environ.pop(START_TIMEOUT_ENV, None)
+        else:
+            os.environ[START_TIMEOUT_ENV] = previous

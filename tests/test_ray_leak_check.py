@@ -1,0 +1,35 @@
+"""The suite's leak check itself (tests/conftest.py): a test that leaves a placement group behind on the
+shared Ray cluster fails by name, and the next test starts on an idle cluster. Run as an inner pytest
+session with this suite's conftest, in its own process and with its own private cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LEAKING_TESTS = '''
+def test_leaks_a_placement_group(ray_cluster):
+    from ray.util.placement_group import placement_group
+
+    assert placement_group([{"CPU": 1}]).wait(60)
+
+
+def test_starts_on_an_idle_cluster(ray_cluster):
+    from ray.util.placement_group import placement_group_table
+
+    assert ray_cluster.available_resources()["CPU"] == ray_cluster.cluster_resources()["CPU"] == 2
+    assert all(group["state"] == "REMOVED" for group in placement_group_table().values())
+
+
+def test_without_ray_is_not_checked():
+    assert True
+'''
+
+
+def test_a_leaking_test_fails_by_name_and_the_next_one_starts_clean(pytester, monkeypatch):
+    monkeypatch.setenv("RECFOUND_TEST_LEAK_SETTLE_S", "3")
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text(encoding="utf-8"))
+    pytester.makepyfile(test_inner=LEAKING_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*test_inner.py::test_leaks_a_placement_group leaked Ray resources: resources "
+                                 "still held {'CPU': 1.0}, 1 placement group(s) left *created [[]{'CPU': 1.0}[]]*"])
