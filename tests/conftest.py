@@ -103,14 +103,13 @@ def release_leaks() -> None:
 
 @pytest.fixture(autouse=True)
 def ray_leak_check(request):
-    """After a test that used the shared cluster: every resource it took is back and no placement
-    group is left; otherwise the test fails by name and the leak is cleaned up for the next test."""
+    """After every test once the shared cluster is up (a test may reach it through product code without
+    asking for it): every resource taken is back and no placement group is left; otherwise the test
+    fails by name and the leak is cleaned up for the next test."""
     yield
-    if "ray_cluster" not in request.fixturenames:
-        return
     import ray
 
-    if not ray.is_initialized():
+    if not ray.is_initialized():  # the shared cluster is not up yet (or a test shut its own one down)
         return
     leak = find_leaks()
     if leak is None:

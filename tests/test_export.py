@@ -3,6 +3,7 @@ adapter routed to that task, with normal permissions; refusals of unknown tasks 
 
 from __future__ import annotations
 
+import os
 import stat
 
 import pytest
@@ -76,7 +77,9 @@ def test_export_loads_in_transformers_and_equals_the_adapter_for_its_task(run, t
         own, _ = load_tokenizer(run_dir / "tokenizer")
         assert AutoTokenizer.from_pretrained(out).encode(text, add_special_tokens=False) == own.encode(
             text, add_special_tokens=False).ids
-        assert stat.S_IMODE(out.stat().st_mode) == 0o755 and modes(out) == {0o644}
+        umask = os.umask(0)
+        os.umask(umask)  # what plain mkdir and open give here: 0755 and 0644 under the usual umask 022
+        assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask and modes(out) == {0o666 & ~umask}
     assert not torch.allclose(adapter_logits(adapter, "SA", ids), adapter_logits(adapter, "Q2I", ids), atol=1e-4)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
 

@@ -86,9 +86,8 @@ def test_ray_job_submit_runs_the_training_job(ray_head, tmp_path):
                "--set", f"run.output_dir={tmp_path / 'runs'}", "--set", f"data.root={tmp_path / 'data'}",
                "--set", "run.name=submitted", "--set", "data.tasks=[Q2I, SA]", "--set", "train.steps=3",
                "--set", "checkpoint.every=1",
-               "--set", "data.val_per_task=4", "--set", "sched.eval_interval=1", "--set", "eval.base=false",
-               "--set", "eval.max_records=4", "--set", "eval.scorer=none",
-               "--set", "eval.sampled_negatives=5"]
+               "--set", "data.val_per_task=4", "--set", "sched.eval_interval=1",
+               "--set", "eval.enabled=false"]  # the evaluation after training has its tests (test_train_job)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=480)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "== summary" in done.stdout and "registered: models:/recfound-demo/1" in done.stdout

@@ -1,4 +1,4 @@
-"""The acceptance test of sweeps: a 3-trial Optuna + ASHA sweep of a tiny training config on the session's
+"""The acceptance test of sweeps: a 2-trial Optuna + ASHA sweep of a tiny training config on the session's
 local Ray cluster (2 CPUs). Every trial ends (finished or stopped by ASHA), MLflow holds the parent run and
 one child run per trial with its params and metrics, the best config is a training config that loads and
 trains, and the sweep, started again, resumes (an unfinished one) or is refused (a finished one)."""
@@ -15,6 +15,7 @@ import yaml
 from recfound.config import PATHS, load_config
 
 STEPS = 4
+TRIALS = 2  # the second one meets ASHA's rung at step 2 with the first one's result to compare
 
 
 def sweep_file(tmp_path) -> str:
@@ -31,9 +32,10 @@ def sweep_file(tmp_path) -> str:
         "space": {"sched.warmup_ratio": {"type": "uniform", "low": 0.0, "high": 0.5},
                   "sched.temperature": {"type": "loguniform", "low": 0.5, "high": 20.0},
                   "tmole.rank": {"type": "choice", "values": [4, 8]}},
-        "metric": "val_loss/mean", "mode": "min", "search": "optuna", "scheduler": "asha", "trials": 3,
-        "max_concurrent_trials": 1, "storage": str(tmp_path / "sweeps"), "seed": 0,
+        "metric": "val_loss/mean", "mode": "min", "search": "optuna", "scheduler": "asha", "trials": TRIALS,
+        "storage": str(tmp_path / "sweeps"), "seed": 0,
         # One worker per trial: the multi-worker job has tests of its own (test_train_job); a sweep's is the search.
+        "max_concurrent_trials": 1,
         "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "trial_cpus": 0.1},
     }
     path = tmp_path / "tiny.yaml"
@@ -52,7 +54,7 @@ def sweep(ray_cluster, tmp_path_factory):
 
 def test_every_trial_ends_and_mlflow_nests_them_under_the_parent(sweep):
     tmp, spec, report = sweep
-    assert len(report.rows) == 3 and not report.interrupted
+    assert len(report.rows) == TRIALS and not report.interrupted
     assert {row.status for row in report.rows} <= {"finished", "stopped by ASHA"}
     assert report.best is not None and report.best.status == "finished"
     for row in report.rows:  # ASHA stops at a checkpoint before the last step; a finished trial reached it
@@ -112,4 +114,4 @@ def test_unfinished_sweep_resumes_and_finished_one_is_refused(sweep):
     client = mlflow.MlflowClient(report.tracking_uri)
     assert client.get_run(report.parent_run_id).info.status == "FINISHED"
     experiment = client.get_experiment_by_name("sweeps").experiment_id
-    assert len(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{report.parent_run_id}'")) == 3
+    assert len(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{report.parent_run_id}'")) == TRIALS

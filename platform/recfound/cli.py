@@ -23,6 +23,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", type=Path, required=True, help="folder to write <split>/<TASK>.jsonl into")
     synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same corpus (default 0)")
     synth.add_argument("--scale", default="tiny", choices=SCALE_NAMES, help="paper: Table 1's sizes")
+    _add_verbose(synth)
     synth.set_defaults(func=cmd_synth)
 
     validate = data.add_parser("validate", help="check every record; print per-task counts per split")
@@ -31,6 +32,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
                           help=f"the splits to check (default: {' '.join(SPLITS)})")
     validate.add_argument("--policy", choices=POLICIES, default="strict",
                           help="strict: stop at the first bad record; skip: drop and count bad records")
+    _add_verbose(validate)
     validate.set_defaults(func=cmd_validate)
 
     convert = data.add_parser("convert", help="convert the RecFound authors' released JSONL files to ours")
@@ -40,12 +42,14 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     convert.add_argument("--split", required=True, choices=SPLITS, help="the split the inputs belong to")
     convert.add_argument("--policy", choices=POLICIES, default="strict",
                          help="strict: stop at the first bad record; skip: drop and count bad records")
+    _add_verbose(convert)
     convert.set_defaults(func=cmd_convert)
 
     tokenizer = data.add_parser("tokenizer", help="build a small BPE tokenizer from a dataset's train split")
     tokenizer.add_argument("root", type=Path, help="dataset folder whose train split the tokenizer learns from")
     tokenizer.add_argument("--out", type=Path, required=True, help="tokenizer folder to write (tokenizer.json, ...)")
     tokenizer.add_argument("--vocab-size", type=int, default=2048, help="tokens in the vocabulary (default 2048)")
+    _add_verbose(tokenizer)
     tokenizer.set_defaults(func=cmd_tokenizer)
 
 
@@ -145,6 +149,7 @@ def _add_merge_command(sub: argparse._SubParsersAction) -> None:
                        help="fraction of each checkpoint's changes kept, in (0, 1] (default 0.8)")
     merge.add_argument("--trim-after-vote", action="store_true",
                        help="elect the signs on the untrimmed changes, then trim (the authors' order)")
+    _add_verbose(merge)
     merge.set_defaults(func=cmd_merge)
 
 
@@ -172,6 +177,7 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
                         help="the folder to write (config.json, model.safetensors, the tokenizer files)")
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     export.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    _add_verbose(export)
     export.set_defaults(func=cmd_export)
 
 
@@ -181,7 +187,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     if args.model.startswith(BASE):
         raise ValueError(f"{args.model}: a bare backbone has no adapter to merge; it is a plain model already")
-    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())) and not args.overwrite:
+    if args.out.exists() and not args.out.is_dir():
+        raise FileExistsError(f"{args.out}: is a file; choose a folder to write the model into")
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{args.out}: exists and is not empty; choose another folder, or pass --overwrite "
                               "to replace an earlier export")
     get_task(args.task)  # an unknown task is refused before any model is loaded
@@ -225,6 +233,7 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
     compare = evaluate.add_parser("compare", help="put the evaluations logged in MLflow runs side by side")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="MLflow run ids or run names")
     compare.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    _add_verbose(compare)
     compare.set_defaults(func=cmd_eval_compare)
 
 

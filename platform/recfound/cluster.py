@@ -11,6 +11,7 @@ from recfound.console import quiet_process, ray_log_level
 
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train 2.60
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # the port a new local head's GCS listens on
+PORT_ATTEMPTS = 3
 
 
 @contextmanager
@@ -56,14 +57,22 @@ def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str 
     import ray
     from ray._private.services import get_node_ip_address
 
-    port = _free_port()
-    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", GCS_PORT_ENV)}
+    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", GCS_PORT_ENV, "RAY_AUTH_MODE", PREEMPTION_WATCHER_ENV)}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
-    os.environ.update({GCS_PORT_ENV: str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"})
     try:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=log_to_driver, logging_level=ray_log_level(), _temp_dir=temp_dir)
+        for attempt in range(PORT_ATTEMPTS):  # another process may take the free port before the GCS binds it
+            port = _free_port()
+            os.environ.update({GCS_PORT_ENV: str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"})
+            try:
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                         log_to_driver=log_to_driver, logging_level=ray_log_level(), _temp_dir=temp_dir)
+                break
+            except Exception as error:  # noqa: BLE001 - Ray raises several kinds when its head fails to start
+                ray.shutdown()
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise ConnectionError(f"could not start a local Ray cluster ({PORT_ATTEMPTS} tries): "
+                                       f"{type(error).__name__}: {error}") from error
         try:
             yield
         finally:

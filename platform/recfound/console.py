@@ -33,9 +33,12 @@ def verbose() -> bool:
 
 
 def set_verbose(on: bool) -> None:
-    """Record the choice where Ray workers started from this process inherit it."""
+    """Record the choice for this process and the private clusters it starts (their workers inherit it).
+    What `quiet_process` turned down stays down for the rest of the process."""
     if on:
         os.environ[VERBOSE_ENV] = "1"
+    else:
+        os.environ.pop(VERBOSE_ENV, None)
 
 
 def quiet_process() -> None:

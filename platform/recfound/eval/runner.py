@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recfound.config import EvalSection
-from recfound.console import quiet_worker
+from recfound.console import quiet_worker, verbose
 from recfound.eval.data import CandidatePool
 from recfound.eval.metrics import TaskScore, score_generative, score_retrieval
 from recfound.eval.retrieval import PROTOCOLS, full_pool_ranks, sampled_ranks
@@ -82,14 +82,16 @@ class Output:
 
 
 def run_work(source: ModelSource, work: Work, max_new_tokens: int, batch_size: int, device: str = "cpu",
-             shard: str = "") -> Output:
+             shard: bool = False, verbose: bool = False) -> Output:
     """Load `source` and compute `work`: in this process with a progress line per task, or as the body of
-    the Ray task of `shard` (quietly: the driver prints a line per finished shard)."""
+    a Ray task (`shard`) without one (the driver prints a line per finished shard) and, unless `verbose`,
+    with the libraries turned down (a task's process does not inherit the driver's choice on an
+    attached cluster)."""
     out = Output()
     parts = [(task, "generate", items) for task, items in work.generate.items()]
     parts += [(task, "queries", items) for task, items in work.queries.items()]
     parts += [(task, "documents", items) for task, items in work.documents.items()]
-    if shard:
+    if shard and not verbose:
         quiet_worker()
     bar = None if shard else Progress(len(parts), f"evaluating {source.label}: part", unit="items")
     with source.opened(device) as model:
@@ -134,8 +136,8 @@ def _run_sharded(source: ModelSource, work: Work, options: EvalSection, use_gpu:
                         scheduling_strategy="DEFAULT")(run_work)
     source_ref = ray.put(source)
     shards = work.shards(options.workers)
-    pending = {remote.remote(source_ref, shard, options.max_new_tokens, options.batch_size, device,
-                             f"{source.label} shard {i + 1}/{len(shards)}"): i for i, shard in enumerate(shards)}
+    pending = {remote.remote(source_ref, shard, options.max_new_tokens, options.batch_size, device, True, verbose()): i
+               for i, shard in enumerate(shards)}
     results: dict[int, Output] = {}
     bar = Progress(len(shards), f"evaluating {source.label}: shard", unit="items", interval=0)
     try:

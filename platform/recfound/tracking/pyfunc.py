@@ -56,7 +56,8 @@ _REQUIRED = {Kind.EMBEDDING: ("instruction", "query"), Kind.GENERATIVE: ("instru
 
 class ServingInputError(MlflowException, ValueError):
     """A request the model cannot answer (no or unknown task, a missing field): MLflow's scoring server
-    answers it with HTTP 400 and this message (INVALID_PARAMETER_VALUE) instead of a stack trace."""
+    answers it with HTTP 400 (INVALID_PARAMETER_VALUE) and no stack trace; its message is MLflow's
+    "Failed to predict data '<the request>'." followed by a line `Error: ` with this message."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)

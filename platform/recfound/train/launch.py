@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from recfound.config import RunConfig, save_config
-from recfound.console import train_log_level
+from recfound.console import train_log_level, verbose
 from recfound.data.pipeline import load_pools
 from recfound.data.streams import TokenPool
 from recfound.merge.files import ADAPTER_FILE, CHECKPOINT_GLOB, INIT_FILE, MERGED_FILE
@@ -193,6 +193,7 @@ def run_training(config: RunConfig, overwrite: bool = False, parent_run_id: str 
 
         check_evaluation(config)  # a missing test split or scorer fails now, not after training
     with ray_session(log_to_driver=True):
+        check_feasible(config.train)  # before any Ray work or MLflow run
         stage = _stage("tokenizing the train and validation splits with Ray Data")
         pools = {split: load_pools(root, split, str(tokenizer), config.token_limits(), tasks=config.task_names())
                  for split in ("train", "val")}
@@ -226,13 +227,12 @@ def _train(config: RunConfig, run_dir: Path, tokenizer: Path, pools: dict, run_i
 
     from recfound.sched import start_scheduler
 
-    check_feasible(config.train)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     scheduler = start_scheduler(config.run.name, schedule_spec(config, pools["train"]), scheduling_strategy=here)
     try:
         payload = {"config": _with_absolute_backbone(config).to_dict(), "tokenizer": str(Path(tokenizer).resolve()),
                    "run_dir": str(run_dir.resolve()), "run_id": run_id, "tracking_uri": tracking_uri,
-                   "scheduler_state": scheduler.state(),
+                   "scheduler_state": scheduler.state(), "verbose": verbose(),
                    "pools": {split: {t: ray.put(p.table) for t, p in group.items()} for split, group in pools.items()}}
         _stage(f"training {config.train.steps} steps on {config.train.num_workers} "
                f"{'GPU' if config.train.use_gpu else 'CPU'} worker(s), ZeRO-{config.train.zero_stage}")

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from recfound.config import RunConfig, config_from_dict
-from recfound.console import quiet_worker
+from recfound.console import quiet_worker, set_verbose
 from recfound.merge.files import INIT_FILE
 from recfound.data.atomic import atomic_write_bytes
 from recfound.data.collate import collate_embedding, collate_generative
@@ -52,6 +52,7 @@ def train_loop_per_worker(payload: Mapping[str, Any]) -> None:
     """Entry point of every Ray Train worker; `payload` comes from `recfound.train.launch`."""
     import ray.train
 
+    set_verbose(payload.get("verbose", False))  # on an attached cluster the workers do not inherit it
     quiet_worker()
     context = ray.train.get_context()
     worker = Worker(config_from_dict(payload["config"]), payload, context.get_world_rank(), context.get_world_size())

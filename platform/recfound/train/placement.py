@@ -19,6 +19,10 @@ from recfound.train.errors import TrainingError
 
 DEFAULT_PLACEMENT_TIMEOUT_S = 120.0
 START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # propagated by Ray Train to its controller
+# Ray Train counts a worker group that failed to start (a worker died while starting, a node went away)
+# like one that timed out: both are retried up to the controller failure limit, so the bounded wait is
+# split over a few attempts instead of failing at the first start-up error.
+START_ATTEMPTS = 3
 
 
 def worker_resources(train: Any) -> dict[str, float]:
@@ -86,15 +90,16 @@ def is_placement_timeout(error: BaseException) -> bool:
 
 @contextmanager
 def start_timeout(timeout_s: float | None) -> Iterator[int]:
-    """Within the block, Ray Train controllers started here wait `timeout_s` for their workers' placement
-    group; yields the controller failure limit that makes that wait final (0), or unlimited (-1)."""
+    """Within the block, Ray Train controllers started here wait about `timeout_s` in all for their
+    workers' placement group (`START_ATTEMPTS` attempts of an equal share); yields the controller failure
+    limit that makes the last attempt final, or -1 (no limit) when `timeout_s` is None."""
     if timeout_s is None:
         yield -1
         return
     previous = os.environ.get(START_TIMEOUT_ENV)
-    os.environ[START_TIMEOUT_ENV] = str(timeout_s)
+    os.environ[START_TIMEOUT_ENV] = str(timeout_s / START_ATTEMPTS)
     try:
-        yield 0
+        yield START_ATTEMPTS - 1
     finally:
         if previous is None:
             os.environ.pop(START_TIMEOUT_ENV, None)
