@@ -52,7 +52,7 @@ def ray_head():
     bin_dir = Path(sys.executable).parent
     # Not the session cluster's address and port (tests/conftest.py): this head is a cluster of its own.
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RAY_AUTH_MODE="disabled")
+    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RAY_AUTH_MODE="disabled", RAY_worker_niceness="0")
     temp_dir = tempfile.mkdtemp(prefix="rf-head-")  # short: Ray's socket paths must stay under 108 bytes
     # Every port our own: the session's local cluster (started by earlier tests) holds Ray's default agent
     # ports, and a job agent that cannot bind its port never registers ("No available agent").

@@ -12,6 +12,7 @@ from recfound.console import quiet_process, ray_log_level
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train 2.60
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # the port a new local head's GCS listens on
 PORT_ATTEMPTS = 3
+WORKER_NICENESS_ENV = "RAY_worker_niceness"  # read by the raylet it starts
 
 
 @contextmanager
@@ -51,15 +52,20 @@ def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str 
       else by looking for running clusters, which fails as soon as a second one runs on the machine
       (another run, a test's). So the GCS port is chosen here and `RAY_ADDRESS` names it in the
       environment the cluster's processes inherit (restored in this process afterwards).
+    - Its worker processes run at the same priority as everything else: Ray starts them at niceness 15
+      (to keep its own daemons responsive), but here the workers are the job, and at that niceness any
+      busy process beside them takes nearly all the CPU (an evaluation that takes 11 s took 120-300 s
+      beside one `yes` per core).
     - No preemption watcher: nothing preempts this machine.
     - No token authentication unless the user asks for it (`RAY_AUTH_MODE`).
     """
     import ray
     from ray._private.services import get_node_ip_address
 
-    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", GCS_PORT_ENV, "RAY_AUTH_MODE", PREEMPTION_WATCHER_ENV)}
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    defaults = {"RAY_AUTH_MODE": "disabled", PREEMPTION_WATCHER_ENV: "0", WORKER_NICENESS_ENV: "0"}
+    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", GCS_PORT_ENV, *defaults)}
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
     try:
         for attempt in range(PORT_ATTEMPTS):  # another process may take the free port before the GCS binds it
             port = _free_port()
