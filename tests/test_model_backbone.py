@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,8 +55,28 @@ def smollm2_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+def _gguf_name(hf_name: str) -> str:
+    """The GGUF tensor name of a Llama parameter (llama.cpp's tensor map)."""
+    parts = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    if hf_name == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if hf_name == "model.norm.weight":
+        return "output_norm.weight"
+    _, _, layer, rest = hf_name.split(".", 3)
+    module, _ = rest.rsplit(".", 1)
+    return f"blk.{layer}.{parts[module]}.weight"
+
+
+def _llama_cpp_permute(weights: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's convert_hf_to_gguf.py `LlamaModel.permute`: the row order GGUF stores q and k in."""
+    return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
 def test_smollm2_gguf_converts_once_then_reloads_fast(smollm2_cache):
-    from transformers import AutoModelForCausalLM
+    import gguf
 
     from recfound.data.tokenizer import smollm2_gguf
 
@@ -66,14 +87,24 @@ def test_smollm2_gguf_converts_once_then_reloads_fast(smollm2_cache):
     again = load_backbone("smollm2", info, cache_dir=smollm2_cache)
     assert {f.name: f.stat().st_mtime_ns for f in converted.iterdir()} == written  # reused, not converted again
     assert first.base_vocab == 49152 and info.embed_id == 49152
-    gguf = smollm2_gguf()  # the conversion keeps the dequantized GGUF weights
-    direct = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    sample = torch.tensor([[504, 3458, 314, 260, 1812]])
-    with torch.no_grad():
-        torch.testing.assert_close(first.model(input_ids=sample).logits[..., :49152],
-                                   direct(input_ids=sample).logits, rtol=1e-4, atol=1e-4)
-    assert again.model.get_input_embeddings().num_embeddings == info.vocab_size
     assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), again.model.parameters()))
+    # Every weight is the GGUF tensor dequantized by the gguf package itself (q and k in llama.cpp's row order).
+    stored = {tensor.name: tensor for tensor in gguf.GGUFReader(smollm2_gguf()).tensors}
+    config = again.model.config
+    heads = {"attn_q": config.num_attention_heads, "attn_k": config.num_key_value_heads}
+    compared = set()
+    for name, parameter in again.model.named_parameters():
+        tensor = stored[_gguf_name(name)]
+        expected = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        actual = parameter.detach().numpy()
+        if name == "model.embed_tokens.weight":
+            actual = actual[:len(expected)]  # the rows after the GGUF vocabulary are our added tokens
+        kind = tensor.name.split(".")[-2]
+        if kind in heads:
+            actual = _llama_cpp_permute(actual, heads[kind])
+        np.testing.assert_array_equal(actual, expected.reshape(actual.shape), err_msg=name)
+        compared.add(tensor.name)
+    assert compared == set(stored)  # every tensor of the file (the output head is tied to the embedding)
     ids = torch.tensor([[info.embed_id, 504, 3458, 314]])
     with torch.no_grad():
         logits = again.model(input_ids=ids).logits

@@ -16,43 +16,21 @@ import torch.multiprocessing as mp
 from recfound.config import RunConfig
 from test_train_step import CONFIGS, _free_port, collated, full_batch, model, rows
 
-STAGES = [1, 2, 3]
 LR = 0.5
 LR_SCHEDULE = RunConfig().with_overrides({"train.lr": LR, "train.lr_schedule": "constant",
                                           "train.lr_warmup_ratio": 0.0}).train
+# One engine step per (ZeRO stage, precision), all in one pair of spawned ranks: starting the two
+# processes (torch, DeepSpeed) costs more than the steps themselves.
+STEPS = {"zero1": (1, "fp32"), "zero2": (2, "fp32"), "zero3": (3, "fp32"), "zero2-bf16": (2, "bf16")}
 
 
-def _rank_main(rank: int, world: int, port: int, stage: int, out: str, precision: str = "fp32") -> None:
-    import numpy as np
-    from safetensors.torch import save_file
-
-    from recfound.train.checkpoint import LoopState, save_checkpoint
-    from recfound.train.engine import accumulating, build_engine, gathered, set_learning_rate
-    from recfound.train.step import StepOptions, train_step
-
+def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        adapter = model(dtype="float32")
-        train = RunConfig().with_overrides({"train.zero_stage": stage, "train.max_grad_norm": 0.0,
-                                            "train.precision": precision}).train
-        engine = build_engine(adapter, train, optimizer={"type": "SGD", "params": {"lr": 1.0}})
-        with gathered(engine, adapter):
-            before = {n: p.detach().clone() for n, p in adapter.trainable_state().items()}
-        embedding_rows, generative_rows = rows()
-        mine = lambda table: table.take(np.arange(rank, table.num_rows, world))
-        embedding, generative = collated(mine(embedding_rows), mine(generative_rows))
-        with accumulating(engine):  # the loop's path: many backwards, one coalesced reduction
-            train_step(adapter, embedding, generative, StepOptions(CONFIGS["defaults"], 2, 2),
-                       lambda loss: engine.backward(loss, scale_wrt_gas=False))
-        assert set_learning_rate(engine, LR_SCHEDULE, step=1) == LR  # the loop sets the LR before each step
-        engine.step()
-        with gathered(engine, adapter):
-            delta = {n: (p.detach() - before[n]).contiguous() for n, p in adapter.trainable_state().items()}
-        save_checkpoint(Path(out) / "ckpt", engine, adapter, LoopState(step=1), {}, rank)
-        if rank == 0:
-            save_file(delta, os.path.join(out, "delta.safetensors"))
+        for name, (stage, precision) in STEPS.items():
+            _one_engine_step(rank, world, stage, precision, Path(out) / name)
     finally:
         dist.barrier()  # no rank tears gloo down while the other is still in a collective
         dist.destroy_process_group()
@@ -61,28 +39,65 @@ def _rank_main(rank: int, world: int, port: int, stage: int, out: str, precision
     os._exit(0)
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_one_zero_step_applies_the_full_batch_gradient_at_the_set_lr(tmp_path, stage):
+def _one_engine_step(rank: int, world: int, stage: int, precision: str, out: Path) -> None:
+    """A fresh adapter and engine, one GradCache step through the loop's path, the delta and a checkpoint."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from recfound.train.checkpoint import LoopState, save_checkpoint
+    from recfound.train.engine import accumulating, build_engine, gathered, set_learning_rate
+    from recfound.train.step import StepOptions, train_step
+
+    adapter = model(dtype="float32")
+    train = RunConfig().with_overrides({"train.zero_stage": stage, "train.max_grad_norm": 0.0,
+                                        "train.precision": precision}).train
+    engine = build_engine(adapter, train, optimizer={"type": "SGD", "params": {"lr": 1.0}})
+    with gathered(engine, adapter):
+        before = {n: p.detach().clone() for n, p in adapter.trainable_state().items()}
+    embedding_rows, generative_rows = rows()
+    mine = lambda table: table.take(np.arange(rank, table.num_rows, world))
+    embedding, generative = collated(mine(embedding_rows), mine(generative_rows))
+    with accumulating(engine):  # the loop's path: many backwards, one coalesced reduction
+        train_step(adapter, embedding, generative, StepOptions(CONFIGS["defaults"], 2, 2),
+                   lambda loss: engine.backward(loss, scale_wrt_gas=False))
+    assert set_learning_rate(engine, LR_SCHEDULE, step=1) == LR  # the loop sets the LR before each step
+    engine.step()
+    with gathered(engine, adapter):
+        delta = {n: (p.detach() - before[n]).contiguous() for n, p in adapter.trainable_state().items()}
+    save_checkpoint(out / "ckpt", engine, adapter, LoopState(step=1), {}, rank)
+    if rank == 0:
+        save_file(delta, str(out / "delta.safetensors"))
+    dist.barrier()
+
+
+@pytest.fixture(scope="module")
+def engine_steps(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("zero")
+    mp.start_processes(_rank_main, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn")
+    return out
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_one_zero_step_applies_the_full_batch_gradient_at_the_set_lr(engine_steps, stage):
     from safetensors.torch import load_file
 
     from recfound.model.state import load_adapter, read_adapter
 
-    mp.start_processes(_rank_main, args=(2, _free_port(), stage, str(tmp_path)), nprocs=2, start_method="spawn")
-    delta = load_file(tmp_path / "delta.safetensors")
+    out = engine_steps / f"zero{stage}"
+    delta = load_file(out / "delta.safetensors")
     adapter = model(dtype="float32").double()  # the ranks' starting point, differentiated in float64
     _, expected = full_batch(adapter, *collated(*rows()), CONFIGS["defaults"])
     for name, grad in expected.items():
         torch.testing.assert_close(delta[name].double(), -LR * grad, rtol=2e-3, atol=2e-6, msg=name)
     # The saved adapter is the whole trained adapter, and it reloads.
-    header, saved = read_adapter(tmp_path / "ckpt" / "adapter.safetensors")
+    header, saved = read_adapter(out / "ckpt" / "adapter.safetensors")
     start = model(dtype="float32").trainable_state()
     for name, tensor in saved.items():
         assert tensor.numel() == start[name].numel() > 0
         torch.testing.assert_close(tensor, start[name].detach() + delta[name], msg=name)
     fresh = model(dtype="float32")
-    load_adapter(fresh, tmp_path / "ckpt" / "adapter.safetensors")
+    load_adapter(fresh, out / "ckpt" / "adapter.safetensors")
     torch.testing.assert_close(fresh.trainable_state()["task_table.weight"], saved["task_table.weight"])
-
 
 
 def test_zero_stage_0_is_refused_by_name():
@@ -101,14 +116,14 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert lr_factor(9, 10, 2, "constant", 0.0) == 1.0
 
 
-def test_bf16_checkpoints_hold_the_fp32_master_weights(tmp_path):
+def test_bf16_checkpoints_hold_the_fp32_master_weights(engine_steps):
     """Under bf16 the module weights are bf16; the saved adapter holds the optimizer's fp32 masters
     (changes smaller than a bf16 step survive), and it loads into a float32 adapter."""
     from recfound.model.state import load_adapter, read_adapter
 
-    mp.start_processes(_rank_main, args=(2, _free_port(), 2, str(tmp_path), "bf16"), nprocs=2, start_method="spawn")
-    _, saved = read_adapter(tmp_path / "ckpt" / "adapter.safetensors")
+    checkpoint = engine_steps / "zero2-bf16" / "ckpt" / "adapter.safetensors"
+    _, saved = read_adapter(checkpoint)
     assert all(t.dtype == torch.float32 for t in saved.values())
     trained = saved["task_table.weight"]
     assert not torch.equal(trained, trained.bfloat16().float())  # not bf16 values widened
-    load_adapter(model(dtype="float32"), tmp_path / "ckpt" / "adapter.safetensors")
+    load_adapter(model(dtype="float32"), checkpoint)

@@ -26,7 +26,9 @@ def job_config(tmp_path, name: str, *extra: str):
     return load_config(None, [f"run.name={name}", f"run.output_dir={tmp_path / 'runs'}",
                               f"data.root={tmp_path / 'data'}", f"train.steps={STEPS}", "checkpoint.every=2",
                               "data.val_per_task=8", "sched.warmup_ratio=0.25", "sched.window=4", "sched.eval_interval=1",
-                              "eval.max_records=8", "eval.max_new_tokens=16", *extra])
+                              "eval.max_records=8", "eval.max_new_tokens=16",
+                              "eval.workers=0",  # in this process: sharded evaluation has its tests (test_eval_runner)
+                              *extra])
 
 
 @pytest.fixture(scope="module")
