@@ -88,12 +88,16 @@ def test_smollm2_gguf_converts_once_then_reloads_fast(smollm2_cache):
     assert {f.name: f.stat().st_mtime_ns for f in converted.iterdir()} == written  # reused, not converted again
     assert first.base_vocab == 49152 and info.embed_id == 49152
     assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), again.model.parameters()))
-    # Every weight is the GGUF tensor dequantized by the gguf package itself (q and k in llama.cpp's row order).
+    # The weights are the GGUF tensors dequantized by the gguf package itself (q and k in llama.cpp's row
+    # order): the embedding, the final norm and every tensor of the first and the last layer.
     stored = {tensor.name: tensor for tensor in gguf.GGUFReader(smollm2_gguf()).tensors}
     config = again.model.config
     heads = {"attn_q": config.num_attention_heads, "attn_k": config.num_key_value_heads}
-    compared = set()
-    for name, parameter in again.model.named_parameters():
+    layers = {"0", str(config.num_hidden_layers - 1)}
+    checked = [(name, p) for name, p in again.model.named_parameters()
+               if not name.startswith("model.layers.") or name.split(".")[2] in layers]
+    assert {_gguf_name(name) for name, _ in again.model.named_parameters()} == set(stored)  # tied output head
+    for name, parameter in checked:
         tensor = stored[_gguf_name(name)]
         expected = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         actual = parameter.detach().numpy()
@@ -103,8 +107,7 @@ def test_smollm2_gguf_converts_once_then_reloads_fast(smollm2_cache):
         if kind in heads:
             actual = _llama_cpp_permute(actual, heads[kind])
         np.testing.assert_array_equal(actual, expected.reshape(actual.shape), err_msg=name)
-        compared.add(tensor.name)
-    assert compared == set(stored)  # every tensor of the file (the output head is tied to the embedding)
+    assert len(checked) == 2 + 2 * 9
     ids = torch.tensor([[info.embed_id, 504, 3458, 314]])
     with torch.no_grad():
         logits = again.model(input_ids=ids).logits

@@ -1,6 +1,7 @@
 """The training job end to end on the session's local Ray cluster with 2 CPU workers (DeepSpeed ZeRO-2
-over gloo): MLflow run, metrics, merge, registry; and a worker killed mid-run resumes from the last
-checkpoint onto the same step count and ratio sequence as an uninterrupted run."""
+over gloo): MLflow run, metrics, merge, registry; a worker killed mid-run resumes from the last
+checkpoint onto the same step count and ratio sequence as an uninterrupted run; a ZeRO-3 job submitted
+with `ray job submit`; a diverging run from the command line; bounded waits for workers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -19,16 +21,24 @@ from recfound.config import load_config
 from recfound.sched import allocate
 from recfound.tasks import get_task, task_names
 
+REPO = Path(__file__).resolve().parents[1]
 STEPS = 8
 
 
+def job_overrides(tmp_path, name: str, *extra: str) -> list[str]:
+    return [f"run.name={name}", f"run.output_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",
+            f"train.steps={STEPS}", "checkpoint.every=2", "data.val_per_task=8", "sched.warmup_ratio=0.25",
+            "sched.window=4", "sched.eval_interval=1", "eval.max_records=8", "eval.max_new_tokens=16",
+            "eval.workers=0",  # in this process: sharded evaluation has its tests (test_eval_runner)
+            *extra]
+
+
 def job_config(tmp_path, name: str, *extra: str):
-    return load_config(None, [f"run.name={name}", f"run.output_dir={tmp_path / 'runs'}",
-                              f"data.root={tmp_path / 'data'}", f"train.steps={STEPS}", "checkpoint.every=2",
-                              "data.val_per_task=8", "sched.warmup_ratio=0.25", "sched.window=4", "sched.eval_interval=1",
-                              "eval.max_records=8", "eval.max_new_tokens=16",
-                              "eval.workers=0",  # in this process: sharded evaluation has its tests (test_eval_runner)
-                              *extra])
+    return load_config(None, job_overrides(tmp_path, name, *extra))
+
+
+def set_arguments(overrides: list[str]) -> list[str]:
+    return [argument for override in overrides for argument in ("--set", override)]
 
 
 @pytest.fixture(scope="module")
@@ -210,25 +220,39 @@ def test_killed_worker_resumes_onto_the_same_ratio_sequence(baseline):
                                    uninterrupted.history["kinds"][kind]["losses"], rtol=1e-6)
 
 
-def test_diverging_run_stops_after_too_many_non_finite_steps(ray_cluster, tmp_path):
-    """A learning rate of 1e30 blows the adapter up after the first update; every later step's loss is
-    NaN, ZeRO skips those updates, and after train.max_bad_steps in a row the run stops (without the
-    restart a worker error would cost) with a clear error, keeping the checkpoints it wrote (which
-    never saw a NaN update)."""
-    from recfound.model.state import read_adapter
-    from recfound.train.launch import TrainingError, find_checkpoint_folders, run_training
+def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
+    """`recfound train` in its own process (its own private cluster), with a learning rate of 1e30: the
+    adapter blows up after the first update, every later step's loss is NaN, ZeRO skips those updates,
+    and after train.max_bad_steps in a row the run stops (without the restart a worker error would
+    cost). The console holds our lines only and ends with one error line; the run keeps the
+    checkpoints it wrote (which never saw a NaN update) and its MLflow run is FAILED."""
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    config = job_config(tmp_path, "diverging", "train.lr=1e30", "train.lr_warmup_ratio=0", "train.max_bad_steps=2",
-                        "checkpoint.every=1", "data.tasks=[Q2I, SA]", "train.num_workers=1")
-    with pytest.raises(TrainingError, match=r"stopped: 2 steps in a row up to step 3 had a non-finite loss"):
-        run_training(config)
+    from recfound.model.state import read_adapter
+    from recfound.train.launch import find_checkpoint_folders
+
+    overrides = job_overrides(tmp_path, "diverging", "train.lr=1e30", "train.lr_warmup_ratio=0", "train.max_bad_steps=2",
+                              "checkpoint.every=1", "data.tasks=[Q2I, SA]", "train.num_workers=1")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", "RECFOUND_VERBOSE")}
+    done = subprocess.run([str(Path(sys.executable).parent / "recfound"), "train", *set_arguments(overrides)],
+                          env=env, capture_output=True, text=True, timeout=240)
+    console = done.stdout + done.stderr
+    assert done.returncode == 1, console[-4000:]
+    assert [noise for noise in NOISE if noise in console] == [], console
+    error = [line for line in done.stderr.splitlines() if line.strip()][-1]  # the workers' lines come before it
+    assert error.startswith("recfound: error: training run 'diverging' stopped: 2 steps in a row up to step 3 "
+                            "had a non-finite loss"), done.stderr
+    config = job_config(tmp_path, "diverging")
     kept = find_checkpoint_folders(config.run_dir())
     assert kept
     _, tensors = read_adapter(kept[-1] / "adapter.safetensors")
     assert all(torch.isfinite(t).all() for t in tensors.values())
-    run = mlflow.MlflowClient(config.tracking_uri()).search_runs(
-        [mlflow.MlflowClient(config.tracking_uri()).get_experiment_by_name("recfound").experiment_id],
-        filter_string="attributes.run_name = 'diverging'")[0]
+    client = mlflow.MlflowClient(config.tracking_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("recfound").experiment_id],
+                                filter_string="attributes.run_name = 'diverging'")
     assert run.info.status == "FAILED"
 
 
@@ -238,17 +262,21 @@ NOISE = ("PlacementGroupCleaner", "Failed to query Ray Train Controller", "Repor
          "TrainingReport(", "built successfully", "FutureWarning", "all_gather_into_tensor", "PreemptionWatcher",
          "core_worker.cc", "fontManager", "Progress bars disabled", " INFO ", "Downloading artifacts",
          "Loading weights", "Requesting resources", "Started training worker group", "Setting up process group",
-         "Started a local Ray instance", "it/s]")
+         "Started a local Ray instance", "it/s]", "OVERFLOW")
 
 
-def test_zero3_run_from_the_command_line_is_quiet_and_saves_whole_adapters(tmp_path):
-    """`recfound train` in its own process (its own private cluster): the console holds our lines only,
-    nothing of the run is printed after the evaluation is done; and under ZeRO-3, where the adapter is
-    partitioned over the ranks, the initial, checkpointed and merged adapter files still hold every
-    tensor whole and load into a fresh adapter."""
+def test_zero3_job_submitted_with_ray_job_submit_is_quiet_and_saves_whole_adapters(ray_cluster, tmp_path):
+    """`ray job submit` (the real CLI, through the session cluster's dashboard) runs jobs/train.py to the
+    end, as users start runs on a cluster. The job's console (its driver's output) holds our lines
+    only, nothing of the run is printed after the evaluation is done; and under ZeRO-3, where the
+    adapter is partitioned over the ranks, the initial, checkpointed and merged adapter files still
+    hold every tensor whole and load into a fresh adapter."""
     import subprocess
     import sys
     from pathlib import Path
+
+    from ray._private.worker import get_dashboard_url
+    from ray.job_submission import JobSubmissionClient
 
     from recfound.data.tokenizer import load_tokenizer
     from recfound.merge.files import INIT_FILE
@@ -259,19 +287,20 @@ def test_zero3_run_from_the_command_line_is_quiet_and_saves_whole_adapters(tmp_p
 
     overrides = ["run.name=zero3", f"run.output_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",
                  "data.tasks=[Q2I, SA, QR]", "data.val_per_task=4", "train.zero_stage=3", "train.steps=2",
-                 "checkpoint.every=1", "sched.window=2", "sched.eval_interval=1", "eval.base=false", "eval.workers=0", "eval.max_records=2",
-                 "eval.max_new_tokens=4", "eval.sampled_negatives=1"]
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", "RECFOUND_VERBOSE")}
-    command = [str(Path(sys.executable).parent / "recfound"), "train"]
-    for override in overrides:
-        command += ["--set", override]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    console = done.stdout + done.stderr
-    assert done.returncode == 0, console[-4000:]
+                 "checkpoint.every=1", "sched.window=2", "sched.eval_interval=1", "eval.base=false", "eval.workers=0",
+                 "eval.max_records=2", "eval.max_new_tokens=4", "eval.sampled_negatives=1"]
+    address, job_id = f"http://{get_dashboard_url()}", f"zero3-{os.getpid()}"
+    bin_dir = Path(sys.executable).parent
+    # The entry point names this interpreter: the cluster's processes do not have the virtualenv on their PATH.
+    command = [str(bin_dir / "ray"), "job", "submit", "--address", address, "--submission-id", job_id,
+               "--working-dir", str(REPO), "--", sys.executable, "jobs/train.py", *set_arguments(overrides)]
+    done = subprocess.run(command, env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+                          capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    console = JobSubmissionClient(address).get_job_logs(job_id)
     assert [noise for noise in NOISE if noise in console] == [], console
-    assert "train step 2/2" in console and "== summary" in console
-    lines = done.stdout.splitlines()
+    assert "train step 2/2" in console and "== summary" in console and "registered: models:/recfound-demo/1" in console
+    lines = console.splitlines()
     evaluated = next(i for i, line in enumerate(lines) if line.startswith("evaluation done in"))
     assert [line for line in lines[evaluated + 1:lines.index("== summary")] if line.strip()] == []
 

@@ -25,6 +25,19 @@ QUIET_ENV = {
     "RAY_DATA_LOG_LEVEL": "WARNING",  # every dataset's plan and progress
 }
 QUIET_LOGGERS = ("mlflow", "ray.data", "ray.train", "deepspeed", "DeepSpeed", "matplotlib", "transformers")
+# Warnings our own lines already give: the training loop reports every skipped step itself.
+REPEATED_WARNINGS = {"DeepSpeed": ("OVERFLOW! Skipping step",)}
+
+
+class _DropRepeated(logging.Filter):
+    """Drops records whose message contains one of `fragments`."""
+
+    def __init__(self, fragments: tuple[str, ...]) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(fragment in record.getMessage() for fragment in self.fragments)
 
 
 def verbose() -> bool:
@@ -49,6 +62,10 @@ def quiet_process() -> None:
         os.environ.setdefault(key, value)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name, fragments in REPEATED_WARNINGS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropRepeated) for f in logger.filters):
+            logger.addFilter(_DropRepeated(fragments))
     # Only says that the progress bars we turned off are off ("Progress bars disabled. To enable ...").
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     # DeepSpeed's ZeRO calls torch collectives torch has renamed (all_gather_into_tensor, reduce_scatter_tensor);
