@@ -30,6 +30,15 @@ def test_validate_reports_per_task_counts_per_split(corpus, capsys):
         assert rows[name][2:] == [*expected, "0"]
 
 
+def test_validate_refuses_an_empty_task_file(corpus, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(corpus, copy)
+    (copy / "val" / "SA.jsonl").write_text("\n")
+    assert main(["data", "validate", str(copy)]) == 1
+    assert capsys.readouterr().err.strip() == (f"recfound: error: {copy / 'val' / 'SA.jsonl'}: <file>: no valid records; "
+                                               "a task file needs at least one (remove the file to leave the task out)")
+
+
 def damage(root):
     """Several kinds of damage in a copy: (file, line, field) of the first problem in each file."""
     expected = {}

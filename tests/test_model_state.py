@@ -67,6 +67,32 @@ def test_loading_refuses_another_base_or_config(tmp_path):
         load_adapter(other_rows, path)
 
 
+def test_a_damaged_adapter_file_is_one_error_naming_it(tmp_path):
+    from safetensors.torch import save_file
+
+    from recfound.model.state import HEADER_KEY
+
+    _, adapter = tiny_adapter()
+    path = save_adapter(adapter, tmp_path / "adapter.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"{truncated}: not a readable safetensors file .*may be truncated"):
+        read_adapter(truncated)
+    header, tensors = read_adapter(path)
+    for name, text, reason in (("nested", "[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+                               ("list", json.dumps([header]), "is a JSON list, not an object")):
+        bad = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(bad), metadata={HEADER_KEY: text})
+        with pytest.raises(ValueError, match=rf"{bad}: the '{HEADER_KEY}' header {reason}"):
+            read_adapter(bad)
+    diverged = tmp_path / "nan.safetensors"
+    first = next(iter(tensors))
+    save_file({**tensors, first: torch.full_like(tensors[first], float("nan"))}, str(diverged),
+              metadata={HEADER_KEY: json.dumps(header)})
+    with pytest.raises(ValueError, match=rf"{diverged}: 1 tensor\(s\) hold NaN or infinite values \(e.g. {first}\)"):
+        read_adapter(diverged)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_dense_export_matches_the_adapter_for_its_task(tmp_path, mode):
     _, adapter = tiny_adapter(mode=mode)

@@ -42,6 +42,8 @@ DAMAGE = [
     ("invalid JSON", '{"instruction": "x",, }', "<line>", "invalid JSON"),
     ("not an object", "[1, 2]", "<record>", "JSON object"),
     ("invalid UTF-8", b'{"instruction": "caf\xe9"}', "<line>", "invalid UTF-8"),
+    ("nested too deeply", '{"instruction": ' + "[" * 200_000 + "]" * 200_000 + "}", "<line>", "nested too deeply"),
+    ("record too large", damaged(GOOD_SA, input="x" * (1 << 20)), "<line>", "the limit is 1,048,576"),
 ]
 
 

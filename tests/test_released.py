@@ -113,6 +113,15 @@ def test_option_tasks_get_their_options_from_the_prompt(tmp_path):
     assert prp["options"] == ["bought together", "viewed together", "similar"] and prp["output"] == "B"
 
 
+@pytest.mark.timeout(60)  # a whitespace run of 600 KB: linear parsing takes milliseconds, quadratic took hours
+def test_option_parsing_is_linear_in_the_line_length():
+    from recfound.data.released import split_options
+
+    padding = " " * 600_000
+    prompt = f"Pick one.\n  Options:{padding}\nA) red{padding}shoes{padding}\nB) blue\n{padding}x"
+    assert split_options(prompt) == (f"Pick one.\n{padding}x", [f"red{padding}shoes", "blue"])
+
+
 def test_a_released_row_of_another_task_is_refused(tmp_path):
     path = jsonl(tmp_path / "PM.jsonl", [GEN_TWO_TURNS, GEN_ONE_TURN])  # the second row says AP
     with pytest.raises(RecordError, match=r"PM.jsonl:2: task: row says task 'AP' but the file holds PM"):

@@ -100,7 +100,7 @@ def test_shipped_sweeps_take_the_gpu_cluster_config():
     ({"trails": 3}, "trails: unknown key (did you mean trials?)"),
     ({"trials": None}, "trials: is required"),
     ({"trials": 0}, "trials: must be >= 1 (got 0)"),
-    ({"name": "my sweep"}, "name: must match"),
+    ({"name": "my sweep"}, "name: must be a folder name"),
     ({"name": None}, "name: is required"),
     ({"search": "bayes"}, "search: must be one of optuna, grid, random (got bayes)"),
     ({"scheduler": "pbt"}, "scheduler: must be one of asha, none"),

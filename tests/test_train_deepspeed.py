@@ -127,3 +127,43 @@ def test_bf16_checkpoints_hold_the_fp32_master_weights(engine_steps):
     trained = saved["task_table.weight"]
     assert not torch.equal(trained, trained.bfloat16().float())  # not bf16 values widened
     load_adapter(model(dtype="float32"), checkpoint)
+
+
+def test_every_checkpoint_file_loads_without_unpickling_code(engine_steps):
+    """The restricted loader reads every file DeepSpeed wrote for each ZeRO stage and precision (what a
+    resume loads), tensors intact."""
+    import torch
+
+    from recfound.train.unpickling import load_restricted
+
+    files = sorted(engine_steps.glob("*/ckpt/zero/**/*.pt"))
+    assert {path.relative_to(engine_steps).parts[0] for path in files} == set(STEPS)
+    for path in files:
+        restricted = load_restricted(str(path))
+        assert restricted.keys() == torch.load(path, weights_only=False).keys(), path
+
+
+class _Planted:
+    """What an attacker pickles: unpickling it creates `marker` (any code could run instead)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (Path(self.marker),)
+
+
+def test_a_planted_checkpoint_file_is_refused_without_running_it(tmp_path):
+    import torch
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    from recfound.train.unpickling import RestrictedLoads, UnsafeCheckpointError
+
+    planted, ran = tmp_path / "mp_rank_00_model_states.pt", tmp_path / "code-ran"
+    torch.save({"module": {}, "payload": _Planted(str(ran))}, planted)
+    TorchCheckpointEngine().load(str(planted))  # DeepSpeed's own loader runs it...
+    assert ran.exists()
+    ran.unlink()
+    with pytest.raises(UnsafeCheckpointError, match=rf"{planted}: refused to load: it holds more than tensors"):
+        RestrictedLoads(TorchCheckpointEngine()).load(str(planted))  # ...the one resumes use does not
+    assert not ran.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from contextlib import contextmanager
 from typing import Iterator
@@ -13,6 +14,8 @@ PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train 2.60
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # the port a new local head's GCS listens on
 PORT_ATTEMPTS = 3
 WORKER_NICENESS_ENV = "RAY_worker_niceness"  # read by the raylet it starts
+TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"  # where Ray's processes find the token
+LOOPBACK = "127.0.0.1"
 
 
 @contextmanager
@@ -57,21 +60,27 @@ def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str 
       busy process beside them takes nearly all the CPU (an evaluation that takes 11 s took 120-300 s
       beside one `yes` per core).
     - No preemption watcher: nothing preempts this machine.
-    - No token authentication unless the user asks for it (`RAY_AUTH_MODE`).
+    - Token authentication (`RAY_AUTH_MODE=token`, with a random token made for this cluster unless
+      `RAY_AUTH_TOKEN` or `RAY_AUTH_TOKEN_PATH` names one): Ray 2.60's GCS, raylet, workers and agents
+      listen on every interface whatever the node address (127.0.0.1 is turned into the machine's
+      address), so without a token anyone who can reach this machine could submit work to it. The
+      dashboard itself listens on 127.0.0.1. A user's own `RAY_AUTH_MODE` wins.
     """
     import ray
     from ray._private.services import get_node_ip_address
 
-    defaults = {"RAY_AUTH_MODE": "disabled", PREEMPTION_WATCHER_ENV: "0", WORKER_NICENESS_ENV: "0"}
-    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", GCS_PORT_ENV, *defaults)}
+    defaults = {"RAY_AUTH_MODE": "token", PREEMPTION_WATCHER_ENV: "0", WORKER_NICENESS_ENV: "0"}
+    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", GCS_PORT_ENV, TOKEN_ENV, *defaults)}
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    if os.environ["RAY_AUTH_MODE"] == "token" and not (os.environ.get(TOKEN_ENV) or os.environ.get(TOKEN_PATH_ENV)):
+        os.environ[TOKEN_ENV] = secrets.token_hex(32)  # this cluster's processes inherit it
     try:
         for attempt in range(PORT_ATTEMPTS):  # another process may take the free port before the GCS binds it
             port = _free_port()
             os.environ.update({GCS_PORT_ENV: str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"})
             try:
-                ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
                          log_to_driver=log_to_driver, logging_level=ray_log_level(), _temp_dir=temp_dir)
                 break
             except Exception as error:  # noqa: BLE001 - Ray raises several kinds when its head fails to start

@@ -21,6 +21,7 @@ import math
 import numbers
 import os
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +35,9 @@ from recfound.data.atomic import atomic_write_bytes
 from recfound.data.synth import SCALES
 from recfound.data.tokenizer import SMOLLM2
 from recfound.model.presets import PRESETS
+from recfound.redact import without_passwords
+from recfound.yaml_limits import YamlLimitError, load_limited
+from recfound.run_folder import NAME_PATTERN, NAME_RULE
 from recfound.tasks import Kind, task_names
 
 if TYPE_CHECKING:  # the converters import these lazily: loading a config must not import torch
@@ -93,8 +97,8 @@ def one_of(*choices: str) -> Rule:
     return Rule(lambda value: value in choices, f"must be one of {', '.join(choices)}")
 
 
-def matches(pattern: str) -> Rule:
-    return Rule(lambda value: re.fullmatch(pattern, value) is not None, f"must match {pattern}")
+def matches(pattern: str, what: str | None = None) -> Rule:
+    return Rule(lambda value: re.fullmatch(pattern, value) is not None, what or f"must match {pattern}")
 
 
 NOT_EMPTY = Rule(bool, "must not be empty")
@@ -112,8 +116,22 @@ def _section(cls: type) -> Any:
 # --- coercion by type hint ------------------------------------------------------------------------
 
 
+def _short_repr() -> reprlib.Repr:
+    shortened = reprlib.Repr()  # Python 3.11's takes no keyword arguments
+    shortened.maxlevel, shortened.maxlist, shortened.maxdict, shortened.maxstring, shortened.maxother = 3, 8, 8, 80, 80
+    return shortened
+
+
+_SHORT = _short_repr()
+
+
+def _bounded_repr(value: Any) -> str:
+    """repr() cut to a few lines: an error never walks (or prints) a whole large or aliased value."""
+    return _SHORT.repr(value)
+
+
 def _show(value: Any) -> str:
-    return "null" if value is None else repr(value)
+    return "null" if value is None else _bounded_repr(value)
 
 
 def as_bool(value: Any) -> bool:
@@ -212,7 +230,7 @@ class Section:
 class RunSection(Section):
     """Which run: its name (MLflow run, run folder, scheduler actor), seed and output folder."""
 
-    name: str = _option("recfound-demo", matches(r"[A-Za-z0-9._-]+"))
+    name: str = _option("recfound-demo", matches(NAME_PATTERN, f"must be a folder name: {NAME_RULE}"))
     seed: int = _option(0, at_least(0))
     output_dir: str = ".cache/runs"  # the run folder is output_dir/name
 
@@ -471,11 +489,12 @@ class RunConfig(Section):
         return _plain(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The config as YAML for people and files: URIs without their passwords (`recfound.redact`)."""
+        return yaml.safe_dump(without_passwords(self.to_dict()), sort_keys=False)
 
     def flat(self) -> dict[str, Any]:
-        """Dotted path -> scalar (lists as their JSON text), e.g. for MLflow params."""
-        return _flatten(self.to_dict())
+        """Dotted path -> scalar (lists as their JSON text), e.g. for MLflow params; URIs without passwords."""
+        return _flatten(without_passwords(self.to_dict()))
 
     # --- the classes the training code takes ------------------------------------------------------
 
@@ -643,9 +662,10 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not equals or not key.strip():
             raise ConfigError(item, "expected KEY=VALUE, e.g. sched.window=32", "--set")
         try:
-            parsed[key.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(key.strip(), f"the value {text!r} is not valid YAML", "--set") from None
+            parsed[key.strip()] = load_limited(text)
+        except (yaml.YAMLError, YamlLimitError):
+            raise ConfigError(key.strip(), f"the value {_bounded_repr(text)} is not valid YAML or is too large",
+                              "--set") from None
     return parsed
 
 
@@ -655,8 +675,13 @@ def read_yaml(path: str | Path) -> Any:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(reason=f"cannot read the config file: {error.strerror}", source=str(path)) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(reason=f"not UTF-8 text (byte {error.start}); save the config as UTF-8",
+                          source=str(path)) from None
     try:
-        return yaml.safe_load(text)
+        return load_limited(text)
+    except YamlLimitError as error:
+        raise ConfigError(reason=f"refused: {error}", source=str(path)) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -674,5 +699,6 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), c
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write `config` as YAML, atomically (load_config reads it back to an equal config)."""
+    """Write `config` as YAML, atomically (load_config reads it back to an equal config, but for the
+    passwords of URIs, which are never saved: see `recfound.redact`)."""
     atomic_write_bytes(path, config.to_yaml().encode("utf-8"))

@@ -11,13 +11,16 @@ from typing import Iterable, Iterator
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write `data` to `path` atomically (the folder is created if needed)."""
+    """Write `data` to `path` atomically (the folder is created if needed). The bytes reach the disk
+    before the rename, so a crash or power cut leaves the old file or the whole new one, never an empty one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "xb") as handle:  # plain open: the usual umask permissions, unlike mkstemp's 0600
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -58,6 +58,7 @@ def _handle(error: RecordError, task: Task, policy: Policy, report: SkipReport |
 
 
 Where = int | str  # a JSONL line number, or "row N" in a Parquet file
+MAX_RECORD_BYTES = 1 << 20  # one instruction record; a long review is a few KB
 
 
 def _json_lines(path: Path) -> Iterator[tuple[Where, Any | RecordError]]:
@@ -75,8 +76,14 @@ def _json_lines(path: Path) -> Iterator[tuple[Where, Any | RecordError]]:
         except UnicodeDecodeError as err:
             yield number, RecordError(path, number, "<line>", f"invalid UTF-8 at byte {err.start}")
             continue
+        if len(raw) > MAX_RECORD_BYTES:
+            yield number, RecordError(path, number, "<line>", f"a record of {len(raw):,} bytes; the limit is "
+                                      f"{MAX_RECORD_BYTES:,} (cut its text, or split it into several records)")
+            continue
         try:
             yield number, json.loads(text)
+        except RecursionError:
+            yield number, RecordError(path, number, "<line>", "JSON nested too deeply")
         except json.JSONDecodeError as err:
             is_last = number == len(lines)
             reason = "truncated last line (no newline, incomplete JSON)" if is_last and not complete \

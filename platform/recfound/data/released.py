@@ -52,8 +52,10 @@ def resolve_task_name(name: Any) -> Task:
     return by_upper[canonical]
 
 
-OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[):.]\s*(.+?)\s*$")
-OPTIONS_HEADER = re.compile(r"^\s*[-\u2013]*\s*options\s*:?\s*$", re.IGNORECASE)
+# Matched against a stripped line: no pattern part may backtrack over whitespace (a lazy `(.+?)\s*$` did,
+# quadratically: one 60 KB line took 47 s).
+OPTION_LINE = re.compile(r"\(?([A-Z])[):.]\s*(\S.*)")
+OPTIONS_HEADER = re.compile(r"[-\u2013]*\s*options\s*:?", re.IGNORECASE)
 
 
 def convert_row(obj: dict, task: Task | None = None) -> list[dict]:
@@ -123,12 +125,12 @@ def split_options(prompt: str) -> tuple[str, list[str]]:
     first, last = best
     if last - first < 2:
         return prompt, []
-    options = [OPTION_LINE.match(line).group(2) for line in lines[first:last]]
-    if first > 0 and OPTIONS_HEADER.match(lines[first - 1]):
+    options = [OPTION_LINE.fullmatch(line.strip()).group(2) for line in lines[first:last]]
+    if first > 0 and OPTIONS_HEADER.fullmatch(lines[first - 1].strip()):
         first -= 1
     return "\n".join(lines[:first] + lines[last:]).strip(), options
 
 
 def _option_letter(line: str) -> str | None:
-    match = OPTION_LINE.match(line)
+    match = OPTION_LINE.fullmatch(line.strip())
     return match.group(1) if match else None

@@ -36,13 +36,18 @@ def _cell(count: int | None) -> str:
 
 
 def validate_dataset(root: Path | str, splits: tuple[str, ...] = SPLITS, policy: Policy = "strict") -> DatasetSummary:
-    """Check every task file of every split; strict stops at the first bad record."""
+    """Check every task file of every split; strict stops at the first bad record. A task file without
+    a single valid record is an error (training refuses it): remove the file to leave the task out."""
     summary = DatasetSummary()
     for split in splits:
         files = task_files(root, split)
         summary.counts[split] = {name: sum(1 for _ in iter_records(path, name, policy, summary.report))
                                  for name, path in files.items()}
         summary.missing[split] = [t.name for t in all_tasks() if t.name not in files]
+        for name, count in summary.counts[split].items():
+            if count == 0:
+                raise RecordError(files[name], None, "<file>", "no valid records; a task file needs at least one "
+                                  "(remove the file to leave the task out)")
     return summary
 
 

@@ -21,6 +21,7 @@ from recfound.eval.job import make_scorer
 from recfound.eval.report import comparison_tables, log_evaluations, read_logged_evaluations, write_evaluation_files
 from recfound.eval.runner import ModelEvaluation, evaluate_model
 from recfound.eval.source import ModelSource, run_tokenizer, serving_of
+from recfound.redact import without_password
 from recfound.tracking.pyfunc import ServingConfig
 
 REGISTERED = "models:/"
@@ -98,7 +99,7 @@ def run_evaluation(models: Sequence[str], data_root: Path, options: EvalSection,
             status = "FINISHED"
         finally:
             tracking.finish_run(tracking_uri, run_id, status)
-        print(f"logged to MLflow run {run_id} (experiment {EVAL_EXPERIMENT}) at {tracking_uri}")
+        print(f"logged to MLflow run {run_id} (experiment {EVAL_EXPERIMENT}) at {without_password(tracking_uri)}")
     return evaluations
 
 

@@ -65,21 +65,40 @@ def save_adapter(adapter: Adapter, path: Path | str, tensors: Mapping[str, torch
 
 
 def read_adapter(path: Path | str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(header, tensors) of an adapter file."""
-    from safetensors import safe_open
+    """(header, tensors) of an adapter file; a ValueError naming the file for anything else: not a
+    safetensors file (e.g. truncated), no or a malformed recfound header, a non-finite tensor."""
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such adapter file")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        if HEADER_KEY not in metadata:
-            raise ValueError(f"{path}: not a recfound adapter (no '{HEADER_KEY}' header)")
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    header = json.loads(metadata[HEADER_KEY])
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path}: adapter format {header.get('format')!r}, expected {FORMAT!r}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            if HEADER_KEY not in metadata:
+                raise ValueError(f"{path}: not a recfound adapter (no '{HEADER_KEY}' header)")
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path}: not a readable safetensors file ({error}); it may be truncated: use another "
+                         "checkpoint or train again") from None
+    header = _parse_header(path, metadata[HEADER_KEY])
+    broken = [name for name, tensor in tensors.items() if not torch.isfinite(tensor).all()]
+    if broken:
+        raise ValueError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values (e.g. {broken[0]}): the "
+                         "run diverged by this checkpoint; use an earlier one")
     return header, tensors
+
+
+def _parse_header(path: Path, text: str) -> dict:
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError(f"{path}: the '{HEADER_KEY}' header is not valid JSON (or is nested too deeply)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the '{HEADER_KEY}' header is a JSON {type(header).__name__}, not an object")
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path}: adapter format {str(header.get('format'))[:40]!r}, expected {FORMAT!r}")
+    return header
 
 
 def load_adapter(adapter: Adapter, path: Path | str) -> None:

@@ -25,6 +25,7 @@ from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import resolve_tokenizer
 from recfound.model.objectives import EmbeddingConfig
 from recfound.model.state import read_adapter
+from recfound.redact import without_password
 from recfound.tracking.pyfunc import (ADAPTER, INPUT_EXAMPLE, MODEL_CODE, SERVING, SIGNATURE, TOKENIZER,
                                       ServingConfig)
 from recfound.tracking.store import client
@@ -150,7 +151,7 @@ def _registered_model(mlflow_client: mlflow.MlflowClient, tracking_uri: str, nam
             raise
     names = [model.name for model in mlflow_client.search_registered_models(max_results=_LISTED + 1)]
     listed = ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
-    raise KeyError(f"no registered model {name!r} at {tracking_uri}; "
+    raise KeyError(f"no registered model {name!r} at {without_password(tracking_uri)}; "
                    + (f"registered models: {listed}" if names else "no model is registered there")) from None
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import mlflow
 
+from recfound.redact import without_password
+
 DB_NAME = "mlflow.db"
 ARTIFACTS_NAME = "mlartifacts"
 
@@ -77,7 +79,8 @@ def _mlflow() -> str:
 def ui_command(tracking_uri: str, port: int = 5000) -> str:
     """What a user runs (or opens) to see the runs: the server's address for http(s) URIs, else an
     `mlflow ui` command on the store that works from a plain shell, lean enough for a laptop (one
-    worker, no job runner)."""
+    worker, no job runner). Never with the store's password (`recfound.redact`)."""
+    tracking_uri = without_password(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri
     return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_mlflow()} ui --backend-store-uri "
@@ -86,7 +89,8 @@ def ui_command(tracking_uri: str, port: int = 5000) -> str:
 
 def serve_command(tracking_uri: str, model_uri: str, port: int = 5001, host: str = "127.0.0.1") -> str:
     """The shell command that serves `model_uri` (e.g. models:/recfound-demo/1) over REST with this
-    environment (`POST /invocations`, `GET /ping`), from a plain shell."""
+    environment (`POST /invocations`, `GET /ping`), from a plain shell. Never with the store's password."""
+    tracking_uri = without_password(tracking_uri)
     # MLflow starts its scoring server as `uvicorn` looked up on PATH, hence this environment's scripts first.
     return (f"PATH={shlex.quote(str(_bin_dir()))}:\"$PATH\" MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)} "
             f"{_mlflow()} models serve -m {shlex.quote(model_uri)} --env-manager local --host {host} --port {port}")

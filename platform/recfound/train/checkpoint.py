@@ -6,7 +6,8 @@ A checkpoint folder (one per `checkpoint.every` steps, reported through `ray.tra
   progress.json         step, bad-step counters, the mixers' positions (rank 0)
   scheduler.json        the S2Sched actor's state (rank 0)
   zero/                 DeepSpeed's ZeRO checkpoint: every rank's optimizer partition
-                        (DeepSpeed's own torch format; the frozen base is left out)
+                        (DeepSpeed's own torch format, read back without unpickling code:
+                        `recfound.train.unpickling`; the frozen base is left out)
 RNG states and the LR schedule are not stored: every step re-seeds from (run seed, step, rank) and
 sets its learning rate from the step, so a resumed step does what the uninterrupted one did.
 """
@@ -25,6 +26,7 @@ from recfound.merge.files import ADAPTER_FILE, PROGRESS_FILE
 from recfound.model.adapter import Adapter
 from recfound.model.state import save_adapter
 from recfound.train.engine import full_trainable_state
+from recfound.train.unpickling import restricted_loads
 
 SCHEDULER_FILE = "scheduler.json"
 ZERO_DIR = "zero"
@@ -64,7 +66,8 @@ def save_checkpoint(folder: Path, engine: Any, adapter: Adapter, state: LoopStat
 def load_checkpoint(folder: Path, engine: Any) -> tuple[LoopState, dict]:
     """Restore the engine (adapter tensors, optimizer, LR schedule) from `folder`; returns the loop's
     state and the scheduler state saved with it."""
-    path, _ = engine.load_checkpoint(str(folder / ZERO_DIR), tag=ZERO_TAG, load_module_strict=False)
+    with restricted_loads(engine):  # no unpickling of what a run folder holds
+        path, _ = engine.load_checkpoint(str(folder / ZERO_DIR), tag=ZERO_TAG, load_module_strict=False)
     if path is None:
         raise FileNotFoundError(f"{folder / ZERO_DIR}: no DeepSpeed checkpoint '{ZERO_TAG}' to resume from")
     state = LoopState(**json.loads((folder / PROGRESS_FILE).read_text()))

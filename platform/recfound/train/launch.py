@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from recfound.data.pipeline import load_pools
 from recfound.data.streams import TokenPool
 from recfound.merge.files import ADAPTER_FILE, CHECKPOINT_GLOB, INIT_FILE, MERGED_FILE
 from recfound.progress import format_table
+from recfound.redact import without_password
+from recfound.run_folder import RunFolder, describe_holder
 from recfound.tasks import Kind, get_task
 from recfound.train.errors import TrainingError
 from recfound.train.loop import ROUTING_PLOT, STOPPED_FILE, train_loop_per_worker
@@ -121,15 +122,32 @@ def _with_absolute_backbone(config: RunConfig) -> RunConfig:
     return config.with_overrides({"model.backbone": portable_spec(config.model.backbone)})
 
 
-def _fresh_run_dir(config: RunConfig, overwrite: bool) -> Path:
-    run_dir = config.run_dir()
-    if run_dir.exists() and find_checkpoint_folders(run_dir):
+def _clear_earlier_run(config: RunConfig, folder: RunFolder, overwrite: bool) -> None:
+    """An earlier run's checkpoints are only replaced with `overwrite`; a RUNNING MLflow run left by a
+    killed earlier process of this run is marked FAILED."""
+    if folder.previous is not None:
+        print(f"note: an earlier process of run {config.run.name!r}, {describe_holder(folder.previous)}, ended "
+              "without finishing (killed or crashed)", flush=True)
+        _fail_orphaned_mlflow_run(config, folder.previous.get("mlflow_run_id"))
+    if find_checkpoint_folders(folder.path):
         if not overwrite:
-            raise FileExistsError(f"{run_dir} holds the checkpoints of an earlier run named {config.run.name!r}: "
+            raise FileExistsError(f"{folder.path} holds the checkpoints of an earlier run named {config.run.name!r}: "
                                   "choose another run.name (--set run.name=...) or pass --overwrite")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+        folder.empty()
+
+
+def _fail_orphaned_mlflow_run(config: RunConfig, run_id: str | None) -> None:
+    from recfound.tracking.store import client
+
+    if not run_id:
+        return
+    try:
+        store = client(config.tracking_uri())
+        if store.get_run(run_id).info.status == "RUNNING":
+            store.set_terminated(run_id, status="FAILED")
+            print(f"note: marked its MLflow run {run_id} FAILED", flush=True)
+    except Exception as err:  # noqa: BLE001 - another store, or a deleted run: nothing to mark
+        print(f"note: its MLflow run {run_id} was not marked failed ({type(err).__name__})", flush=True)
 
 
 def run_params(config: RunConfig) -> dict[str, Any]:
@@ -178,14 +196,25 @@ def run_training(config: RunConfig, overwrite: bool = False, parent_run_id: str 
     `parent_run_id` nests the MLflow run under that run (a sweep's trials); `callbacks` are Ray Train
     callbacks of the TorchTrainer (e.g. Tune's `TuneReportCallback`, which forwards every checkpoint's
     report, validation losses included, to the trial)."""
-    from recfound import tracking
-    from recfound.cluster import ray_session
     from recfound.train.engine import deepspeed_config
 
     started = time.perf_counter()
     print(f"== run config\n{config.to_yaml()}", flush=True)
     deepspeed_config(config.train)  # an unsupported setting fails here, not in every worker
-    run_dir = _fresh_run_dir(config, overwrite)
+    with RunFolder(config.run.output_dir, config.run.name) as folder:
+        _clear_earlier_run(config, folder, overwrite)
+        report = _run_in_folder(config, folder, parent_run_id, callbacks)
+    report.seconds = time.perf_counter() - started
+    _print_summary(config, report)
+    return report
+
+
+def _run_in_folder(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
+                   callbacks: Sequence[Any]) -> TrainingReport:
+    from recfound import tracking
+    from recfound.cluster import ray_session
+
+    run_dir = folder.path
     save_config(config, run_dir / "config.yaml")
     root, tokenizer = prepare_data(config)
     if config.eval.enabled:
@@ -205,16 +234,14 @@ def run_training(config: RunConfig, overwrite: bool = False, parent_run_id: str 
                 **tracking.run_tags(tracking_uri, parent_run_id)}
         run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, config.run.name,
                                     run_params(config), tags=tags, artifact_root=config.artifact_root())
+        folder.note(mlflow_run_id=run_id)
         try:
             log_corpus(tracking_uri, run_id, root, digest, pools)
             history, checkpoints = _train(config, run_dir, tokenizer, pools, run_id, tracking_uri, callbacks)
-            report = _finish(config, run_dir, tokenizer, run_id, tracking_uri, history, checkpoints, digest)
+            return _finish(config, run_dir, tokenizer, run_id, tracking_uri, history, checkpoints, digest)
         except BaseException:
             tracking.finish_run(tracking_uri, run_id, "FAILED")
             raise
-    report.seconds = time.perf_counter() - started
-    _print_summary(config, report)
-    return report
 
 
 def _train(config: RunConfig, run_dir: Path, tokenizer: Path, pools: dict, run_id: str,
@@ -353,5 +380,5 @@ def _print_summary(config: RunConfig, report: TrainingReport) -> None:
     if report.registered is not None and report.registered.version is not None:
         print(f"registered: {report.registered.registered_uri}")
         print(f"serve it: {tracking.serve_command(report.tracking_uri, report.registered.registered_uri)}")
-    print(f"MLflow run {report.run_id} at {report.tracking_uri}")
+    print(f"MLflow run {report.run_id} at {without_password(report.tracking_uri)}")
     print(f"open the MLflow UI: {tracking.ui_command(report.tracking_uri)}")

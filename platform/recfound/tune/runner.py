@@ -24,6 +24,7 @@ import yaml
 
 from recfound.config import ConfigError
 from recfound.data.atomic import atomic_write_bytes
+from recfound.redact import without_password
 from recfound.tune.report import (TrialRow, ablation_table, best_row, trial_row, trial_table,
                                   write_best_config)
 from recfound.tune.spec import SweepSpec, absolute_paths
@@ -311,7 +312,7 @@ def _print_summary(report: SweepReport, folder: Path) -> None:
               f"run.name {best_run_name(spec)})")
     else:
         print("\nno trial finished: no best config")
-    print(f"MLflow parent run {report.parent_run_id} at {report.tracking_uri}")
+    print(f"MLflow parent run {report.parent_run_id} at {without_password(report.tracking_uri)}")
     print(f"open the MLflow UI: {tracking.ui_command(report.tracking_uri)}")
 
 

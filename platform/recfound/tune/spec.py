@@ -31,6 +31,7 @@ from recfound.config import (CORPUS_TOKENIZER, PATHS, ConfigError, RunConfig, as
                              load_config, parse_overrides, read_yaml)
 from recfound.data.tokenizer import SMOLLM2
 from recfound.model.presets import PRESETS
+from recfound.run_folder import NAME_MAX, NAME_PATTERN, NAME_RULE
 
 SEARCHES = ("optuna", "grid", "random")
 SCHEDULERS = ("asha", "none")
@@ -38,7 +39,6 @@ METRICS = ("val_loss/mean", "val_loss/embedding", "val_loss/generative")  # in e
 MODES = ("min", "max")
 RANGE_TYPES = ("uniform", "loguniform", "int")
 VALUE_TYPES = ("choice", "grid")
-NAME_PATTERN = r"[A-Za-z0-9._-]+"
 RESERVED_PATHS = ("run.name", "mlflow.register_as")  # set per trial by the runner
 
 KEYS = ("name", "description", "base", "overrides", "variants", "space", "metric", "mode", "search", "scheduler",
@@ -230,7 +230,8 @@ def _parse(raw: Mapping[str, Any], source: str) -> SweepSpec:
 def _build(raw: Mapping[str, Any], source: str) -> SweepSpec:
     name = _get(raw, "name", as_text, required=True)
     if not re.fullmatch(NAME_PATTERN, name):
-        raise ConfigError("name", f"must match {NAME_PATTERN} (it names the trials' runs and folders); got {name!r}")
+        raise ConfigError("name", f"must be a folder name: {NAME_RULE} (it names the trials' runs and folders); "
+                                  f"got {name[:NAME_MAX + 1]!r}")
     search = _get(raw, "search", _one_of(SEARCHES), default="optuna")
     scheduler = _get(raw, "scheduler", _one_of(SCHEDULERS), default="asha")
     space = _space(raw.get("space"), search)

@@ -1,0 +1,154 @@
+"""A run's folder (`run.output_dir/run.name`): what may be named so, who may write into it, what may be deleted.
+
+- A run name is one safe path component: no `.`/`..`, no separators, at most `NAME_MAX` characters.
+- The folder holds a marker file, `.recfound-run`. Only a folder with the marker of that run name (or,
+  from before the marker, a `config.yaml` of that run name) is ever emptied by `--overwrite`, and
+  then everything but the marker goes: never the folder's parent or siblings.
+- The marker is also the run's lock: the driver holds an exclusive `flock` on it for the whole run,
+  so a second process of the same run fails at once, naming the holder (host, pid, start time). The
+  kernel drops the lock when its process dies, however it dies: a killed run leaves a marker that
+  says "running" but no lock, which the next start reports (and marks that run's MLflow run failed).
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+NAME_MAX = 100
+NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}"
+NAME_RULE = f"letters, digits, '.', '_' and '-', starting with a letter or digit, at most {NAME_MAX} characters"
+MARKER_FILE = ".recfound-run"
+LEGACY_MARKER = "config.yaml"
+
+
+class RunFolderError(OSError):
+    """The run folder cannot be used: another process holds it, or it is not a run folder of that name."""
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """'pid 123 on host h (started 2026-12-01T18:00:00+00:00)' from a marker's record."""
+    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+            f"(started {holder.get('started', '?')})")
+
+
+class RunFolder:
+    """The locked folder of one run; use as a context manager (`with RunFolder(...) as folder:`)."""
+
+    def __init__(self, output_dir: Path | str, name: str) -> None:
+        self.path = Path(output_dir) / name
+        self.name = name
+        self.previous: dict[str, Any] | None = None  # the record a killed earlier process left, if any
+        self._handle: Any = None
+        self._record: dict[str, Any] = {}
+
+    # --- lock ---------------------------------------------------------------------------------------
+
+    def __enter__(self) -> RunFolder:
+        import fcntl
+
+        self._refuse_foreign_folder()
+        self.path.mkdir(parents=True, exist_ok=True)
+        marker = self.path / MARKER_FILE
+        handle = open(marker, "a+", encoding="utf-8")  # never truncates before the lock is ours
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.close()
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                holder = _read_record(marker)
+                raise RunFolderError(f"run {self.name!r} is in use by {describe_holder(holder)}: {self.path} has "
+                                     "one writer at a time; wait for it to end, or choose another run.name") from None
+            raise RunFolderError(f"{marker}: cannot lock the run folder ({error.strerror}); the file system must "
+                                 "support flock (a local disk or NFSv4)") from None
+        self._handle = handle
+        earlier = _read_record(marker)
+        if earlier.get("state") == "running":
+            self.previous = earlier
+        self._record = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "started": _now(),
+                        "state": "running"}
+        self._write()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Record that this process ended and drop the lock (idempotent)."""
+        if self._handle is None:
+            return
+        try:
+            self._record.update(state="ended", ended=_now())
+            self._write()
+        finally:
+            self._handle.close()  # closing the file drops the flock
+            self._handle = None
+
+    def note(self, **values: Any) -> None:
+        """Add values (e.g. the MLflow run id) to the marker, for the next process of this run to read."""
+        self._record.update(values)
+        self._write()
+
+    def _write(self) -> None:
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(json.dumps(self._record) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    # --- overwrite ----------------------------------------------------------------------------------
+
+    def _refuse_foreign_folder(self) -> None:
+        """A non-empty folder that is not a run folder of this name is never written into."""
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise RunFolderError(f"{self.path}: exists and is not a folder; choose another run.name or run.output_dir")
+        if any(self.path.iterdir()) and not self._is_own_run_folder():
+            raise RunFolderError(f"{self.path}: exists and is not the folder of a run named {self.name!r} (no "
+                                 f"{MARKER_FILE}); choose another run.name or run.output_dir, or move it away")
+
+    def _is_own_run_folder(self) -> bool:
+        marker = self.path / MARKER_FILE
+        if marker.is_file():
+            return _read_record(marker).get("name") == self.name
+        legacy = self.path / LEGACY_MARKER
+        if not legacy.is_file():
+            return False
+        import yaml
+
+        try:
+            saved = yaml.safe_load(legacy.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return False
+        return isinstance(saved, dict) and isinstance(saved.get("run"), dict) and saved["run"].get("name") == self.name
+
+    def empty(self) -> None:
+        """Delete everything in the folder but the marker (the caller holds the lock: `--overwrite`)."""
+        if self._handle is None:
+            raise RunFolderError(f"{self.path}: emptied without holding its lock")
+        for entry in self.path.iterdir():
+            if entry.name == MARKER_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
+def _read_record(marker: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8") or "{}")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
