@@ -108,6 +108,7 @@ def test_with_overrides():
     (["run.name=a/b"], "run.name", "must be a folder name"),
     (["run.name=-rf"], "run.name", "starting with a letter or digit"),
     ([f"run.name={'x' * 101}"], "run.name", "at most 100 characters"),
+    (["run.name=mlartifacts"], "run.name", "must not be one of mlflow.db, mlartifacts, sweeps"),
     (["tmole.targets=q_proj"], "tmole.targets", "expected a list"),
     (["train.use_gpu=maybe"], "train.use_gpu", "expected true or false"),
     (["train.lr=null"], "train.lr", "expected a number, got null"),

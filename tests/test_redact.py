@@ -14,6 +14,8 @@ def test_the_password_goes_and_everything_else_stays():
         "postgresql://alice@db.internal:5432/mlflow"
     assert without_password("https://bob:pw@mlflow.example.com/path?x=1") == "https://bob@mlflow.example.com/path?x=1"
     assert without_password("https://:token@host") == "https://host"
+    assert without_password("postgresql://alice@db/mlflow?sslmode=require&password=pw") == \
+        "postgresql://alice@db/mlflow?sslmode=require"
     for unchanged in ("postgresql://alice@db/mlflow", "sqlite:////tmp/a@b/mlflow.db", "s3://bucket/a:b@c",
                       "plain text with a:b@c", "file:///x"):
         assert without_password(unchanged) == unchanged
@@ -32,3 +34,17 @@ def test_a_store_password_is_never_printed_logged_or_saved(tmp_path):
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["mlflow"]["tracking_uri"] == "postgresql://alice@db.internal:5432/mlflow"
     assert config.flat()["mlflow.tracking_uri"] == "postgresql://alice@db.internal:5432/mlflow"
+
+
+def test_a_sweeps_store_password_stays_out_of_its_definition_and_params(tmp_path):
+    from recfound.tune import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "secret", "overrides": {"mlflow.tracking_uri": "postgresql://alice:hunter2@db/mlflow"},
+        "variants": {"other": {"mlflow.tracking_uri": "postgresql://bob:hunter2@db/mlflow"}},
+        "space": {"sched.window": {"type": "choice", "values": [4, 8]}}, "trials": 2}))
+    spec = load_sweep(str(path))
+    assert spec.overrides["mlflow.tracking_uri"] == "postgresql://alice:hunter2@db/mlflow"  # what trials use
+    for shown in (yaml.safe_dump(spec.to_dict()), repr(spec.params())):
+        assert "hunter2" not in shown and "postgresql://alice@db/mlflow" in shown

@@ -88,12 +88,13 @@ def test_a_folder_that_is_not_that_runs_folder_is_never_used(tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"meow")
     with pytest.raises(RunFolderError, match=r"photos: exists and is not the folder of a run named 'photos' "
-                                             r"\(no \.recfound-run\)"):
+                                             r"\(no \.recfound-run or config\.yaml names it\)"):
         with RunFolder(tmp_path, "photos"):
             pass
     (tmp_path / "renamed").mkdir()
     (tmp_path / "renamed" / "config.yaml").write_text("run: {name: original}\n")
-    with pytest.raises(RunFolderError, match="not the folder of a run named 'renamed'"):
+    with pytest.raises(RunFolderError, match=r"not the folder of a run named 'renamed' \(it is the folder of run "
+                                             r"'original'\)"):
         with RunFolder(tmp_path, "renamed"):
             pass
     # A run folder from before the marker (its config.yaml names it) is still this run's.
@@ -102,6 +103,12 @@ def test_a_folder_that_is_not_that_runs_folder_is_never_used(tmp_path):
     with RunFolder(tmp_path, "legacy") as folder:
         folder.empty()
     assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"meow"
+    assert not (tmp_path / "photos" / MARKER_FILE).exists()  # nothing was created in it
+    # The names of what all runs of an output folder share are never run folders.
+    for shared in ("mlartifacts", "mlflow.db", "sweeps"):
+        with pytest.raises(RunFolderError, match=rf"{shared!r} is the name of what all runs of the output folder share"):
+            with RunFolder(tmp_path, shared):
+                pass
 
 
 def test_a_killed_runs_mlflow_run_is_marked_failed_on_the_next_start(tmp_path, capsys):

@@ -101,6 +101,7 @@ def test_shipped_sweeps_take_the_gpu_cluster_config():
     ({"trials": None}, "trials: is required"),
     ({"trials": 0}, "trials: must be >= 1 (got 0)"),
     ({"name": "my sweep"}, "name: must be a folder name"),
+    ({"name": "x" * 86}, "name: at most 85 characters: trial runs are named <name>-<trial id> (up to 100); got 86"),
     ({"name": None}, "name: is required"),
     ({"search": "bayes"}, "search: must be one of optuna, grid, random (got bayes)"),
     ({"scheduler": "pbt"}, "scheduler: must be one of asha, none"),

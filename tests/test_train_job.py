@@ -236,7 +236,7 @@ def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
     overrides = job_overrides(tmp_path, "diverging", "train.lr=1e30", "train.lr_warmup_ratio=0", "train.max_bad_steps=2",
                               "checkpoint.every=1", "data.tasks=[Q2I, SA]", "train.num_workers=1")
     env = {key: value for key, value in os.environ.items()
-           if key not in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", "RECFOUND_VERBOSE")}
+           if key not in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", "RAY_AUTH_TOKEN", "RECFOUND_VERBOSE")}
     done = subprocess.run([str(Path(sys.executable).parent / "recfound"), "train", *set_arguments(overrides)],
                           env=env, capture_output=True, text=True, timeout=240)
     console = done.stdout + done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import socket
@@ -60,7 +61,7 @@ def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str 
       busy process beside them takes nearly all the CPU (an evaluation that takes 11 s took 120-300 s
       beside one `yes` per core).
     - No preemption watcher: nothing preempts this machine.
-    - Token authentication (`RAY_AUTH_MODE=token`, with a random token made for this cluster unless
+    - Token authentication (`RAY_AUTH_MODE=token`, with a random token made for this process unless
       `RAY_AUTH_TOKEN` or `RAY_AUTH_TOKEN_PATH` names one): Ray 2.60's GCS, raylet, workers and agents
       listen on every interface whatever the node address (127.0.0.1 is turned into the machine's
       address), so without a token anyone who can reach this machine could submit work to it. The
@@ -73,8 +74,8 @@ def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str 
     saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", GCS_PORT_ENV, TOKEN_ENV, *defaults)}
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
-    if os.environ["RAY_AUTH_MODE"] == "token" and not (os.environ.get(TOKEN_ENV) or os.environ.get(TOKEN_PATH_ENV)):
-        os.environ[TOKEN_ENV] = secrets.token_hex(32)  # this cluster's processes inherit it
+    if os.environ["RAY_AUTH_MODE"].lower() == "token" and not (os.environ.get(TOKEN_ENV) or os.environ.get(TOKEN_PATH_ENV)):
+        os.environ[TOKEN_ENV] = _process_token()  # this cluster's processes inherit it
     try:
         for attempt in range(PORT_ATTEMPTS):  # another process may take the free port before the GCS binds it
             port = _free_port()
@@ -98,6 +99,13 @@ def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str 
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@functools.cache
+def _process_token() -> str:
+    """One random token per process: Ray keeps the first token it reads for the life of the process, so
+    every private cluster this process starts uses the same one."""
+    return secrets.token_hex(32)
 
 
 def _free_port() -> int:

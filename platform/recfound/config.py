@@ -36,8 +36,8 @@ from recfound.data.synth import SCALES
 from recfound.data.tokenizer import SMOLLM2
 from recfound.model.presets import PRESETS
 from recfound.redact import without_passwords
-from recfound.yaml_limits import YamlLimitError, load_limited
-from recfound.run_folder import NAME_PATTERN, NAME_RULE
+from recfound.yaml_limits import MAX_BYTES, YamlLimitError, load_limited
+from recfound.run_folder import NAME_PATTERN, NAME_RULE, RESERVED_NAMES
 from recfound.tasks import Kind, task_names
 
 if TYPE_CHECKING:  # the converters import these lazily: loading a config must not import torch
@@ -230,7 +230,9 @@ class Section:
 class RunSection(Section):
     """Which run: its name (MLflow run, run folder, scheduler actor), seed and output folder."""
 
-    name: str = _option("recfound-demo", matches(NAME_PATTERN, f"must be a folder name: {NAME_RULE}"))
+    name: str = _option("recfound-demo", matches(NAME_PATTERN, f"must be a folder name: {NAME_RULE}"),
+                        Rule(lambda value: value not in RESERVED_NAMES,
+                             f"must not be one of {', '.join(RESERVED_NAMES)} (the output folder's shared entries)"))
     seed: int = _option(0, at_least(0))
     output_dir: str = ".cache/runs"  # the run folder is output_dir/name
 
@@ -672,6 +674,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> Any:
     """The content of a YAML file; ConfigError naming the file (and the line of a syntax error)."""
     try:
+        if Path(path).stat().st_size > MAX_BYTES:  # before reading it into memory
+            raise ConfigError(reason=f"refused: larger than {MAX_BYTES // 1024} KiB; a config is a few KB",
+                              source=str(path))
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(reason=f"cannot read the config file: {error.strerror}", source=str(path)) from None

@@ -10,26 +10,31 @@ still works where that environment is set.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+
+SECRET_QUERY_KEYS = ("password", "pwd", "token", "secret", "access_token")  # e.g. libpq's ?password=
 
 
 def without_password(text: str) -> str:
-    """`text` with the password of its URI removed; any other text unchanged."""
-    if "://" not in text or "@" not in text:
+    """`text` with the password of its URI removed (from the user info and from query keys such as
+    `password`); any other text unchanged."""
+    if "://" not in text:
         return text
     try:
         parts = urlsplit(text)
     except ValueError:
         return text
     userinfo, at, host = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return text
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
-
-
-def has_password(text: str) -> bool:
-    return isinstance(text, str) and without_password(text) != text
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}@{host}" if user else host)
+    if parts.query:
+        kept = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
+                if key.lower() not in SECRET_QUERY_KEYS]
+        parts = parts._replace(query=urlencode(kept))
+    cleaned = urlunsplit(parts)
+    return text if cleaned == urlunsplit(urlsplit(text)) else cleaned
 
 
 def without_passwords(value: Any) -> Any:

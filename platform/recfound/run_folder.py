@@ -26,6 +26,9 @@ NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}"
 NAME_RULE = f"letters, digits, '.', '_' and '-', starting with a letter or digit, at most {NAME_MAX} characters"
 MARKER_FILE = ".recfound-run"
 LEGACY_MARKER = "config.yaml"
+# What else lives in an output folder beside the run folders (the embedded MLflow store, its artifacts,
+# sweeps): a run of one of these names would write into, and with --overwrite empty, what all runs share.
+RESERVED_NAMES = ("mlflow.db", "mlartifacts", "sweeps")
 
 
 class RunFolderError(OSError):
@@ -57,10 +60,12 @@ class RunFolder:
     def __enter__(self) -> RunFolder:
         import fcntl
 
-        self._refuse_foreign_folder()
+        self._refuse_foreign_folder()  # before anything is created in it
         self.path.mkdir(parents=True, exist_ok=True)
         marker = self.path / MARKER_FILE
-        handle = open(marker, "a+", encoding="utf-8")  # never truncates before the lock is ours
+        # Read-write without truncating (the record stays until the lock is ours) and without append mode
+        # (which would ignore the seek of every rewrite).
+        handle = os.fdopen(os.open(marker, os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -72,12 +77,18 @@ class RunFolder:
             raise RunFolderError(f"{marker}: cannot lock the run folder ({error.strerror}); the file system must "
                                  "support flock (a local disk or NFSv4)") from None
         self._handle = handle
-        earlier = _read_record(marker)
-        if earlier.get("state") == "running":
-            self.previous = earlier
-        self._record = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "started": _now(),
-                        "state": "running"}
-        self._write()
+        try:
+            self._refuse_foreign_folder()  # again, now that no other process can change the marker
+            earlier = _read_record(marker)
+            if earlier.get("state") == "running":
+                self.previous = earlier
+            self._record = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+                            "started": _now(), "state": "running"}
+            self._write()
+        except BaseException:
+            self._handle = None
+            handle.close()
+            raise
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -100,9 +111,11 @@ class RunFolder:
         self._write()
 
     def _write(self) -> None:
+        """Overwrite the record in place, never leaving the file empty (a reader falls back to config.yaml
+        while it holds a mix of the old and new record)."""
         self._handle.seek(0)
-        self._handle.truncate()
         self._handle.write(json.dumps(self._record) + "\n")
+        self._handle.truncate()
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
@@ -110,28 +123,40 @@ class RunFolder:
 
     def _refuse_foreign_folder(self) -> None:
         """A non-empty folder that is not a run folder of this name is never written into."""
+        if self.name in RESERVED_NAMES:
+            raise RunFolderError(f"{self.path}: {self.name!r} is the name of what all runs of the output folder "
+                                 f"share ({', '.join(RESERVED_NAMES)}); choose another run.name")
         if not self.path.exists():
             return
         if not self.path.is_dir():
             raise RunFolderError(f"{self.path}: exists and is not a folder; choose another run.name or run.output_dir")
-        if any(self.path.iterdir()) and not self._is_own_run_folder():
-            raise RunFolderError(f"{self.path}: exists and is not the folder of a run named {self.name!r} (no "
-                                 f"{MARKER_FILE}); choose another run.name or run.output_dir, or move it away")
+        owner = self._owner()
+        if owner is None and any(entry.name != MARKER_FILE for entry in self.path.iterdir()):
+            held = f"no {MARKER_FILE} or {LEGACY_MARKER} names it"
+        elif owner is not None and owner != self.name:
+            held = f"it is the folder of run {owner!r}"
+        else:
+            return
+        raise RunFolderError(f"{self.path}: exists and is not the folder of a run named {self.name!r} ({held}); "
+                             "choose another run.name or run.output_dir, or move it away")
 
-    def _is_own_run_folder(self) -> bool:
-        marker = self.path / MARKER_FILE
-        if marker.is_file():
-            return _read_record(marker).get("name") == self.name
+    def _owner(self) -> str | None:
+        """The run name the folder's marker gives, else (an older run, or a marker being rewritten) the
+        one its config.yaml gives, else None."""
+        name = _read_record(self.path / MARKER_FILE).get("name")
+        if isinstance(name, str):
+            return name
         legacy = self.path / LEGACY_MARKER
         if not legacy.is_file():
-            return False
+            return None
         import yaml
 
         try:
             saved = yaml.safe_load(legacy.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return False
-        return isinstance(saved, dict) and isinstance(saved.get("run"), dict) and saved["run"].get("name") == self.name
+            return None
+        run = saved.get("run") if isinstance(saved, dict) else None
+        return run.get("name") if isinstance(run, dict) and isinstance(run.get("name"), str) else None
 
     def empty(self) -> None:
         """Delete everything in the folder but the marker (the caller holds the lock: `--overwrite`)."""

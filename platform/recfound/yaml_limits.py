@@ -14,6 +14,7 @@ import yaml
 
 MAX_BYTES = 1 << 20  # a run config or sweep file is a few KB
 MAX_VALUES = 100_000  # scalars, lists and mappings after aliases are expanded
+MAX_DEPTH = 32  # a config nests 2-4 levels; deeper documents would exhaust the code that walks them
 
 
 class YamlLimitError(ValueError):
@@ -48,16 +49,18 @@ def load_limited(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _expanded_size(node, {}, set())
+        _expanded_size(node, {}, set(), 0)
         return loader.construct_document(node)
     except RecursionError:
-        raise YamlLimitError("nested too deeply") from None
+        raise YamlLimitError(f"nested deeper than {MAX_DEPTH} levels") from None
     finally:
         loader.dispose()
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], depth: int) -> int:
     """How many values the node stands for once its aliases are expanded (each shared node sized once)."""
+    if depth > MAX_DEPTH:
+        raise YamlLimitError(f"nested deeper than {MAX_DEPTH} levels")
     key = id(node)
     if key in sizes:
         return sizes[key]
@@ -70,7 +73,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
         children = [item for pair in node.value for item in pair]
     else:
         children = []
-    size = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+    size = 1 + sum(_expanded_size(child, sizes, open_nodes, depth + 1) for child in children)
     open_nodes.discard(key)
     if size > MAX_VALUES:
         raise YamlLimitError(f"its aliases expand to more than {MAX_VALUES:,} values; a config is a few hundred")

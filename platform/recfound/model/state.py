@@ -22,6 +22,7 @@ from recfound.model.adapter import Adapter
 
 FORMAT = "recfound-adapter/1"
 HEADER_KEY = "recfound"
+HEADER_FIELDS = {"config": dict, "tasks": list, "token_ids": list, "base_id": str, "base_fingerprint": str}
 _SAMPLES = 1024
 
 
@@ -98,6 +99,10 @@ def _parse_header(path: Path, text: str) -> dict:
         raise ValueError(f"{path}: the '{HEADER_KEY}' header is a JSON {type(header).__name__}, not an object")
     if header.get("format") != FORMAT:
         raise ValueError(f"{path}: adapter format {str(header.get('format'))[:40]!r}, expected {FORMAT!r}")
+    wrong = [key for key, kind in HEADER_FIELDS.items() if not isinstance(header.get(key), kind)]
+    if wrong:
+        raise ValueError(f"{path}: the '{HEADER_KEY}' header lacks or mistypes {', '.join(wrong)}; it was not "
+                         "written by recfound (or was edited)")
     return header
 
 

@@ -22,6 +22,7 @@ from recfound.run_folder import RunFolder, describe_holder
 from recfound.tasks import Kind, get_task
 from recfound.train.errors import TrainingError
 from recfound.train.loop import ROUTING_PLOT, STOPPED_FILE, train_loop_per_worker
+from recfound.train.validation import check_validation_pools
 from recfound.train.placement import (autoscaler_limits, check_feasible, is_placement_timeout, placement_error,
                                       placement_timeout, start_timeout, worker_resources)
 
@@ -155,8 +156,8 @@ def run_params(config: RunConfig) -> dict[str, Any]:
     run says where its data and outputs are whatever directory it was started from."""
     from recfound.tracking.store import absolute_location
 
-    return {**config.flat(), "data.root": absolute_location(config.data.root),
-            "run.output_dir": absolute_location(config.run.output_dir)}
+    return {**config.flat(), "data.root": without_password(absolute_location(config.data.root)),
+            "run.output_dir": without_password(absolute_location(config.run.output_dir))}
 
 
 def log_corpus(tracking_uri: str, run_id: str, root: Path, digest: str,
@@ -228,6 +229,7 @@ def _run_in_folder(config: RunConfig, folder: RunFolder, parent_run_id: str | No
                  for split in ("train", "val")}
         print(f"{sum(len(p) for p in pools['train'].values()):,} train and "
               f"{sum(len(p) for p in pools['val'].values()):,} validation records in {time.perf_counter() - stage:.1f}s")
+        check_validation_pools(pools["val"], config.train.num_workers, str(root))
         tracking_uri = config.tracking_uri()
         digest = data_hash(pools, tokenizer)
         tags = {"data_hash": digest, "base_model": config.model.backbone,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -46,7 +47,8 @@ def load_restricted(path: str, map_location: Any = None) -> Any:
         with torch.serialization.safe_globals(allowed_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+        reason = f"it would call {refused.group(1)}" if refused else "it is not a torch weights file"
         raise UnsafeCheckpointError(f"{path}: refused to load: it holds more than tensors and DeepSpeed's state "
                                     f"({reason}); recfound never writes such a file: was it replaced?") from None
 

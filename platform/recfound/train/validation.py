@@ -34,6 +34,16 @@ def sample_indices(pool_size: int, per_task: int, seed: int, task: str) -> np.nd
     return np.sort(rng.permutation(pool_size)[:per_task])
 
 
+def check_validation_pools(pools: Mapping[str, TokenPool], workers: int, root: str) -> None:
+    """In the driver, before any worker starts: every task's validation split has a record per worker
+    (each worker evaluates a share of the sample); a ValueError naming the task's file otherwise."""
+    for task, pool in pools.items():
+        if len(pool) < workers:
+            raise ValueError(f"{root}/val/{task}: {len(pool)} validation record(s) for {workers} workers; every "
+                             "worker evaluates a share: add validation records for the task, leave the task out "
+                             "(data.tasks), or use fewer workers (train.num_workers)")
+
+
 class ValidationSet:
     """This rank's share of every task's validation sample, collated once."""
 

@@ -24,7 +24,7 @@ import yaml
 
 from recfound.config import ConfigError
 from recfound.data.atomic import atomic_write_bytes
-from recfound.redact import without_password
+from recfound.redact import without_password, without_passwords
 from recfound.tune.report import (TrialRow, ablation_table, best_row, trial_row, trial_table,
                                   write_best_config)
 from recfound.tune.spec import SweepSpec, absolute_paths
@@ -290,7 +290,7 @@ def _print_plan(spec: SweepSpec, folder: Path, resumed: bool) -> None:
     for dimension in spec.space:
         print(f"  {dimension.path}: {dimension.describe()}")
     for name, overrides in spec.variants.items():
-        print(f"  variant {name}: {json.dumps(overrides) if overrides else '(the base config)'}")
+        print(f"  variant {name}: {json.dumps(without_passwords(overrides)) if overrides else '(the base config)'}")
 
 
 def _print_summary(report: SweepReport, folder: Path) -> None:

@@ -31,7 +31,8 @@ from recfound.config import (CORPUS_TOKENIZER, PATHS, ConfigError, RunConfig, as
                              load_config, parse_overrides, read_yaml)
 from recfound.data.tokenizer import SMOLLM2
 from recfound.model.presets import PRESETS
-from recfound.run_folder import NAME_MAX, NAME_PATTERN, NAME_RULE
+from recfound.redact import without_passwords
+from recfound.run_folder import NAME_MAX, NAME_PATTERN, NAME_RULE, RESERVED_NAMES
 
 SEARCHES = ("optuna", "grid", "random")
 SCHEDULERS = ("asha", "none")
@@ -40,6 +41,7 @@ MODES = ("min", "max")
 RANGE_TYPES = ("uniform", "loguniform", "int")
 VALUE_TYPES = ("choice", "grid")
 RESERVED_PATHS = ("run.name", "mlflow.register_as")  # set per trial by the runner
+SWEEP_NAME_MAX = NAME_MAX - 15  # a trial's run name adds "-" and Tune's trial id (8 hex digits, "_", 5 digits)
 
 KEYS = ("name", "description", "base", "overrides", "variants", "space", "metric", "mode", "search", "scheduler",
         "asha", "trials", "max_concurrent_trials", "resources", "storage", "seed")
@@ -147,15 +149,16 @@ class SweepSpec:
         return self.trials if self.search == "optuna" else self.trials * self.grid_size()
 
     def to_dict(self) -> dict[str, Any]:
-        """The definition as plain data (what a resumed sweep must match, and what MLflow logs)."""
-        return {"name": self.name, "description": self.description, "base": self.base,
+        """The definition as plain data (what a resumed sweep must match, and what MLflow logs), with
+        the passwords of URIs removed (`recfound.redact`)."""
+        return without_passwords({"name": self.name, "description": self.description, "base": self.base,
                 "overrides": self.overrides, "variants": self.variants,
                 "space": {d.path: d.to_dict() for d in self.space}, "metric": self.metric, "mode": self.mode,
                 "search": self.search, "scheduler": self.scheduler,
                 "asha": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
                 "trials": self.trials, "max_concurrent_trials": self.max_concurrent_trials,
                 "resources": {key: getattr(self.resources, key) for key in RESOURCE_KEYS},
-                "storage": self.storage, "seed": self.seed}
+                "storage": self.storage, "seed": self.seed})
 
     def params(self) -> dict[str, Any]:
         """Flat MLflow params of the sweep's parent run (the space as text such as 'int(4, 64)')."""
@@ -163,8 +166,8 @@ class SweepSpec:
         params = {f"sweep.{key}": value for key, value in data.items()
                   if key not in ("overrides", "variants", "space", "asha", "resources", "description")}
         params.update({f"sweep.space.{d.path}": d.describe() for d in self.space})
-        params.update({f"sweep.overrides.{key}": _json(value) for key, value in self.overrides.items()})
-        params.update({f"sweep.variants.{name}": _json(values) for name, values in self.variants.items()})
+        params.update({f"sweep.overrides.{key}": _json(value) for key, value in data["overrides"].items()})
+        params.update({f"sweep.variants.{name}": _json(values) for name, values in data["variants"].items()})
         params.update({f"sweep.resources.{key}": value for key, value in data["resources"].items()})
         params.update({f"sweep.asha.{key}": value for key, value in data["asha"].items()})
         return params
@@ -229,9 +232,12 @@ def _parse(raw: Mapping[str, Any], source: str) -> SweepSpec:
 
 def _build(raw: Mapping[str, Any], source: str) -> SweepSpec:
     name = _get(raw, "name", as_text, required=True)
-    if not re.fullmatch(NAME_PATTERN, name):
-        raise ConfigError("name", f"must be a folder name: {NAME_RULE} (it names the trials' runs and folders); "
-                                  f"got {name[:NAME_MAX + 1]!r}")
+    if not re.fullmatch(NAME_PATTERN, name) or name in RESERVED_NAMES:
+        raise ConfigError("name", f"must be a folder name: {NAME_RULE}, none of {', '.join(RESERVED_NAMES)} (it "
+                                  f"names the trials' runs and folders); got {name[:NAME_MAX + 1]!r}")
+    if len(name) > SWEEP_NAME_MAX:
+        raise ConfigError("name", f"at most {SWEEP_NAME_MAX} characters: trial runs are named "
+                                  f"<name>-<trial id> (up to {NAME_MAX}); got {len(name)}")
     search = _get(raw, "search", _one_of(SEARCHES), default="optuna")
     scheduler = _get(raw, "scheduler", _one_of(SCHEDULERS), default="asha")
     space = _space(raw.get("space"), search)
