@@ -46,6 +46,21 @@ def ray_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def two_gloo_ranks(tmp_path_factory):
+    """The folder of what one pair of spawned gloo ranks wrote (`test_train_deepspeed._rank_main`): the
+    DeepSpeed engine steps and test_train_step's distributed cases. One spawn for both modules:
+    starting the two processes (torch, DeepSpeed) costs more than everything they run."""
+    import torch.multiprocessing as mp
+
+    from test_train_deepspeed import _rank_main
+    from test_train_step import _free_port
+
+    out = tmp_path_factory.mktemp("ranks")
+    mp.start_processes(_rank_main, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn")
+    return out
+
+
 @pytest.fixture
 def extra_task():
     """A 14th task (a label-set CTR task) registered for one test, then removed again."""

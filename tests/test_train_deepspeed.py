@@ -1,7 +1,10 @@
 """GradCache + gradient accumulation through DeepSpeed ZeRO-1/2/3 (2 gloo ranks on CPU, the loop's
 coalesced reduction): one engine step moves the adapter by exactly the full-batch gradient at the
 learning rate the loop sets, and the saved checkpoint holds the whole trained adapter (gathered
-under ZeRO-3, never empty), which reloads."""
+under ZeRO-3, never empty), which reloads, and only through the restricted unpickler.
+
+`_rank_main` is what the suite's one pair of spawned gloo ranks runs (`two_gloo_ranks` in conftest.py):
+these engine steps and test_train_step's distributed cases."""
 
 from __future__ import annotations
 
@@ -12,16 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from recfound.config import RunConfig
-from test_train_step import CONFIGS, _free_port, collated, full_batch, model, rows
+from test_train_step import CONFIGS, collated, full_batch, model, rows, run_split_cases
 
 LR = 0.5
 LR_SCHEDULE = RunConfig().with_overrides({"train.lr": LR, "train.lr_schedule": "constant",
                                           "train.lr_warmup_ratio": 0.0}).train
-# One engine step per (ZeRO stage, precision), all in one pair of spawned ranks: starting the two
-# processes (torch, DeepSpeed) costs more than the steps themselves.
+# One engine step per (ZeRO stage, precision).
 STEPS = {"zero1": (1, "fp32"), "zero2": (2, "fp32"), "zero3": (3, "fp32"), "zero2-bf16": (2, "bf16")}
 
 
@@ -30,6 +31,7 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
                       LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        run_split_cases(rank, world, Path(out) / "splits")
         for name, (stage, precision) in STEPS.items():
             _one_engine_step(rank, world, stage, precision, Path(out) / name)
     finally:
@@ -71,20 +73,13 @@ def _one_engine_step(rank: int, world: int, stage: int, precision: str, out: Pat
     dist.barrier()
 
 
-@pytest.fixture(scope="module")
-def engine_steps(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("zero")
-    mp.start_processes(_rank_main, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn")
-    return out
-
-
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_one_zero_step_applies_the_full_batch_gradient_at_the_set_lr(engine_steps, stage):
+def test_one_zero_step_applies_the_full_batch_gradient_at_the_set_lr(two_gloo_ranks, stage):
     from safetensors.torch import load_file
 
     from recfound.model.state import load_adapter, read_adapter
 
-    out = engine_steps / f"zero{stage}"
+    out = two_gloo_ranks / f"zero{stage}"
     delta = load_file(out / "delta.safetensors")
     adapter = model(dtype="float32").double()  # the ranks' starting point, differentiated in float64
     _, expected = full_batch(adapter, *collated(*rows()), CONFIGS["defaults"])
@@ -117,12 +112,12 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert lr_factor(9, 10, 2, "constant", 0.0) == 1.0
 
 
-def test_bf16_checkpoints_hold_the_fp32_master_weights(engine_steps):
+def test_bf16_checkpoints_hold_the_fp32_master_weights(two_gloo_ranks):
     """Under bf16 the module weights are bf16; the saved adapter holds the optimizer's fp32 masters
     (changes smaller than a bf16 step survive), and it loads into a float32 adapter."""
     from recfound.model.state import load_adapter, read_adapter
 
-    checkpoint = engine_steps / "zero2-bf16" / "ckpt" / "adapter.safetensors"
+    checkpoint = two_gloo_ranks / "zero2-bf16" / "ckpt" / "adapter.safetensors"
     _, saved = read_adapter(checkpoint)
     assert all(t.dtype == torch.float32 for t in saved.values())
     trained = saved["task_table.weight"]
@@ -130,15 +125,15 @@ def test_bf16_checkpoints_hold_the_fp32_master_weights(engine_steps):
     load_adapter(model(dtype="float32"), checkpoint)
 
 
-def test_every_checkpoint_file_loads_without_unpickling_code(engine_steps):
+def test_every_checkpoint_file_loads_without_unpickling_code(two_gloo_ranks):
     """The restricted loader reads every file DeepSpeed wrote for each ZeRO stage and precision (what a
     resume loads), tensors intact."""
     import torch
 
     from recfound.train.unpickling import load_restricted
 
-    files = sorted(engine_steps.glob("*/ckpt/zero/**/*.pt"))
-    assert {path.relative_to(engine_steps).parts[0] for path in files} == set(STEPS)
+    files = sorted(two_gloo_ranks.glob("*/ckpt/zero/**/*.pt"))
+    assert {path.relative_to(two_gloo_ranks).parts[0] for path in files} == set(STEPS)
     for path in files:
         restricted = load_restricted(str(path))
         assert restricted.keys() == torch.load(path, weights_only=False).keys(), path

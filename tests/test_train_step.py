@@ -3,15 +3,13 @@ two gloo ranks) and generative gradient accumulation give the full-batch losses 
 
 from __future__ import annotations
 
-import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from recfound.data.collate import collate_embedding, collate_generative
 from recfound.model.objectives import EmbeddingConfig, embedding_loss, generative_loss
@@ -135,34 +133,28 @@ def test_replayed_dropout_matches_the_first_pass():
         torch.testing.assert_close(got[key], expected[key], rtol=RTOL, atol=ATOL, msg=key)
 
 
-# The distributed cases, all run by one pair of spawned ranks (starting the processes costs more than the steps).
+# The distributed cases, run by the suite's one pair of spawned gloo ranks (`two_gloo_ranks` in
+# conftest.py, which runs test_train_deepspeed's engine steps too: starting the processes costs more
+# than the steps).
 SPLITS = {"defaults": ("defaults", False), "all-options": ("all-options", False),
           "all-options-lopsided": ("all-options", True)}
 
 
-def _rank_main(rank: int, world: int, port: int, out: str) -> None:
+def run_split_cases(rank: int, world: int, out: Path) -> None:
+    """On each rank of an initialised gloo group: every SPLITS case's step over this rank's rows."""
     from safetensors.torch import save_file
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        embedding_rows, generative_rows = rows()
-        for case, (name, lopsided) in SPLITS.items():
-            if lopsided:  # rank 0 holds one row of each kind: it runs zero-weight padding micro-batches
-                mine = lambda table: table.slice(0, 1) if rank == 0 else table.slice(1)
-            else:  # the mixer's round-robin deal
-                mine = lambda table: table.take(np.arange(rank, table.num_rows, world))
-            adapter = model()
-            losses, got = stepped(adapter, *collated(mine(embedding_rows), mine(generative_rows)), CONFIGS[name],
-                                  (2, 2))
-            got["loss"] = torch.tensor([losses.total], dtype=torch.float64)
-            save_file({k: v.contiguous() for k, v in got.items()}, os.path.join(out, f"{case}-rank{rank}.safetensors"))
-    finally:
-        dist.barrier()  # no rank tears gloo down while the other is still in a collective
-        dist.destroy_process_group()
-    # The results are saved: skip the interpreter's teardown, where a library's leftover thread
-    # occasionally aborts the process ("terminate called without an active exception").
-    os._exit(0)
+    out.mkdir(parents=True, exist_ok=True)
+    embedding_rows, generative_rows = rows()
+    for case, (name, lopsided) in SPLITS.items():
+        if lopsided:  # rank 0 holds one row of each kind: it runs zero-weight padding micro-batches
+            mine = lambda table: table.slice(0, 1) if rank == 0 else table.slice(1)
+        else:  # the mixer's round-robin deal
+            mine = lambda table: table.take(np.arange(rank, table.num_rows, world))
+        adapter = model()
+        losses, got = stepped(adapter, *collated(mine(embedding_rows), mine(generative_rows)), CONFIGS[name], (2, 2))
+        got["loss"] = torch.tensor([losses.total], dtype=torch.float64)
+        save_file({k: v.contiguous() for k, v in got.items()}, str(out / f"{case}-rank{rank}.safetensors"))
 
 
 def _free_port() -> int:
@@ -171,22 +163,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_rank_steps(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ranks")
-    mp.start_processes(_rank_main, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn")
-    return out
-
-
 @pytest.mark.parametrize("case", SPLITS)
-def test_two_ranks_sum_to_the_full_batch_gradient(two_rank_steps, case):
+def test_two_ranks_sum_to_the_full_batch_gradient(two_gloo_ranks, case):
     """Each rank holds part of the rows (half each, or 1 and the rest); with every rank's embeddings
     as negatives the ranks' gradients sum to the single-process full-batch gradient, and every rank
     reports the global loss."""
     from safetensors.torch import load_file
 
     name, _ = SPLITS[case]
-    parts = [load_file(two_rank_steps / f"{case}-rank{r}.safetensors") for r in range(2)]
+    parts = [load_file(two_gloo_ranks / "splits" / f"{case}-rank{r}.safetensors") for r in range(2)]
     adapter = model()
     expected_loss, expected = full_batch(adapter, *collated(*rows()), CONFIGS[name])
     for part in parts:
