@@ -84,22 +84,24 @@ def test_overwrite_empties_only_the_run_folder_of_that_name(tmp_path):
     assert (runs / "keep" / "weights.bin").read_bytes() == b"other run" and (runs / "mlflow.db").is_file()
 
 
+def _folder_with(path, name: str, content: bytes):
+    path.mkdir()
+    (path / name).write_bytes(content)
+
+
 def test_a_folder_that_is_not_that_runs_folder_is_never_used(tmp_path):
-    (tmp_path / "photos").mkdir()
-    (tmp_path / "photos" / "cat.jpg").write_bytes(b"meow")
+    _folder_with(tmp_path / "photos", "cat.jpg", b"meow")
     with pytest.raises(RunFolderError, match=r"photos: exists and is not the folder of a run named 'photos' "
                                              r"\(no \.recfound-run or config\.yaml names it\)"):
         with RunFolder(tmp_path, "photos"):
             pass
-    (tmp_path / "renamed").mkdir()
-    (tmp_path / "renamed" / "config.yaml").write_text("run: {name: original}\n")
+    _folder_with(tmp_path / "renamed", "config.yaml", b"run: {name: original}\n")
     with pytest.raises(RunFolderError, match=r"not the folder of a run named 'renamed' \(it is the folder of run "
                                              r"'original'\)"):
         with RunFolder(tmp_path, "renamed"):
             pass
     # A run folder from before the marker (its config.yaml names it) is still this run's.
-    (tmp_path / "legacy").mkdir()
-    (tmp_path / "legacy" / "config.yaml").write_text("run: {name: legacy}\n")
+    _folder_with(tmp_path / "legacy", "config.yaml", b"run: {name: legacy}\n")
     with RunFolder(tmp_path, "legacy") as folder:
         folder.empty()
     assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"meow"

@@ -138,14 +138,14 @@ def _clear_earlier_run(config: RunConfig, folder: RunFolder, overwrite: bool) ->
 
 
 def _fail_orphaned_mlflow_run(config: RunConfig, run_id: str | None) -> None:
+    from recfound import tracking
     from recfound.tracking.store import client
 
     if not run_id:
         return
     try:
-        store = client(config.tracking_uri())
-        if store.get_run(run_id).info.status == "RUNNING":
-            store.set_terminated(run_id, status="FAILED")
+        if client(config.tracking_uri()).get_run(run_id).info.status == "RUNNING":
+            tracking.finish_run(config.tracking_uri(), run_id, "FAILED")
             print(f"note: marked its MLflow run {run_id} FAILED", flush=True)
     except Exception as err:  # noqa: BLE001 - another store, or a deleted run: nothing to mark
         print(f"note: its MLflow run {run_id} was not marked failed ({type(err).__name__})", flush=True)
