@@ -175,7 +175,8 @@ def _tuner(spec: SweepSpec, folder: Path, parent_run_id: str) -> Any:
     from ray import tune
 
     from recfound.tune.space import param_space, search_algorithm, trial_scheduler
-    from recfound.tune.trainable import ReleaseStoppedTrials, run_trial
+    from recfound.tune.leftovers import ReleaseStoppedTrials
+    from recfound.tune.trainable import run_trial
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec, parent_run_id=parent_run_id),
                                     {"CPU": spec.resources.trial_cpus})

@@ -1,0 +1,158 @@
+"""What a trial that Tune kills leaves in the cluster, and how the sweep driver releases it.
+
+When ASHA stops a trial, Tune kills the trial's actor mid-run. Its `TrialDriver`, the Train controller
+the driver started and the workers die with it (Ray kills an actor's children), but two things outlive
+them:
+
+- the workers' placement group: it belongs to the job, not to the controller that created it;
+- Ray Train's detached `PlacementGroupCleaner`, which should remove that group but needs the State API
+  (a dashboard) to notice its controller died; without one it lives on, warning once a second.
+
+`TrialResources`, a Ray Train callback of the trial's controller, registers the controller with the
+sweep's `TrialJanitor` as soon as the controller starts, before any worker group exists. When the trial
+ends, the sweep driver's `ReleaseStoppedTrials` (a Tune callback) kills the trial's driver, and the
+janitor waits for the trial's controllers to die, then removes every placement group they created
+(found by creator in the GCS table, so a group created an instant before the kill is found too) and
+stops their cleaners. This reads internals of Ray 2.60's Train V2 and GCS tables (pinned in
+requirements.txt): the controller's callbacks and Ray's cleaner handle, and the creator of each
+placement group.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray import tune
+from ray.train.v2._internal.execution.callback import ControllerCallback  # Ray 2.60 (pinned)
+
+from recfound.tune.spec import SweepSpec
+from recfound.tune.trial import trial_run_name
+
+DEAD_WAIT_S = 10.0  # how long the janitor waits for a killed trial's controllers to be dead
+
+
+def driver_name(run_name: str) -> str:
+    """The Ray actor name of a trial's driver."""
+    return f"recfound-trial-{run_name}"
+
+
+def janitor_name(sweep: str) -> str:
+    """The Ray actor name of a sweep driver's janitor."""
+    return f"recfound-sweep-janitor-{sweep}"
+
+
+class TrialResources(ControllerCallback):
+    """A Ray Train controller callback: registers the controller, and Ray Train's placement-group cleaner
+    that the controller started just before, with the sweep's janitor under the trial's run name."""
+
+    def __init__(self, janitor: str, run_name: str) -> None:
+        self.janitor, self.run_name = janitor, run_name
+
+    def after_controller_start(self, train_run_context: Any) -> None:
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+        worker = ray._private.worker.global_worker
+        controller_id = worker.core_worker.get_actor_id()
+        # Ray's own callbacks run before the user's: the cleaner exists by now.
+        cleaners = [callback._cleaner for callback in worker.actors[controller_id]._callbacks
+                    if isinstance(callback, PlacementGroupCleanerCallback) and callback._cleaner is not None]
+        ray.get(ray.get_actor(self.janitor).register.remote(self.run_name, controller_id.hex(), cleaners))
+
+
+@ray.remote(num_cpus=0)
+class TrialJanitor:
+    """Each trial's Train controllers and their cleaner actors, by trial run name. One per sweep driver
+    (named `janitor_name(sweep)`), its child."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, list[tuple[str, list[Any]]]] = {}
+
+    def register(self, run_name: str, controller_id: str, cleaners: list[Any]) -> None:
+        self._held.setdefault(run_name, []).append((controller_id, cleaners))
+
+    def release(self, run_name: str, dead_wait_s: float = DEAD_WAIT_S) -> int:
+        """Once the trial's controllers are dead, remove the placement groups they created that still
+        exist and stop their cleaners; how many groups were removed."""
+        from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+        held = self._held.pop(run_name, [])
+        controllers = {controller_id for controller_id, _ in held}
+        _wait_dead(controllers, dead_wait_s)
+        for _, cleaners in held:
+            for cleaner in cleaners:
+                ray.kill(cleaner)  # a finished trial's cleaner has exited already: nothing happens
+        groups = live_groups_created_by(controllers)
+        for group_id in groups:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
+        return len(groups)
+
+
+def live_groups_created_by(actor_ids: set[str]) -> list[str]:
+    """The ids of the placement groups not yet removed that one of these actors created (GCS table)."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    if not actor_ids:
+        return []
+    found = []
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        group = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if group.creator_actor_id.hex() in actor_ids and group.state != gcs_pb2.PlacementGroupTableData.REMOVED:
+            found.append(group.placement_group_id.hex())
+    return found
+
+
+def _wait_dead(actor_ids: set[str], wait_s: float) -> None:
+    """Wait (at most `wait_s`) until the GCS has these actors dead: a controller outlives its killed
+    owner by a moment, and must not create a group after the janitor looked."""
+    from ray._private.state import actors
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if all(actors(actor_id=actor_id).get("State", "DEAD") == "DEAD" for actor_id in actor_ids):
+            return
+        time.sleep(0.2)
+
+
+class ReleaseStoppedTrials(tune.Callback):
+    """A Tune callback of the sweep driver: when a trial ends (finished, stopped by ASHA or failed), its
+    driver actor is killed if still alive, and the janitor releases what the trial's controllers left."""
+
+    def __init__(self, spec: SweepSpec, wait_s: float = 10.0) -> None:
+        self.spec, self.wait_s = spec, wait_s
+        self._janitor: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks with the experiment: no actor handle
+        return {**self.__dict__, "_janitor": None}
+
+    def setup(self, **info: Any) -> None:
+        """Start the sweep's janitor (again, when a restored sweep starts a new driver)."""
+        self._janitor = TrialJanitor.options(name=janitor_name(self.spec.name), get_if_exists=True).remote()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.release(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.release(trial)
+
+    def release(self, trial: Any) -> None:
+        run_name = trial_run_name(self.spec, trial.trial_id)
+        _kill_driver(driver_name(run_name), self.wait_s)
+        ray.get(self._janitor.release.remote(run_name))
+
+
+def _kill_driver(name: str, wait_s: float) -> None:
+    """Kill the named actor, if alive, and wait until it is gone (its children die with it)."""
+    try:
+        ray.kill(ray.get_actor(name))
+    except ValueError:  # no such actor: the trial finished and its driver is gone
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name)
+        except ValueError:
+            return
+        time.sleep(0.2)
