@@ -108,7 +108,59 @@ def test_smollm2_gguf_converts_once_then_reloads_fast(smollm2_cache):
             actual = _llama_cpp_permute(actual, heads[kind])
         np.testing.assert_array_equal(actual, expected.reshape(actual.shape), err_msg=name)
     assert len(checked) == 2 + 2 * 9
+    # SmolLM2-135M's published config (its model card's config.json), read from the GGUF metadata.
+    assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers) == (576, 1536, 30)
+    assert (config.num_attention_heads, config.num_key_value_heads, config.head_dim) == (9, 3, 64)
+    assert config.rope_parameters["rope_theta"] == 100000.0 and config.rms_norm_eps == pytest.approx(1e-5)
+    assert config.tie_word_embeddings and config.max_position_embeddings == 8192
     ids = torch.tensor([[info.embed_id, 504, 3458, 314]])
     with torch.no_grad():
         logits = again.model(input_ids=ids).logits
     assert logits.shape == (1, 4, info.vocab_size) and torch.isfinite(logits).all()
+
+
+def test_a_llama_written_as_gguf_converts_back_to_the_same_model(tmp_path):
+    """A small random Llama (untied output head, grouped kv heads) written as a float32 GGUF the way
+    llama.cpp's converter writes one (its names, q/k permuted), converted and loaded: same logits."""
+    import gguf
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
+                         tie_word_embeddings=False, bos_token_id=1, eos_token_id=3, pad_token_id=0)
+    torch.manual_seed(0)
+    original = LlamaForCausalLM(config).eval()
+    path = tmp_path / "small.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_context_length(64)
+    writer.add_embedding_length(32)
+    writer.add_feed_forward_length(48)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_rope_freq_base(5000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(3)
+    writer.add_pad_token_id(0)
+    heads = {"attn_q": 4, "attn_k": 2}
+    for name, parameter in original.state_dict().items():
+        gguf_name = "output.weight" if name == "lm_head.weight" else _gguf_name(name)
+        weights = parameter.numpy()
+        kind = gguf_name.split(".")[-2]
+        if kind in heads:
+            weights = _llama_cpp_permute(weights, heads[kind])
+        writer.add_tensor(gguf_name, np.ascontiguousarray(weights))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    info = TokenizerInfo("corpus", vocab_size=300, pad_id=0, eos_id=3, embed_id=4)
+    converted = load_backbone(path, info, cache_dir=tmp_path / "cache").model
+    assert not converted.config.tie_word_embeddings and converted.config.num_key_value_heads == 2
+    ids = torch.tensor([[1, 17, 250, 42, 9, 3]])
+    with torch.no_grad():
+        np.testing.assert_allclose(converted(input_ids=ids).logits.numpy(), original(input_ids=ids).logits.numpy(),
+                                   rtol=1e-5, atol=1e-5)
