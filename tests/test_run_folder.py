@@ -117,7 +117,7 @@ def test_a_killed_runs_mlflow_run_is_marked_failed_on_the_next_start(tmp_path, c
     import mlflow
 
     from recfound.config import load_config
-    from recfound.train.launch import _clear_earlier_run
+    from recfound.train.resume import plan_restart
 
     config = load_config(None, ["run.name=crashed", f"run.output_dir={tmp_path / 'runs'}"], check_paths=False)
     client = mlflow.MlflowClient(config.tracking_uri())
@@ -128,7 +128,7 @@ def test_a_killed_runs_mlflow_run_is_marked_failed_on_the_next_start(tmp_path, c
     marker = tmp_path / "runs" / "crashed" / MARKER_FILE
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "mlflow_run_id": orphan}))
     with RunFolder(config.run.output_dir, config.run.name) as folder:
-        _clear_earlier_run(config, folder, overwrite=False)
+        assert plan_restart(config, folder, overwrite=False) is None  # no checkpoints: a fresh start
     assert client.get_run(orphan).info.status == "FAILED"
     printed = capsys.readouterr().out
     assert f"an earlier process of run 'crashed', pid {holder.pid} on host" in printed

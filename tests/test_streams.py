@@ -123,10 +123,12 @@ def test_a_bad_tokenizer_fails_in_the_driver_naming_the_path(dataset, tmp_path):
         open_streams(dataset[0], "train", tmp_path)
 
 
-def test_smollm2_gguf_tokenizer_converts_once_and_has_embed(tmp_path):
-    folder = resolve_tokenizer("smollm2", cache_dir=tmp_path)
+def test_smollm2_gguf_tokenizer_converts_once_and_has_embed(smollm2_cache):
+    folder = resolve_tokenizer("smollm2", cache_dir=smollm2_cache)
     assert (folder / "tokenizer.json").is_file()
-    assert resolve_tokenizer("smollm2", cache_dir=tmp_path) == folder  # cached
+    written = (folder / "tokenizer.json").stat().st_mtime_ns
+    assert resolve_tokenizer("smollm2", cache_dir=smollm2_cache) == folder  # cached: not converted again
+    assert (folder / "tokenizer.json").stat().st_mtime_ns == written
     tokenizer, info = load_tokenizer(folder)
     assert info.embed_id == info.vocab_size - 1  # appended after the 49,152 GGUF tokens
     ids = tokenizer.encode("Red running shoes", add_special_tokens=False).ids

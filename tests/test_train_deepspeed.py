@@ -67,7 +67,7 @@ def _one_engine_step(rank: int, world: int, stage: int, precision: str, out: Pat
     engine.step()
     with gathered(engine, adapter):
         delta = {n: (p.detach() - before[n]).contiguous() for n, p in adapter.trainable_state().items()}
-    save_checkpoint(out / "ckpt", engine, adapter, LoopState(step=1), {}, rank)
+    save_checkpoint(out / "ckpt", engine, adapter, LoopState(step=1), {}, rank, world)
     if rank == 0:
         save_file(delta, str(out / "delta.safetensors"))
     dist.barrier()

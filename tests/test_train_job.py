@@ -1,14 +1,14 @@
 """The training job end to end on the session's local Ray cluster with 2 CPU workers (DeepSpeed ZeRO-2
 over gloo): MLflow run, metrics, merge, registry; a worker killed mid-run resumes from the last
-checkpoint onto the same step count and ratio sequence as an uninterrupted run; a ZeRO-3 job submitted
-with `ray job submit`; a diverging run from the command line; bounded waits for workers."""
+checkpoint, and a driver stopped by SIGTERM resumes with the same command, onto the same ratio sequence
+as an uninterrupted run; a ZeRO-3 job submitted with `ray job submit`; a diverging run from the command
+line; bounded waits for workers."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -185,39 +185,73 @@ def _registered_checkpoints(run_dir) -> int:
         return 0
 
 
-def _kill_one_worker_after_first_checkpoint(run_dir, stop: threading.Event, killed: list) -> None:
-    while not stop.is_set() and _registered_checkpoints(run_dir) < 1:
+def _wait_for_checkpoints(run_dir, count: int, driver, timeout_s: float = 300) -> None:
+    """Wait until Ray Train has registered `count` checkpoints of the run (bounded; the driver alive)."""
+    deadline = time.monotonic() + timeout_s
+    while _registered_checkpoints(run_dir) < count:
+        assert driver.poll() is None, f"the driver exited early ({driver.returncode})"
+        assert time.monotonic() < deadline, f"no checkpoint {count} within {timeout_s} s"
         time.sleep(0.1)
-    pids = _train_worker_pids()
-    if pids and not stop.is_set():
-        os.kill(pids[-1], signal.SIGKILL)
-        killed.append(pids[-1])
 
 
-def test_killed_worker_resumes_onto_the_same_ratio_sequence(baseline):
+def test_killed_worker_and_stopped_driver_resume_onto_the_same_ratio_sequence(baseline):
+    """`recfound train` with the baseline's settings, attached to the session cluster. A worker killed
+    after the first checkpoint: Ray Train restarts the workers from it. SIGTERM to the driver after the
+    second (as `ray job stop` sends): the run stops within seconds, exit 143, its MLflow run KILLED, the
+    checkpoints kept. Other settings are refused naming the difference; the same command resumes from
+    the latest checkpoint into the same MLflow run, and the whole run trains on the uninterrupted
+    baseline's ratio sequence and losses. Run once more, the finished run is refused."""
+    import subprocess
+    import sys
+
     from recfound.train.launch import run_training
 
     tmp, uninterrupted = baseline
-    config = job_config(tmp, "killed", "checkpoint.max_failures=2", "eval.enabled=false")
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_one_worker_after_first_checkpoint, args=(config.run_dir(), stop, killed))
-    killer.start()
-    try:
-        resumed = run_training(config)
-    finally:
-        stop.set()
-        killer.join()
-    assert killed, "no training worker was found to kill"
-    client = mlflow.MlflowClient(resumed.tracking_uri)
-    logged = [m.step for m in client.get_metric_history(resumed.run_id, "loss/total")]
-    assert sorted(set(logged)) == list(range(1, STEPS + 1))
+    overrides = job_overrides(tmp, "interrupted", "checkpoint.max_failures=2", "eval.enabled=false")
+    config = load_config(None, overrides)
+    run_dir = config.run_dir()
+    console = tmp / "interrupted-console.txt"
+    with console.open("w") as out:
+        driver = subprocess.Popen([str(Path(sys.executable).parent / "recfound"), "train", *set_arguments(overrides)],
+                                  stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_for_checkpoints(run_dir, 1, driver)
+            killed = _train_worker_pids()
+            assert killed, "no training worker was found to kill"
+            os.kill(killed[-1], signal.SIGKILL)
+            _wait_for_checkpoints(run_dir, 2, driver)
+            driver.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            driver.wait(timeout=120)
+            stopped_in = time.monotonic() - signalled
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+    printed = console.read_text()
+    assert driver.returncode == 128 + signal.SIGTERM, printed[-3000:]
+    assert stopped_in < 60, stopped_in
+    assert [line for line in printed.splitlines() if line.strip()][-1].startswith(
+        "recfound: training run 'interrupted' stopped by SIGTERM; checkpoints kept in "), printed[-3000:]
+    client = mlflow.MlflowClient(uninterrupted.tracking_uri)
+    (first,) = client.search_runs([client.get_experiment_by_name("recfound").experiment_id],
+                                  filter_string="attributes.run_name = 'interrupted'")
+    assert first.info.status == "KILLED"
+
+    with pytest.raises(FileExistsError, match=r"other settings \(train\.lr: 0\.005 -> 0\.001\); rerun with its"):
+        run_training(load_config(None, [*overrides, "train.lr=0.001"]))
+    resumed = run_training(config)
+    assert resumed.run_id == first.info.run_id and client.get_run(resumed.run_id).info.status == "FINISHED"
     resumed_from = [m.value for m in client.get_metric_history(resumed.run_id, "resumed_from_step")]
-    assert resumed_from and resumed_from[0] >= 2  # from a checkpoint, not from the start
+    assert len(resumed_from) == 2 and 2 <= resumed_from[0] <= resumed_from[1]  # the restart, then the rerun
+    assert sorted({m.step for m in client.get_metric_history(resumed.run_id, "loss/total")}) == \
+        list(range(1, STEPS + 1))
     assert resumed.history["eval_steps"] == uninterrupted.history["eval_steps"] == list(range(1, STEPS + 1))
     for kind in ("embedding", "generative"):
         assert resumed.history["kinds"][kind]["ratios"] == uninterrupted.history["kinds"][kind]["ratios"]
         np.testing.assert_allclose(resumed.history["kinds"][kind]["losses"],
                                    uninterrupted.history["kinds"][kind]["losses"], rtol=1e-6)
+    with pytest.raises(FileExistsError, match="run 'interrupted' already finished"):
+        run_training(config)
 
 
 def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
@@ -231,7 +265,7 @@ def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
     from pathlib import Path
 
     from recfound.model.state import read_adapter
-    from recfound.train.launch import find_checkpoint_folders
+    from recfound.train.resume import find_checkpoint_folders
 
     overrides = job_overrides(tmp_path, "diverging", "train.lr=1e30", "train.lr_warmup_ratio=0", "train.max_bad_steps=2",
                               "checkpoint.every=1", "data.tasks=[Q2I, SA]", "train.num_workers=1")
@@ -284,7 +318,7 @@ def test_zero3_job_submitted_with_ray_job_submit_is_quiet_and_saves_whole_adapte
     from recfound.model.adapter import AdapterConfig, attach_adapter
     from recfound.model.backbone import load_backbone
     from recfound.model.state import load_adapter, read_adapter
-    from recfound.train.launch import find_checkpoint_folders
+    from recfound.train.resume import find_checkpoint_folders
 
     overrides = ["run.name=zero3", f"run.output_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",
                  "data.tasks=[Q2I, SA, QR]", "data.val_per_task=4", "train.zero_stage=3", "train.steps=2",

@@ -307,15 +307,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `recfound` console command; returns the exit status."""
+    from recfound.no_space import full_disk_error
     from recfound.train.errors import TrainingError
+    from recfound.train.interrupt import interruption
 
     args = build_parser().parse_args(argv)
     set_verbose(args.verbose)
     quiet_process()
     try:
         args.func(args)
-    except (RecordError, OSError, ValueError, KeyError, TrainingError) as err:
-        message = err.args[0] if isinstance(err, KeyError) else str(err)
+    except Exception as err:  # noqa: BLE001 - each known kind becomes one line; anything else is re-raised
+        stopped, full = interruption(err), full_disk_error(err)
+        if stopped is not None:
+            print(f"recfound: {stopped}", file=sys.stderr)
+            return stopped.exit_code
+        if full is not None:  # a full disk surfaces as many other errors (SQLite's, Ray Train's)
+            message = full.strerror
+        elif isinstance(err, (RecordError, OSError, ValueError, KeyError, TrainingError)):
+            message = err.args[0] if isinstance(err, KeyError) else str(err)
+        else:
+            raise
         print(f"recfound: error: {message}", file=sys.stderr)
         return 1
     return 0

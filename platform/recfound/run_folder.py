@@ -51,7 +51,8 @@ class RunFolder:
     def __init__(self, output_dir: Path | str, name: str) -> None:
         self.path = Path(output_dir) / name
         self.name = name
-        self.previous: dict[str, Any] | None = None  # the record a killed earlier process left, if any
+        self.last: dict[str, Any] = {}  # the record the earlier process of this run left (empty: none)
+        self.previous: dict[str, Any] | None = None  # that record, when that process was killed
         self._handle: Any = None
         self._record: dict[str, Any] = {}
 
@@ -79,11 +80,13 @@ class RunFolder:
         self._handle = handle
         try:
             self._refuse_foreign_folder()  # again, now that no other process can change the marker
-            earlier = _read_record(marker)
-            if earlier.get("state") == "running":
-                self.previous = earlier
+            self.last = _read_record(marker)
+            if self.last.get("state") == "running":
+                self.previous = self.last
             self._record = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                             "started": _now(), "state": "running"}
+            if "mlflow_run_id" in self.last:  # the run's MLflow run, until this process starts another
+                self._record["mlflow_run_id"] = self.last["mlflow_run_id"]
             self._write()
         except BaseException:
             self._handle = None

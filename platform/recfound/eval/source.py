@@ -58,7 +58,7 @@ class ModelSource:
         """Adapter `which` of a training run folder: 'init' (before training: the base model's outputs),
         'final' (the last checkpoint) or 'merged' (TIES; the final adapter when the run merged nothing)."""
         from recfound.config import load_config
-        from recfound.train.launch import find_checkpoint_folders
+        from recfound.merge.files import complete_checkpoints
 
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file():
@@ -68,9 +68,9 @@ class ModelSource:
             raise ValueError(f"{run_dir}: no model {which!r}; choose init, final or merged")
         path = run_dir / RUN_MODELS.get(which, "")
         if which == "final" or (which == "merged" and not path.is_file()):
-            checkpoints = find_checkpoint_folders(run_dir)
+            checkpoints = complete_checkpoints(run_dir)
             if not checkpoints:
-                raise FileNotFoundError(f"{run_dir}: the run has no checkpoint folder")
+                raise FileNotFoundError(f"{run_dir}: the run has no complete checkpoint folder")
             path = checkpoints[-1] / ADAPTER_FILE
         return cls.from_adapter_file(label or f"{run_dir.name}:{which}", path, run_tokenizer(run_dir, config),
                                      serving_of(config))

@@ -54,20 +54,26 @@ def checkpoint_step(folder: Path | str) -> int:
     return step
 
 
+def complete_checkpoints(run_dir: Path | str) -> list[Path]:
+    """The complete checkpoint folders of a run (`recfound.train.manifest`), oldest step first; a
+    warning line for each incomplete one."""
+    from recfound.train.manifest import complete_checkpoints as complete
+
+    folders = complete(sorted(path for path in Path(run_dir).glob(CHECKPOINT_GLOB) if path.is_dir()))
+    return sorted(folders, key=lambda folder: (checkpoint_step(folder), folder.name))
+
+
 def find_checkpoints(run_dir: Path | str) -> list[Path]:
-    """The checkpoint folders of a run, oldest step first."""
+    """The complete checkpoint folders of a run, oldest step first; an error when there is none."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
-    folders = [path for path in run_dir.glob(CHECKPOINT_GLOB) if path.is_dir()]
+    folders = complete_checkpoints(run_dir)
     if not folders:
-        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_GLOB} folders, so nothing to merge: train a run "
+        raise FileNotFoundError(f"{run_dir}: no complete {CHECKPOINT_GLOB} folders, so nothing to merge: train a run "
                                 "(recfound train writes its checkpoints into <run.output_dir>/<run.name>), or name "
                                 "checkpoint folders or adapter files (with --base and --out outside a run folder)")
-    for folder in folders:
-        if not (folder / ADAPTER_FILE).is_file():
-            raise FileNotFoundError(f"{folder}: checkpoint folder without {ADAPTER_FILE}")
-    return sorted(folders, key=lambda folder: (checkpoint_step(folder), folder.name))
+    return folders
 
 
 def plan_run(run_dir: Path | str, base: Path | str | None = None, out: Path | str | None = None,

@@ -40,6 +40,28 @@ def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None
     client(tracking_uri).set_terminated(run_id, status=status)
 
 
+def finish_run_quietly(tracking_uri: str, run_id: str, status: str) -> None:
+    """`finish_run` while another error propagates: its own failure (e.g. the store's disk is full)
+    becomes a warning line, so it never hides that error."""
+    try:
+        finish_run(tracking_uri, run_id, status)
+    except Exception as err:  # noqa: BLE001 - best effort: the error being raised is the news
+        print(f"warning: MLflow run {run_id} could not be marked {status} ({type(err).__name__}: "
+              f"{str(err).splitlines()[0] if str(err) else ''})", flush=True)
+
+
+def reopen_run(tracking_uri: str, run_id: str) -> bool:
+    """Mark an ended run RUNNING again (a resumed training run logs on into it); False when the store
+    has no such run (deleted, or another store)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client(tracking_uri).update_run(run_id, status="RUNNING")
+    except MlflowException:
+        return False
+    return True
+
+
 def _existing(path: Path, kind: str) -> str:
     if not (path.is_file() if kind == "file" else path.is_dir()):
         raise FileNotFoundError(f"{path}: no such {kind} to log as an artifact")

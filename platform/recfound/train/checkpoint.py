@@ -8,6 +8,7 @@ A checkpoint folder (one per `checkpoint.every` steps, reported through `ray.tra
   zero/                 DeepSpeed's ZeRO checkpoint: every rank's optimizer partition
                         (DeepSpeed's own torch format, read back without unpickling code:
                         `recfound.train.unpickling`; the frozen base is left out)
+  manifest-rank<R>.json each rank's files with sizes and hashes, written last (`recfound.train.manifest`)
 RNG states and the LR schedule are not stored: every step re-seeds from (run seed, step, rank) and
 sets its learning rate from the step, so a resumed step does what the uninterrupted one did.
 """
@@ -26,6 +27,7 @@ from recfound.merge.files import ADAPTER_FILE, PROGRESS_FILE
 from recfound.model.adapter import Adapter
 from recfound.model.state import save_adapter
 from recfound.train.engine import full_trainable_state
+from recfound.train.manifest import write_manifest
 from recfound.train.unpickling import restricted_loads
 
 SCHEDULER_FILE = "scheduler.json"
@@ -53,14 +55,16 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def save_checkpoint(folder: Path, engine: Any, adapter: Adapter, state: LoopState,
-                    scheduler_state: dict | None, rank: int) -> None:
-    """Write this rank's part of a checkpoint into `folder` (every rank calls it; see module doc)."""
+                    scheduler_state: dict | None, rank: int, world_size: int) -> None:
+    """Write this rank's part of a checkpoint into `folder` (every rank calls it; see module doc), its
+    manifest last."""
     engine.save_checkpoint(str(folder / ZERO_DIR), tag=ZERO_TAG, save_latest=False, exclude_frozen_parameters=True)
     tensors = full_trainable_state(engine, adapter)
     if rank == 0:
         save_adapter(adapter, folder / ADAPTER_FILE, tensors)
         _write_json(folder / PROGRESS_FILE, asdict(state))
         _write_json(folder / SCHEDULER_FILE, scheduler_state)
+    write_manifest(folder, rank, world_size)
 
 
 def load_checkpoint(folder: Path, engine: Any) -> tuple[LoopState, dict]:

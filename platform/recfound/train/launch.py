@@ -15,20 +15,21 @@ from recfound.config import RunConfig, save_config
 from recfound.console import train_log_level, verbose
 from recfound.data.pipeline import load_pools
 from recfound.data.streams import TokenPool
-from recfound.merge.files import ADAPTER_FILE, CHECKPOINT_GLOB, INIT_FILE, MERGED_FILE
+from recfound.merge.files import ADAPTER_FILE, INIT_FILE, MERGED_FILE
 from recfound.progress import format_table
 from recfound.redact import without_password
-from recfound.run_folder import RunFolder, describe_holder
+from recfound.run_folder import RunFolder
 from recfound.tasks import Kind, get_task
 from recfound.train.errors import TrainingError
+from recfound.train.interrupt import RunInterrupted, abort_controller_on_signals, interruption, stop_on_signals
 from recfound.train.loop import ROUTING_PLOT, STOPPED_FILE, train_loop_per_worker
+from recfound.train.resume import SUMMARY_FILE, Resume, find_checkpoint_folders, plan_restart
 from recfound.train.validation import check_validation_pools
 from recfound.train.placement import (autoscaler_limits, check_feasible, is_placement_timeout, placement_error,
                                       placement_timeout, start_timeout, worker_resources)
 
 RATIO_PLOT = "ratios.png"
 HISTORY_FILE = "scheduler_history.json"
-SUMMARY_FILE = "summary.txt"
 
 
 @dataclass
@@ -111,44 +112,11 @@ def schedule_spec(config: RunConfig, pools: dict[str, TokenPool]) -> Any:
                         config.sched_config())
 
 
-def find_checkpoint_folders(run_dir: Path) -> list[Path]:
-    """The run's checkpoint folders, oldest first (Ray Train names them checkpoint_<timestamp>)."""
-    return sorted(p for p in run_dir.glob(CHECKPOINT_GLOB) if p.is_dir())
-
-
 def _with_absolute_backbone(config: RunConfig) -> RunConfig:
     """Workers do not run in the driver's directory (see `portable_spec`)."""
     from recfound.model.backbone import portable_spec
 
     return config.with_overrides({"model.backbone": portable_spec(config.model.backbone)})
-
-
-def _clear_earlier_run(config: RunConfig, folder: RunFolder, overwrite: bool) -> None:
-    """An earlier run's checkpoints are only replaced with `overwrite`; a RUNNING MLflow run left by a
-    killed earlier process of this run is marked FAILED."""
-    if folder.previous is not None:
-        print(f"note: an earlier process of run {config.run.name!r}, {describe_holder(folder.previous)}, ended "
-              "without finishing (killed or crashed)", flush=True)
-        _fail_orphaned_mlflow_run(config, folder.previous.get("mlflow_run_id"))
-    if find_checkpoint_folders(folder.path):
-        if not overwrite:
-            raise FileExistsError(f"{folder.path} holds the checkpoints of an earlier run named {config.run.name!r}: "
-                                  "choose another run.name (--set run.name=...) or pass --overwrite")
-        folder.empty()
-
-
-def _fail_orphaned_mlflow_run(config: RunConfig, run_id: str | None) -> None:
-    from recfound import tracking
-    from recfound.tracking.store import client
-
-    if not run_id:
-        return
-    try:
-        if client(config.tracking_uri()).get_run(run_id).info.status == "RUNNING":
-            tracking.finish_run(config.tracking_uri(), run_id, "FAILED")
-            print(f"note: marked its MLflow run {run_id} FAILED", flush=True)
-    except Exception as err:  # noqa: BLE001 - another store, or a deleted run: nothing to mark
-        print(f"note: its MLflow run {run_id} was not marked failed ({type(err).__name__})", flush=True)
 
 
 def run_params(config: RunConfig) -> dict[str, Any]:
@@ -176,8 +144,14 @@ def _trainer(config: RunConfig, payload: dict, callbacks: Sequence[Any] = (),
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    class InterruptibleTrainer(TorchTrainer):
+        """Our signal handler (`recfound.train.interrupt`) aborts the controller, in place of Ray's."""
+
+        def _register_sigint_handler(self, controller: Any) -> None:  # Ray 2.60 (pinned)
+            abort_controller_on_signals(controller)
+
     train = config.train
-    return TorchTrainer(
+    return InterruptibleTrainer(
         train_loop_per_worker, train_loop_config=payload,
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                      resources_per_worker=worker_resources(train)),
@@ -202,16 +176,16 @@ def run_training(config: RunConfig, overwrite: bool = False, parent_run_id: str 
     started = time.perf_counter()
     print(f"== run config\n{config.to_yaml()}", flush=True)
     deepspeed_config(config.train)  # an unsupported setting fails here, not in every worker
-    with RunFolder(config.run.output_dir, config.run.name) as folder:
-        _clear_earlier_run(config, folder, overwrite)
-        report = _run_in_folder(config, folder, parent_run_id, callbacks)
+    with stop_on_signals(), RunFolder(config.run.output_dir, config.run.name) as folder:
+        resume = plan_restart(config, folder, overwrite)
+        report = _run_in_folder(config, folder, parent_run_id, callbacks, resume)
     report.seconds = time.perf_counter() - started
     _print_summary(config, report)
     return report
 
 
 def _run_in_folder(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
-                   callbacks: Sequence[Any]) -> TrainingReport:
+                   callbacks: Sequence[Any], resume: Resume | None) -> TrainingReport:
     from recfound import tracking
     from recfound.cluster import ray_session
 
@@ -232,18 +206,47 @@ def _run_in_folder(config: RunConfig, folder: RunFolder, parent_run_id: str | No
         check_validation_pools(pools["val"], config.train.num_workers, str(root))
         tracking_uri = config.tracking_uri()
         digest = data_hash(pools, tokenizer)
-        tags = {"data_hash": digest, "base_model": config.model.backbone,
-                **tracking.run_tags(tracking_uri, parent_run_id)}
-        run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, config.run.name,
-                                    run_params(config), tags=tags, artifact_root=config.artifact_root())
+        run_id = _reopened_run(config, resume, digest)
+        if run_id is None:
+            tags = {"data_hash": digest, "base_model": config.model.backbone,
+                    **tracking.run_tags(tracking_uri, parent_run_id)}
+            run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, config.run.name,
+                                        run_params(config), tags=tags, artifact_root=config.artifact_root())
+            log_corpus(tracking_uri, run_id, root, digest, pools)
         folder.note(mlflow_run_id=run_id)
         try:
-            log_corpus(tracking_uri, run_id, root, digest, pools)
             history, checkpoints = _train(config, run_dir, tokenizer, pools, run_id, tracking_uri, callbacks)
             return _finish(config, run_dir, tokenizer, run_id, tracking_uri, history, checkpoints, digest)
-        except BaseException:
-            tracking.finish_run(tracking_uri, run_id, "FAILED")
-            raise
+        except BaseException as err:
+            stopped = interruption(err)
+            tracking.finish_run_quietly(tracking_uri, run_id, "FAILED" if stopped is None else "KILLED")
+            if stopped is None:
+                raise
+            raise RunInterrupted(stopped.signum, f"training run {config.run.name!r} stopped by {stopped.signal_name}; "
+                                                 f"{_kept(run_dir)}; the same command resumes it") from None
+
+
+def _reopened_run(config: RunConfig, resume: Resume | None, digest: str) -> str | None:
+    """The MLflow run a resumed run logs on into (RUNNING again), if it still exists; a resumed run
+    whose data changed since it started is refused (FileExistsError)."""
+    from recfound import tracking
+    from recfound.tracking.store import client
+
+    if resume is None or resume.mlflow_run_id is None:
+        return None
+    try:
+        earlier = client(config.tracking_uri()).get_run(resume.mlflow_run_id)
+    except Exception:  # noqa: BLE001 - deleted, or another store: the resumed run gets a new MLflow run
+        print(f"note: the MLflow run {resume.mlflow_run_id} of the earlier process is gone; logging into a new one",
+              flush=True)
+        return None
+    if earlier.data.tags.get("data_hash") not in (None, digest):
+        raise FileExistsError(f"run {config.run.name!r} was started on other data (data_hash "
+                              f"{earlier.data.tags['data_hash']}, now {digest}): resume it on its data, or pass "
+                              "--overwrite to start over")
+    tracking.reopen_run(config.tracking_uri(), resume.mlflow_run_id)
+    print(f"logging on into MLflow run {resume.mlflow_run_id}", flush=True)
+    return resume.mlflow_run_id
 
 
 def _train(config: RunConfig, run_dir: Path, tokenizer: Path, pools: dict, run_id: str,
@@ -269,6 +272,9 @@ def _train(config: RunConfig, run_dir: Path, tokenizer: Path, pools: dict, run_i
         try:
             with start_timeout(timeout_s) as controller_failure_limit:
                 result = _trainer(config, payload, callbacks, controller_failure_limit).fit()
+            stopped = interruption()  # the handler aborted the controller, or a signal came as the run ended
+            if stopped is not None:
+                raise stopped
         except ray.train.TrainingFailedError as err:
             if timeout_s is not None and is_placement_timeout(err):
                 raise placement_error(config.train, timeout_s) from None

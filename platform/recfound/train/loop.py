@@ -220,7 +220,8 @@ class Worker:
         self.state.mixers = {kind.value: mixer.state_dict() for kind, mixer in self.mixers.items()}
         scheduler_state = self.scheduler.state() if self.rank == 0 else None
         with tempfile.TemporaryDirectory(prefix="recfound-ckpt-") as folder:
-            save_checkpoint(Path(folder), self.engine, self.adapter, self.state, scheduler_state, self.rank)
+            save_checkpoint(Path(folder), self.engine, self.adapter, self.state, scheduler_state, self.rank,
+                            self.world_size)
             ray.train.report({"step": self.state.step, "loss/total": metrics["loss/total"], **self.last_validation},
                              checkpoint=ray.train.Checkpoint.from_directory(folder))
 

@@ -114,7 +114,7 @@ def _state(spec: SweepSpec, folder: Path, overwrite: bool) -> SweepState:
     definition = json.loads(json.dumps(spec.to_dict(), default=str))
     if previous is not None and overwrite:
         if not previous.finished and previous.parent_run_id:
-            _quietly(tracking.finish_run, spec.tracking_uri, previous.parent_run_id, "KILLED")
+            tracking.finish_run_quietly(spec.tracking_uri, previous.parent_run_id, "KILLED")
         shutil.rmtree(folder)
         previous = None
     if previous is None:
@@ -158,7 +158,7 @@ def _run(spec: SweepSpec, folder: Path, state: SweepState) -> SweepReport:
         _write_results(spec, folder, report)
     except BaseException as error:
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        _quietly(tracking.finish_run, tracking_uri, state.parent_run_id, status)
+        tracking.finish_run_quietly(tracking_uri, state.parent_run_id, status)
         raise
     if report.interrupted:
         tracking.finish_run(tracking_uri, state.parent_run_id, "KILLED")
@@ -321,11 +321,3 @@ def _error_line(error: BaseException) -> str:
     """The last line of an error (a trial's traceback ends with the exception itself)."""
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[-1][:300] if lines else type(error).__name__
-
-
-def _quietly(function: Any, *args: Any) -> None:
-    """Call `function`; a failure here must not hide the error being raised."""
-    try:
-        function(*args)
-    except Exception:  # noqa: BLE001 - best effort while another error propagates
-        pass

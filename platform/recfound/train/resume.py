@@ -1,0 +1,112 @@
+"""What a training run does with what an earlier process of the same run left in its folder.
+
+- Nothing there, or `--overwrite`: the run starts from scratch (`--overwrite` empties the folder).
+- Checkpoints of an unfinished run (killed, stopped by a signal, crashed) and the same settings: the run
+  resumes from the latest checkpoint Ray Train registered (Ray Train restores it from the folder's
+  `checkpoint_manager_snapshot.json` when the run name and output folder are the same), logging on
+  into the same MLflow run.
+- Checkpoints and other settings, or a finished run: refused, naming every setting that differs.
+
+A RUNNING MLflow run left by a killed earlier process is marked FAILED either way (it is RUNNING again
+while a resumed run trains into it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recfound.config import RunConfig, load_config
+from recfound.merge.files import CHECKPOINT_GLOB
+from recfound.run_folder import RunFolder, describe_holder
+
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of the registered checkpoints
+SUMMARY_FILE = "summary.txt"  # written last by a run that finished
+SAVED_CONFIG = "config.yaml"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """An earlier run of this folder that this one continues."""
+
+    step: int  # the step of the latest registered checkpoint
+    checkpoint: str  # its folder name
+    mlflow_run_id: str | None  # the MLflow run it logged into
+
+
+def find_checkpoint_folders(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, oldest first (Ray Train names them checkpoint_<timestamp>)."""
+    return sorted(p for p in run_dir.glob(CHECKPOINT_GLOB) if p.is_dir())
+
+
+def plan_restart(config: RunConfig, folder: RunFolder, overwrite: bool) -> Resume | None:
+    """Resume the folder's earlier run (see module doc), start over (None), or refuse (FileExistsError)."""
+    if folder.previous is not None:
+        print(f"note: an earlier process of run {config.run.name!r}, {describe_holder(folder.previous)}, ended "
+              "without finishing (killed or crashed)", flush=True)
+        _fail_orphaned_mlflow_run(config, folder.previous.get("mlflow_run_id"))
+    if not find_checkpoint_folders(folder.path):
+        return None
+    if overwrite:
+        folder.empty()
+        return None
+    start_over = "pass --overwrite to start over, or choose another run.name (--set run.name=...)"
+    if (folder.path / SUMMARY_FILE).is_file():
+        raise FileExistsError(f"{folder.path}: run {config.run.name!r} already finished (its {SUMMARY_FILE} is "
+                              f"there); {start_over}")
+    latest = latest_registered_checkpoint(folder.path)
+    if latest is None:
+        raise FileExistsError(f"{folder.path} holds checkpoint folders of an earlier run named {config.run.name!r} "
+                              f"but none that Ray Train registered (no usable {SNAPSHOT_FILE}); {start_over}")
+    differences = config_differences(folder.path / SAVED_CONFIG, config)
+    if differences:
+        raise FileExistsError(f"{folder.path}: run {config.run.name!r} was started with other settings "
+                              f"({'; '.join(differences)}); rerun with its settings to resume it, or {start_over}")
+    step, checkpoint = latest
+    resume = Resume(step, checkpoint, folder.last.get("mlflow_run_id"))
+    print(f"== resuming run {config.run.name!r} from its checkpoint of step {step} ({checkpoint}); "
+          "--overwrite would start it over", flush=True)
+    return resume
+
+
+def latest_registered_checkpoint(run_dir: Path) -> tuple[int, str] | None:
+    """(step, folder name) of the latest checkpoint in Ray Train's snapshot whose folder exists."""
+    try:
+        snapshot = json.loads((run_dir / SNAPSHOT_FILE).read_text(encoding="utf-8"))
+        results = snapshot["checkpoint_results"]
+        found = [(int(result["metrics"]["step"]), str(result["checkpoint_dir_name"])) for result in results]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    found = [(step, name) for step, name in found if (run_dir / name).is_dir()]
+    return max(found) if found else None
+
+
+def config_differences(saved_path: Path, config: RunConfig) -> list[str]:
+    """'key: saved -> now' for every setting of `config` that differs from the run's saved config.yaml
+    (URIs compared without their passwords, which are never saved)."""
+    if not saved_path.is_file():
+        return [f"no {saved_path.name} was saved to compare with"]
+    saved, now = load_config(saved_path, check_paths=False).flat(), config.flat()
+    return [f"{key}: {_shown(saved.get(key))} -> {_shown(now.get(key))}"
+            for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _fail_orphaned_mlflow_run(config: RunConfig, run_id: str | None) -> None:
+    from recfound import tracking
+    from recfound.tracking.store import client
+
+    if not run_id:
+        return
+    try:
+        if client(config.tracking_uri()).get_run(run_id).info.status == "RUNNING":
+            tracking.finish_run(config.tracking_uri(), run_id, "FAILED")
+            print(f"note: marked its MLflow run {run_id} FAILED", flush=True)
+    except Exception as err:  # noqa: BLE001 - another store, or a deleted run: nothing to mark
+        print(f"note: its MLflow run {run_id} was not marked failed ({type(err).__name__})", flush=True)
