@@ -52,6 +52,7 @@ bench: venv
 	$(PY) bench/s2sched.py
 	$(PY) bench/tmole_layer.py
 	$(PY) bench/eval.py
+	$(PY) bench/gguf_convert.py
 
 clean:
 	rm -rf $(CACHE) .pytest_cache

@@ -43,6 +43,8 @@ def test_the_janitor_removes_what_a_killed_controller_created_and_nothing_else(r
         assert _state(bystander_group) == "CREATED"
         assert ray.get(janitor.release.remote("sweep-trial-1"), timeout=60) == 0  # released once only
     finally:
-        remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(bystander_group)))
+        for group in (killed_group, bystander_group):
+            if _state(group) != "REMOVED":
+                remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group)))
         for actor in (bystander, janitor):
             ray.kill(actor)

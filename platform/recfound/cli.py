@@ -309,16 +309,19 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `recfound` console command; returns the exit status."""
     from recfound.no_space import full_disk_error
     from recfound.train.errors import TrainingError
-    from recfound.train.interrupt import interruption
+    from recfound.train.interrupt import RunInterrupted, interruption
 
     args = build_parser().parse_args(argv)
     set_verbose(args.verbose)
     quiet_process()
     try:
         args.func(args)
+    except RunInterrupted as stopped:
+        print(f"recfound: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     except Exception as err:  # noqa: BLE001 - each known kind becomes one line; anything else is re-raised
         stopped, full = interruption(err), full_disk_error(err)
-        if stopped is not None:
+        if stopped is not None:  # raised inside a library's call, which wrapped it
             print(f"recfound: {stopped}", file=sys.stderr)
             return stopped.exit_code
         if full is not None:  # a full disk surfaces as many other errors (SQLite's, Ray Train's)

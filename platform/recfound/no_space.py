@@ -53,8 +53,11 @@ def _chain(error: BaseException) -> list[BaseException]:
 def _no_space(path: str | os.PathLike | None) -> OSError:
     if path is None:
         return OSError(errno.ENOSPC, "no space left on a device (the file was not named); free some space")
-    mount = mount_point(Path(path))
-    free = _megabytes(shutil.disk_usage(mount).free) if mount is not None else "?"
+    try:
+        mount = mount_point(Path(path))  # on this machine; a worker's file may be on another node's disk
+        free = _megabytes(shutil.disk_usage(mount).free) if mount is not None else "?"
+    except OSError:
+        mount, free = None, "?"
     where = f"the device mounted at {mount}" if mount is not None else "its device"
     return OSError(errno.ENOSPC, f"no space left on {where} (writing {path}; {free} free now): free space there, "
                                  "or choose a folder on a larger disk (e.g. --set run.output_dir=...)")

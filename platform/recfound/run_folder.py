@@ -25,6 +25,7 @@ NAME_MAX = 100
 NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}"
 NAME_RULE = f"letters, digits, '.', '_' and '-', starting with a letter or digit, at most {NAME_MAX} characters"
 MARKER_FILE = ".recfound-run"
+CARRIED_KEYS = ("mlflow_run_id", "data_hash")  # kept from one process of a run to the next
 LEGACY_MARKER = "config.yaml"
 # What else lives in an output folder beside the run folders (the embedded MLflow store, its artifacts,
 # sweeps): a run of one of these names would write into, and with --overwrite empty, what all runs share.
@@ -85,8 +86,8 @@ class RunFolder:
                 self.previous = self.last
             self._record = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                             "started": _now(), "state": "running"}
-            if "mlflow_run_id" in self.last:  # the run's MLflow run, until this process starts another
-                self._record["mlflow_run_id"] = self.last["mlflow_run_id"]
+            # The run's MLflow run and data, until this process starts another run on other data.
+            self._record.update({key: self.last[key] for key in CARRIED_KEYS if key in self.last})
             self._write()
         except BaseException:
             self._handle = None

@@ -66,8 +66,9 @@ def _hf_name(name: str) -> str | None:
     if name in GLOBAL_TENSORS:
         return GLOBAL_TENSORS[name]
     parts = name.split(".")
+    # Weights only: a Llama with biases (attention_bias, mlp_bias) goes through transformers' loader.
     if len(parts) == 4 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in LAYER_TENSORS \
-            and parts[3] in ("weight", "bias"):
+            and parts[3] == "weight":
         return f"model.layers.{parts[1]}.{LAYER_TENSORS[parts[2]]}.{parts[3]}"
     return None
 
@@ -83,7 +84,7 @@ def _llama_config(fields: dict[str, Any], reader: Any, tied: bool) -> dict[str, 
         "hidden_size": hidden, "intermediate_size": int(fields["llama.feed_forward_length"]),
         "num_hidden_layers": int(fields["llama.block_count"]), "num_attention_heads": heads,
         "num_key_value_heads": int(fields.get("llama.attention.head_count_kv", heads)),
-        "head_dim": int(fields.get("llama.rope.dimension_count", hidden // heads)),
+        "head_dim": int(fields.get("llama.attention.key_length", hidden // heads)),
         "max_position_embeddings": int(fields["llama.context_length"]),
         "rms_norm_eps": float(fields["llama.attention.layer_norm_rms_epsilon"]),
         "rope_parameters": {"rope_type": "default", "rope_theta": float(fields.get("llama.rope.freq_base", 10000.0))},

@@ -29,10 +29,12 @@ from typing import Any
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ABORT_TIMEOUT_S = 30.0
 _received: list[int] = []  # the signals received since the driver entered stop_on_signals
+_active: list[bool] = []  # [True] while the driver is inside stop_on_signals
 
 
-class RunInterrupted(Exception):
-    """The run was stopped by a signal; `exit_code` is the shell's convention for it (128 + signal)."""
+class RunInterrupted(KeyboardInterrupt):
+    """The run was stopped by a signal; `exit_code` is the shell's convention for it (128 + signal).
+    A KeyboardInterrupt, as Ctrl-C's is: no `except Exception` on the way takes it for a failure."""
 
     def __init__(self, signum: int, message: str | None = None) -> None:
         self.signum = signum
@@ -50,13 +52,22 @@ def stop_on_signals() -> Iterator[None]:
         return
     _received.clear()
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
-    for signum in SIGNALS:
-        signal.signal(signum, _raise_interrupted)
+    raise_on_signals()
+    _active.append(True)
     try:
         yield
     finally:
+        _active.clear()
+        _received.clear()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def raise_on_signals() -> None:
+    """Inside `stop_on_signals`, outside the trainer's fit: a signal raises `RunInterrupted`."""
+    if _active and _in_driver_main_thread():
+        for signum in SIGNALS:
+            signal.signal(signum, _raise_interrupted)
 
 
 def interruption(error: BaseException | None = None) -> RunInterrupted | None:
@@ -67,15 +78,15 @@ def interruption(error: BaseException | None = None) -> RunInterrupted | None:
         if isinstance(link, RunInterrupted):
             return link
         link, seen = link.__cause__ or link.__context__, seen + 1
-    return RunInterrupted(_received[0]) if _received else None
+    return RunInterrupted(_received[0]) if _received and _active else None
 
 
 def abort_controller_on_signals(controller: Any) -> None:
     """Handle SIGTERM and SIGINT while Ray Train's `controller` runs (in place of Ray's SIGINT handler):
-    abort the controller, then return (see module doc). `stop_on_signals` restores the handlers after."""
+    abort the controller, then return (see module doc). `raise_on_signals` takes over when fit ends."""
     import ray
 
-    if not _in_driver_main_thread():
+    if not (_active and _in_driver_main_thread()):
         return
 
     def handler(signum: int, frame: Any) -> None:

@@ -21,9 +21,10 @@ from recfound.redact import without_password
 from recfound.run_folder import RunFolder
 from recfound.tasks import Kind, get_task
 from recfound.train.errors import TrainingError
-from recfound.train.interrupt import RunInterrupted, abort_controller_on_signals, interruption, stop_on_signals
-from recfound.train.loop import ROUTING_PLOT, STOPPED_FILE, train_loop_per_worker
-from recfound.train.resume import SUMMARY_FILE, Resume, find_checkpoint_folders, plan_restart
+from recfound.train.interrupt import (RunInterrupted, abort_controller_on_signals, interruption, raise_on_signals,
+                                      stop_on_signals)
+from recfound.train.loop import ROUTING_PLOT, train_loop_per_worker
+from recfound.train.resume import STOPPED_FILE, SUMMARY_FILE, Resume, find_checkpoint_folders, plan_restart
 from recfound.train.validation import check_validation_pools
 from recfound.train.placement import (autoscaler_limits, check_feasible, is_placement_timeout, placement_error,
                                       placement_timeout, start_timeout, worker_resources)
@@ -66,9 +67,9 @@ def _stage(title: str) -> float:
     return time.perf_counter()
 
 
-def prepare_data(config: RunConfig) -> tuple[Path, Path]:
+def prepare_data(config: RunConfig, resuming: bool = False) -> tuple[Path, Path]:
     """(data root, tokenizer folder): the corpus is generated when asked for and absent; a 'corpus'
-    tokenizer is trained on it into the run folder."""
+    tokenizer is trained on it into the run folder (a resumed run keeps the one it trained with)."""
     from recfound.data.corpus_text import corpus_texts
     from recfound.data.synth import synthesize
     from recfound.data.tokenizer import build_corpus_tokenizer, resolve_tokenizer
@@ -83,6 +84,8 @@ def prepare_data(config: RunConfig) -> tuple[Path, Path]:
     if config.data.tokenizer != "corpus":
         return root, resolve_tokenizer(config.data.tokenizer)
     folder = config.run_dir() / "tokenizer"
+    if resuming and (folder / "tokenizer.json").is_file():
+        return root, folder
     build_corpus_tokenizer(corpus_texts(root), folder, vocab_size=config.data.corpus_vocab)
     return root, folder
 
@@ -150,6 +153,12 @@ def _trainer(config: RunConfig, payload: dict, callbacks: Sequence[Any] = (),
         def _register_sigint_handler(self, controller: Any) -> None:  # Ray 2.60 (pinned)
             abort_controller_on_signals(controller)
 
+        def fit(self) -> Any:
+            try:
+                return super().fit()
+            finally:
+                raise_on_signals()  # the controller is gone: a later signal stops the driver itself
+
     train = config.train
     return InterruptibleTrainer(
         train_loop_per_worker, train_loop_config=payload,
@@ -191,7 +200,7 @@ def _run_in_folder(config: RunConfig, folder: RunFolder, parent_run_id: str | No
 
     run_dir = folder.path
     save_config(config, run_dir / "config.yaml")
-    root, tokenizer = prepare_data(config)
+    root, tokenizer = prepare_data(config, resuming=resume is not None)
     if config.eval.enabled:
         from recfound.eval.job import check_evaluation
 
@@ -206,14 +215,16 @@ def _run_in_folder(config: RunConfig, folder: RunFolder, parent_run_id: str | No
         check_validation_pools(pools["val"], config.train.num_workers, str(root))
         tracking_uri = config.tracking_uri()
         digest = data_hash(pools, tokenizer)
-        run_id = _reopened_run(config, resume, digest)
+        if resume is not None:
+            resume.check_data(config.run.name, digest)
+        run_id = _reopened_run(config, resume)
         if run_id is None:
             tags = {"data_hash": digest, "base_model": config.model.backbone,
                     **tracking.run_tags(tracking_uri, parent_run_id)}
             run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, config.run.name,
                                         run_params(config), tags=tags, artifact_root=config.artifact_root())
             log_corpus(tracking_uri, run_id, root, digest, pools)
-        folder.note(mlflow_run_id=run_id)
+        folder.note(mlflow_run_id=run_id, data_hash=digest)
         try:
             history, checkpoints = _train(config, run_dir, tokenizer, pools, run_id, tracking_uri, callbacks)
             return _finish(config, run_dir, tokenizer, run_id, tracking_uri, history, checkpoints, digest)
@@ -226,25 +237,16 @@ def _run_in_folder(config: RunConfig, folder: RunFolder, parent_run_id: str | No
                                                  f"{_kept(run_dir)}; the same command resumes it") from None
 
 
-def _reopened_run(config: RunConfig, resume: Resume | None, digest: str) -> str | None:
-    """The MLflow run a resumed run logs on into (RUNNING again), if it still exists; a resumed run
-    whose data changed since it started is refused (FileExistsError)."""
+def _reopened_run(config: RunConfig, resume: Resume | None) -> str | None:
+    """The MLflow run a resumed run logs on into (RUNNING again), if the store still has it."""
     from recfound import tracking
-    from recfound.tracking.store import client
 
     if resume is None or resume.mlflow_run_id is None:
         return None
-    try:
-        earlier = client(config.tracking_uri()).get_run(resume.mlflow_run_id)
-    except Exception:  # noqa: BLE001 - deleted, or another store: the resumed run gets a new MLflow run
+    if not tracking.reopen_run(config.tracking_uri(), resume.mlflow_run_id):
         print(f"note: the MLflow run {resume.mlflow_run_id} of the earlier process is gone; logging into a new one",
               flush=True)
         return None
-    if earlier.data.tags.get("data_hash") not in (None, digest):
-        raise FileExistsError(f"run {config.run.name!r} was started on other data (data_hash "
-                              f"{earlier.data.tags['data_hash']}, now {digest}): resume it on its data, or pass "
-                              "--overwrite to start over")
-    tracking.reopen_run(config.tracking_uri(), resume.mlflow_run_id)
     print(f"logging on into MLflow run {resume.mlflow_run_id}", flush=True)
     return resume.mlflow_run_id
 

@@ -39,13 +39,13 @@ from recfound.progress import Progress
 from recfound.sched import SchedulerClient
 from recfound.tasks import Kind, get_task
 from recfound.train.checkpoint import LoopState, load_checkpoint, save_checkpoint, step_seed
+from recfound.train.resume import STOPPED_FILE
 from recfound.train.distributed import all_sum
 from recfound.train.engine import accumulating, build_engine, full_trainable_state, gathered, set_learning_rate
 from recfound.train.step import StepLosses, StepOptions, train_step
 from recfound.train.validation import ValidationSet
 
 ROUTING_PLOT = "routing.png"
-STOPPED_FILE = "stopped.txt"  # in the run folder when the loop stopped the run itself: the reason
 
 
 def train_loop_per_worker(payload: Mapping[str, Any]) -> None:

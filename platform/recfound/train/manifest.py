@@ -1,7 +1,8 @@
 """A checkpoint folder counts only when complete: every rank's manifest is there and every file matches it.
 
 Each rank writes its part of a checkpoint into a folder of its own, and writes `manifest-rank<R>.json`
-last: the size and SHA-256 of every file of its part, and the number of ranks. Ray Train then copies
+last: the size of every file of its part (and the SHA-256 of the files recfound reads itself), and the
+number of ranks. Ray Train then copies
 the ranks' parts into one checkpoint folder of the run. A disk that fills up, or a process killed,
 during that copy leaves a folder with missing or short files, or without some rank's manifest;
 `checkpoint_problem` says so, and merge, evaluation and `recfound eval RUN:final` skip such a folder
@@ -24,8 +25,10 @@ HASHED_ON_USE = ("adapter.safetensors", "progress.json", "scheduler.json")
 
 
 def write_manifest(folder: Path, rank: int, world_size: int) -> None:
-    """Record every file this rank wrote into `folder` (call it last)."""
-    files = {path.relative_to(folder).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}
+    """Record every file this rank wrote into `folder` (call it last): its size, and the hash of those
+    recfound reads itself (hashing the optimizer states, only ever checked by size, would cost seconds)."""
+    files = {path.relative_to(folder).as_posix(): {"size": path.stat().st_size,
+                                                   "sha256": _sha256(path) if path.name in HASHED_ON_USE else ""}
              for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(MANIFEST_PREFIX)}
     record = {"rank": rank, "world_size": world_size, "files": files}
     atomic_write_bytes(folder / f"{MANIFEST_PREFIX}{rank}.json", json.dumps(record, indent=1).encode())
@@ -43,7 +46,7 @@ def checkpoint_problem(folder: Path) -> str | None:
                 return f"{name} (of rank {rank}) is missing"
             if path.stat().st_size != expected["size"]:
                 return f"{name} has {path.stat().st_size} bytes, not the {expected['size']} written"
-            if name in HASHED_ON_USE and _sha256(path) != expected["sha256"]:
+            if Path(name).name in HASHED_ON_USE and _sha256(path) != expected["sha256"]:
                 return f"{name} is not the file written (its SHA-256 differs)"
     return None
 

@@ -5,7 +5,8 @@
   resumes from the latest checkpoint Ray Train registered (Ray Train restores it from the folder's
   `checkpoint_manager_snapshot.json` when the run name and output folder are the same), logging on
   into the same MLflow run.
-- Checkpoints and other settings, or a finished run: refused, naming every setting that differs.
+- Checkpoints and other settings, other data, a finished run or one that stopped itself (too many
+  non-finite steps): refused, naming every setting that differs.
 
 A RUNNING MLflow run left by a killed earlier process is marked FAILED either way (it is RUNNING again
 while a resumed run trains into it).
@@ -24,6 +25,7 @@ from recfound.run_folder import RunFolder, describe_holder
 
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of the registered checkpoints
 SUMMARY_FILE = "summary.txt"  # written last by a run that finished
+STOPPED_FILE = "stopped.txt"  # written by a run's loop when it stopped the run itself: the reason
 SAVED_CONFIG = "config.yaml"
 
 
@@ -34,6 +36,13 @@ class Resume:
     step: int  # the step of the latest registered checkpoint
     checkpoint: str  # its folder name
     mlflow_run_id: str | None  # the MLflow run it logged into
+    data_hash: str | None  # the tokenized data it trained on (`launch.data_hash`)
+
+    def check_data(self, name: str, digest: str) -> None:
+        """Refuse to go on with other data than the run trained on (FileExistsError)."""
+        if self.data_hash is not None and self.data_hash != digest:
+            raise FileExistsError(f"run {name!r} was started on other data (data_hash {self.data_hash}, now {digest}): "
+                                  "resume it on its data, or pass --overwrite to start over")
 
 
 def find_checkpoint_folders(run_dir: Path) -> list[Path]:
@@ -56,6 +65,10 @@ def plan_restart(config: RunConfig, folder: RunFolder, overwrite: bool) -> Resum
     if (folder.path / SUMMARY_FILE).is_file():
         raise FileExistsError(f"{folder.path}: run {config.run.name!r} already finished (its {SUMMARY_FILE} is "
                               f"there); {start_over}")
+    if (folder.path / STOPPED_FILE).is_file():
+        reason = (folder.path / STOPPED_FILE).read_text(encoding="utf-8", errors="replace")[:300]
+        raise FileExistsError(f"{folder.path}: run {config.run.name!r} stopped itself ({reason}); resuming it would "
+                              f"stop again: {start_over}, with other settings")
     latest = latest_registered_checkpoint(folder.path)
     if latest is None:
         raise FileExistsError(f"{folder.path} holds checkpoint folders of an earlier run named {config.run.name!r} "
@@ -65,7 +78,7 @@ def plan_restart(config: RunConfig, folder: RunFolder, overwrite: bool) -> Resum
         raise FileExistsError(f"{folder.path}: run {config.run.name!r} was started with other settings "
                               f"({'; '.join(differences)}); rerun with its settings to resume it, or {start_over}")
     step, checkpoint = latest
-    resume = Resume(step, checkpoint, folder.last.get("mlflow_run_id"))
+    resume = Resume(step, checkpoint, folder.last.get("mlflow_run_id"), folder.last.get("data_hash"))
     print(f"== resuming run {config.run.name!r} from its checkpoint of step {step} ({checkpoint}); "
           "--overwrite would start it over", flush=True)
     return resume
