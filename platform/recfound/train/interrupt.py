@@ -52,8 +52,8 @@ def stop_on_signals() -> Iterator[None]:
         return
     _received.clear()
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
-    raise_on_signals()
     _active.append(True)
+    raise_on_signals()
     try:
         yield
     finally:
