@@ -203,6 +203,7 @@ def _wait_for_line(console, text: str, driver, timeout_s: float = 300) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.timeout(480)  # three worker-group starts: 110 s idle, 195 s measured beside a CPU hog per core
 def test_killed_worker_and_stopped_driver_resume_onto_the_same_ratio_sequence(baseline):
     """`recfound train` with the baseline's settings, attached to the session cluster. A worker killed
     after the first checkpoint: Ray Train restarts the workers from it. SIGTERM to the driver once they
