@@ -121,6 +121,23 @@ def test_parquet_with_the_same_columns(tmp_path):
     assert len(read_records(path, "SA", "skip", report)) == 1 and report.total == 1
 
 
+def test_a_parquet_row_past_the_size_limit_is_refused_naming_it(tmp_path):
+    """As one JSONL line is capped: one row whose texts (a nested list counts too) pass 1 MiB."""
+    path = tmp_path / "train" / "SA.parquet"
+    path.parent.mkdir(parents=True)
+    long_option = "x" * (1 << 19)
+    big = {**GOOD_SA, "options": [long_option, long_option, "A"]}
+    pq.write_table(pa.Table.from_pylist([GOOD_SA, big, GOOD_SA]), path)
+    with pytest.raises(RecordError) as info:
+        read_records(path, "SA")
+    texts = [big["instruction"], big["input"], *big["options"], big["output"]]
+    assert (info.value.line, info.value.field) == ("row 2", "<row>")
+    assert info.value.reason.startswith(f"a record of {sum(len(t.encode()) for t in texts):,} bytes of text; "
+                                        "the limit is 1,048,576")
+    report = SkipReport()
+    assert len(read_records(path, "SA", "skip", report)) == 2 and report.total == 1
+
+
 def test_damaged_parquet_file(tmp_path):
     path = tmp_path / "SA.parquet"
     path.write_bytes(b"PAR1 this is not parquet")

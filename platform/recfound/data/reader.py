@@ -100,7 +100,29 @@ def _parquet_rows(path: Path) -> Iterator[tuple[Where, Any | RecordError]]:
         yield 0, RecordError(path, None, "<file>", f"unreadable Parquet file: {err}")
         return
     for number, row in enumerate(table.to_pylist(), start=1):
+        size = _text_bytes(row)
+        if size > MAX_RECORD_BYTES:
+            yield f"row {number}", RecordError(path, f"row {number}", "<row>", f"a record of {size:,} bytes of text; the "
+                                               f"limit is {MAX_RECORD_BYTES:,} (cut its text, or split it into "
+                                               "several records)")
+            continue
         yield f"row {number}", {k: v for k, v in row.items() if v is not None}
+
+
+def _text_bytes(row: dict) -> int:
+    """The UTF-8 bytes of every string (and bytes value) in a Parquet row, however nested (no recursion)."""
+    total, todo = 0, [row]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, str):
+            total += len(value.encode("utf-8"))
+        elif isinstance(value, bytes):
+            total += len(value)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+    return total
 
 
 def raw_rows(path: Path | str) -> Iterator[tuple[Where, Any | RecordError]]:
