@@ -125,13 +125,13 @@ def _short_repr() -> reprlib.Repr:
 _SHORT = _short_repr()
 
 
-def _bounded_repr(value: Any) -> str:
+def bounded_repr(value: Any) -> str:
     """repr() cut to a few lines: an error never walks (or prints) a whole large or aliased value."""
     return _SHORT.repr(value)
 
 
 def _show(value: Any) -> str:
-    return "null" if value is None else _bounded_repr(value)
+    return "null" if value is None else bounded_repr(value)
 
 
 def as_bool(value: Any) -> bool:
@@ -666,7 +666,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         try:
             parsed[key.strip()] = load_limited(text)
         except (yaml.YAMLError, YamlLimitError):
-            raise ConfigError(key.strip(), f"the value {_bounded_repr(text)} is not valid YAML or is too large",
+            raise ConfigError(key.strip(), f"the value {bounded_repr(text)} is not valid YAML or is too large",
                               "--set") from None
     return parsed
 

@@ -13,6 +13,8 @@ import re
 import shutil
 from pathlib import Path
 
+from recfound.error_chain import error_chain
+
 SQLITE_FULL = "database or disk is full"
 # How ENOSPC reads as text: Python's OSError (as a Ray Train worker's failure shows it), Rust libraries'
 # io::Error (tokenizers, safetensors).
@@ -23,7 +25,7 @@ ERRNO_PATH = re.compile(r"\[Errno 28\] No space left on device: '([^']+)'")
 def full_disk_error(error: BaseException, store_hint: str | None = None) -> OSError | None:
     """A one-line OSError for the full disk behind `error`, or None when there is none. `store_hint`
     names the MLflow store, for SQLite's message (which names no file)."""
-    for link in _chain(error):
+    for link in error_chain(error):
         if isinstance(link, OSError) and link.errno == errno.ENOSPC:
             return _no_space(link.filename)
         if NO_SPACE_TEXT.search(str(link)):
@@ -34,20 +36,6 @@ def full_disk_error(error: BaseException, store_hint: str | None = None) -> OSEr
             return OSError(errno.ENOSPC, f"no space left for the MLflow database{where}: SQLite says "
                                          f"'{SQLITE_FULL}'; free space on its disk")
     return None
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    """`error`, its causes and contexts, and the failures of Ray Train workers it carries."""
-    seen: list[BaseException] = []
-    todo = [error]
-    while todo:
-        link = todo.pop()
-        if link is None or any(link is known for known in seen):
-            continue
-        seen.append(link)
-        todo += [link.__cause__, link.__context__]
-        todo += list((getattr(link, "worker_failures", None) or {}).values())
-    return seen
 
 
 def _no_space(path: str | os.PathLike | None) -> OSError:

@@ -26,6 +26,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from recfound.error_chain import error_chain
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ABORT_TIMEOUT_S = 30.0
 _received: list[int] = []  # the signals received since the driver entered stop_on_signals
@@ -73,11 +75,9 @@ def raise_on_signals() -> None:
 def interruption(error: BaseException | None = None) -> RunInterrupted | None:
     """The `RunInterrupted` in `error`'s chain, else one for a signal received since the run began
     (what ended the trainer's `fit` after the controller was aborted), else None."""
-    link, seen = error, 0
-    while link is not None and seen < 100:
-        if isinstance(link, RunInterrupted):
-            return link
-        link, seen = link.__cause__ or link.__context__, seen + 1
+    found = [link for link in (error_chain(error) if error is not None else []) if isinstance(link, RunInterrupted)]
+    if found:
+        return found[0]
     return RunInterrupted(_received[0]) if _received and _active else None
 
 

@@ -17,9 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from recfound.config import RunConfig, load_config
+from recfound.config import RunConfig, bounded_repr, load_config
 from recfound.merge.files import CHECKPOINT_GLOB
 from recfound.run_folder import RunFolder, describe_holder
 
@@ -102,13 +101,8 @@ def config_differences(saved_path: Path, config: RunConfig) -> list[str]:
     if not saved_path.is_file():
         return [f"no {saved_path.name} was saved to compare with"]
     saved, now = load_config(saved_path, check_paths=False).flat(), config.flat()
-    return [f"{key}: {_shown(saved.get(key))} -> {_shown(now.get(key))}"
+    return [f"{key}: {bounded_repr(saved.get(key))} -> {bounded_repr(now.get(key))}"
             for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _fail_orphaned_mlflow_run(config: RunConfig, run_id: str | None) -> None:

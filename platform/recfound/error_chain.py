@@ -1,0 +1,18 @@
+"""Every error behind an error: its causes and contexts, and the failures of Ray Train workers it carries."""
+
+from __future__ import annotations
+
+
+def error_chain(error: BaseException) -> list[BaseException]:
+    """`error` first, then what it wraps (`__cause__`, `__context__`, Ray Train's `worker_failures`),
+    each once."""
+    seen: list[BaseException] = []
+    todo = [error]
+    while todo:
+        link = todo.pop(0)
+        if link is None or any(link is known for known in seen):
+            continue
+        seen.append(link)
+        todo += [link.__cause__, link.__context__]
+        todo += list((getattr(link, "worker_failures", None) or {}).values())
+    return seen
