@@ -54,6 +54,7 @@ def metric_series(client, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp)}
 
 
+@pytest.mark.timeout(480)  # runs the baseline job (fixture): 56 s idle, 128 s beside a CPU hog per core, over 300 s beside three
 def test_short_run_is_tracked_merged_and_registered(baseline):
     tmp, report = baseline
     client = mlflow.MlflowClient(report.tracking_uri)
