@@ -1,6 +1,6 @@
 """`ray job submit` entrypoint for the data commands: `python jobs/data.py validate DATA_DIR` etc.
 
-Example: ray job submit --working-dir . -- python jobs/data.py validate /mnt/recfound-data
+Example: ray job submit --working-dir . -- python jobs/data.py validate /mnt/shared/data/recfound
 """
 
 import sys

@@ -44,9 +44,9 @@ def test_defaults():
 def test_shipped_configs_load():
     assert load_config(CONFIGS / "demo.yaml", check_paths=False) == RunConfig()
     paper = load_config(CONFIGS / "mistral7b-8xh100.yaml", check_paths=False)
-    assert paper.model.backbone == paper.data.tokenizer == "/mnt/models/Mistral-7B-Instruct-v0.3"
+    assert paper.model.backbone == paper.data.tokenizer == "/mnt/shared/models/Mistral-7B-Instruct-v0.3"
     assert (paper.model.dtype, paper.model.attn_implementation, paper.train.precision) == (
-        "bfloat16", "flash_attention_2", "bf16")
+        "bfloat16", "sdpa", "bf16")
     assert (paper.train.embedding_batch, paper.train.generative_batch, paper.train.lr) == (2048, 1024, 2e-5)
     assert (paper.train.num_workers, paper.train.use_gpu, paper.data.synth_scale) == (8, True, None)
     assert (paper.eval.max_new_tokens, paper.eval.workers, paper.eval.max_records) == (2048, 8, None)
@@ -194,7 +194,7 @@ def test_check_paths(tmp_path, monkeypatch):
         load_config(overrides=["model.backbone=models/m7"])
     with pytest.raises(ConfigError, match=r"data\.tokenizer: no such file or folder: tok"):
         load_config(overrides=["data.tokenizer=tok"])
-    with pytest.raises(ConfigError, match=r"mistral7b-8xh100\.yaml: data\.root: no such folder: /mnt/data/recfound"):
+    with pytest.raises(ConfigError, match=r"mistral7b-8xh100\.yaml: data\.root: no such folder: /mnt/shared/data/recfound"):
         load_config(CONFIGS / "mistral7b-8xh100.yaml")
 
 

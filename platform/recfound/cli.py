@@ -1,5 +1,5 @@
 """The `recfound` command: `data synth|validate|convert|tokenizer`, `train`, `demo`, `merge`, `export`,
-`eval run|compare`, `sweep`."""
+`eval run|compare`, `sweep`, `cluster check`, `mlflow-server start|stop`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from recfound.cloud.commands import add_cloud_commands
 from recfound.console import quiet_process, set_verbose
 from recfound.data.reader import POLICIES, SPLITS, RecordError, SkipReport
 
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_command(sub)
     _add_eval_commands(sub)
     _add_sweep_command(sub)
+    add_cloud_commands(sub)
     return parser
 
 

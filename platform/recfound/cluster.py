@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from recfound.console import quiet_process, ray_log_level
@@ -35,6 +36,7 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool = False) -> Ite
         yield
         return
     if os.environ.get("RAY_ADDRESS"):
+        require_token()
         ray.init(logging_level=ray_log_level())
         try:
             yield
@@ -43,6 +45,24 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool = False) -> Ite
         return
     with private_cluster(num_cpus or os.cpu_count() or 1, log_to_driver):
         yield
+
+
+def token_file() -> Path:
+    """The file Ray reads the token from when `RAY_AUTH_TOKEN` is not set."""
+    path = os.environ.get(TOKEN_PATH_ENV)
+    return Path(path).expanduser() if path else Path.home() / ".ray" / "auth_token"
+
+
+def require_token() -> None:
+    """With token authentication on, fail in one line when this process has no token to show the cluster,
+    saying where it looked (Ray would refuse the connection with a longer message)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" or os.environ.get(TOKEN_ENV):
+        return
+    file = token_file()
+    if not file.is_file():
+        named_by = f" (named by ${TOKEN_PATH_ENV})" if os.environ.get(TOKEN_PATH_ENV) else ""
+        raise ConnectionError(f"RAY_AUTH_MODE=token but no Ray token: ${TOKEN_ENV} is not set and {file}{named_by} "
+                              "does not exist; put the cluster's token there (docs/cloud.md, \"Token\")")
 
 
 @contextmanager

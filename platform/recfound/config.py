@@ -38,6 +38,10 @@ from recfound.model.presets import PRESETS
 from recfound.redact import without_passwords
 from recfound.yaml_limits import MAX_BYTES, YamlLimitError, load_limited
 from recfound.run_folder import NAME_PATTERN, NAME_RULE, RESERVED_NAMES
+
+# A custom Ray resource name; CPU, GPU, memory and Ray's own `node:` markers are asked for elsewhere.
+RESOURCE_PATTERN = r"(?!(CPU|GPU|memory|object_store_memory)$)(?!node:)[A-Za-z][A-Za-z0-9_.:-]{0,63}"
+RESOURCE_RULE = "must be a custom resource name (letters, digits, '_', '.', ':', '-'; not CPU, GPU or memory)"
 from recfound.tasks import Kind, task_names
 
 if TYPE_CHECKING:  # the converters import these lazily: loading a config must not import torch
@@ -350,6 +354,9 @@ class TrainSection(Section):
     num_workers: int = _option(2, at_least(1))  # paper: 8 (GPUs)
     use_gpu: bool = False
     cpus_per_worker: float = _option(1.0, above(0))
+    # A custom resource each worker also reserves one unit of: it keeps the workers on the node types
+    # that advertise it (a cluster launcher config's `resources`), e.g. a node type's own marker.
+    worker_resource: str | None = _option(None, matches(RESOURCE_PATTERN, RESOURCE_RULE))
     # How long the job waits for its workers' resources before failing; null: 120 s, or no limit on a
     # cluster with an autoscaler (which may still be adding nodes).
     placement_timeout_s: float | None = _option(None, above(0))

@@ -20,6 +20,7 @@ VERBOSE_ENV = "RECFOUND_VERBOSE"
 QUIET_ENV = {
     "MLFLOW_LOGGING_LEVEL": "WARNING",  # "Creating initial MLflow database tables...", input-example checks
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts" bars
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run ... at http://..." from a tracking server
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar follows this switch
     "TRANSFORMERS_VERBOSITY": "error",
     "RAY_DATA_LOG_LEVEL": "WARNING",  # every dataset's plan and progress

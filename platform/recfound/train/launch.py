@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from recfound.train.interrupt import (RunInterrupted, abort_controller_on_signal
 from recfound.train.loop import ROUTING_PLOT, train_loop_per_worker
 from recfound.train.resume import STOPPED_FILE, SUMMARY_FILE, Resume, find_checkpoint_folders, plan_restart
 from recfound.train.validation import check_validation_pools
-from recfound.train.placement import (autoscaler_limits, check_feasible, is_placement_timeout, placement_error,
+from recfound.train.placement import (check_feasible, has_autoscaler, is_placement_timeout, placement_error,
                                       placement_timeout, start_timeout, worker_resources)
 
 RATIO_PLOT = "ratios.png"
@@ -180,11 +181,14 @@ def run_training(config: RunConfig, overwrite: bool = False, parent_run_id: str 
     `parent_run_id` nests the MLflow run under that run (a sweep's trials); `callbacks` are Ray Train
     callbacks of the TorchTrainer (e.g. Tune's `TuneReportCallback`, which forwards every checkpoint's
     report, validation losses included, to the trial)."""
+    from recfound.cluster import require_token
     from recfound.train.engine import deepspeed_config
 
     started = time.perf_counter()
     print(f"== run config\n{config.to_yaml()}", flush=True)
     deepspeed_config(config.train)  # an unsupported setting fails here, not in every worker
+    if os.environ.get("RAY_ADDRESS"):
+        require_token()  # before the run folder is made: a job that cannot reach its cluster leaves nothing
     with stop_on_signals(), RunFolder(config.run.output_dir, config.run.name) as folder:
         resume = plan_restart(config, folder, overwrite)
         report = _run_in_folder(config, folder, parent_run_id, callbacks, resume)
@@ -270,7 +274,7 @@ def _train(config: RunConfig, run_dir: Path, tokenizer: Path, pools: dict, run_i
                    "pools": {split: {t: ray.put(p.table) for t, p in group.items()} for split, group in pools.items()}}
         _stage(f"training {config.train.steps} steps on {config.train.num_workers} "
                f"{'GPU' if config.train.use_gpu else 'CPU'} worker(s), ZeRO-{config.train.zero_stage}")
-        timeout_s = placement_timeout(config.train, autoscaled=autoscaler_limits() is not None)
+        timeout_s = placement_timeout(config.train, autoscaled=has_autoscaler())
         try:
             with start_timeout(timeout_s) as controller_failure_limit:
                 result = _trainer(config, payload, callbacks, controller_failure_limit).fit()

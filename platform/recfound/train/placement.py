@@ -10,6 +10,7 @@ option sets one (nodes may take many minutes to come up).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,14 +28,30 @@ START_ATTEMPTS = 3
 
 def worker_resources(train: Any) -> dict[str, float]:
     """What one training worker reserves."""
-    return {"CPU": float(train.cpus_per_worker), **({"GPU": 1.0} if train.use_gpu else {})}
+    return {"CPU": float(train.cpus_per_worker), **({"GPU": 1.0} if train.use_gpu else {}),
+            **({train.worker_resource: 1.0} if train.worker_resource else {})}
 
 
-def autoscaler_limits() -> dict[str, float] | None:
-    """The most resources the cluster's autoscaler could provide; None without an autoscaler."""
-    from ray._private.state import state  # Ray 2.60 (pinned): the GCS's cluster config
+def has_autoscaler() -> bool:
+    """Whether an autoscaler may add nodes to the cluster.
 
-    return state.get_max_resources_from_cluster_config() or None
+    Autoscaler v2 (KubeRay) reports its cluster config to the GCS. Autoscaler v1 (the cluster launcher's
+    default, `ray up`) does not, but its monitor writes a status to the GCS's key-value store every few
+    seconds, naming each node's type. A cluster started without an autoscaling config runs the same
+    monitor read-only, where every node is a type of its own named `node_<node id>`: node types named
+    otherwise come from a launcher config.
+    """
+    from ray._private import ray_constants
+    from ray._private.state import state  # Ray 2.60 (pinned)
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    if state.get_max_resources_from_cluster_config():
+        return True
+    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    if status is None:
+        return False
+    mapping = (json.loads(status).get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return any(node_type != f"node_{node_id}" for node_id, node_type in mapping.items())
 
 
 def placement_timeout(train: Any, autoscaled: bool) -> float | None:
@@ -60,8 +77,8 @@ def check_feasible(train: Any) -> None:
     """Fail now when a cluster without an autoscaler can never hold the workers."""
     import ray
 
-    if autoscaler_limits() is not None:
-        return  # Ray Train checks against the autoscaler's maximum itself
+    if has_autoscaler():
+        return  # it may add nodes (Ray Train checks against autoscaler v2's maximum itself)
     asked, total, keys = _request_text(train)
     have = ray.cluster_resources()
     if any(total[key] > have.get(key, 0.0) + 1e-9 for key in keys):

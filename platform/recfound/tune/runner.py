@@ -170,6 +170,10 @@ def _run(spec: SweepSpec, folder: Path, state: SweepState) -> SweepReport:
     return report
 
 
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node (1 unit)
+HEAD_NODE_SHARE = 0.001  # room for any number of concurrent trials
+
+
 def _tuner(spec: SweepSpec, folder: Path, parent_run_id: str) -> Any:
     """A new Tuner, or the restored one of an unfinished sweep (same trainable, fresh object refs)."""
     from ray import tune
@@ -178,8 +182,11 @@ def _tuner(spec: SweepSpec, folder: Path, parent_run_id: str) -> Any:
     from recfound.tune.leftovers import ReleaseStoppedTrials
     from recfound.tune.trainable import run_trial
 
+    # A trial's own process is a training driver: it runs on the head node, like a job's driver, where the
+    # run storage and the cluster's MLflow server (bound to the head's loopback) are; its workers go wherever
+    # their resources are (GPU nodes on a cloud cluster).
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec, parent_run_id=parent_run_id),
-                                    {"CPU": spec.resources.trial_cpus})
+                                    {"CPU": spec.resources.trial_cpus, HEAD_NODE_RESOURCE: HEAD_NODE_SHARE})
     if tune.Tuner.can_restore(str(folder)):
         print(f"== resuming the unfinished sweep {spec.name!r} from {folder}", flush=True)
         return tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=False,
