@@ -25,8 +25,8 @@ ENV HF_HUB_OFFLINE=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
     RAY_USAGE_STATS_ENABLED=0
 
-# The project's fixed place in the image: the KubeRay manifests and the cluster launcher configs rely
-# on this path (the working directory of the containers they start). Created as the image's user, `ray`
+# The project's fixed place in the image: the KubeRay manifests rely on this path (the working
+# directory of the containers they start). Created as the image's user, `ray`
 # (as every RUN here: Ray's image ends with USER ray), so that runs started here can write under it.
 RUN mkdir -p /home/ray/recfound
 WORKDIR /home/ray/recfound

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,6 +24,10 @@ from cloud_services import (fake_autoscaling_cluster, fake_autoscaling_config, f
                             s3_server, wait_until)
 from recfound.tracking.server import stop_server
 from test_train_job import NOISE, set_arguments
+
+# Every test here may be the one that starts the services (about 20 s idle) or runs the job (about 70 s idle):
+# each gets the time both take beside a CPU hog per core, with the inner waits (job 420 s) inside it.
+pytestmark = pytest.mark.timeout(600)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
@@ -78,7 +81,7 @@ def cloud(tmp_path_factory):
         try:
             with fake_autoscaling_cluster(folder / "cluster", {"CPU": 1, "GPU": 0}, "gpu_h100", fake_gpu_type(),
                                           IDLE_TIMEOUT_MINUTES, {"MLFLOW_TRACKING_URI": tracking_uri}) as cluster:
-                said, complaint = server.communicate(timeout=300)
+                said, complaint = server.communicate(timeout=180)
                 assert server.returncode == 0, said + complaint
                 assert said.startswith(f"MLflow tracking server: {tracking_uri} (backend {database}, "
                                        f"artifacts s3://{BUCKET}/{ARTIFACTS_PREFIX})")
@@ -149,7 +152,6 @@ def submitted(cloud):
     return {"done": done, "console": console, "before": before, "during": during, "job_id": job_id}
 
 
-@pytest.mark.timeout(480)  # the whole rehearsal: services, scale-up, ZeRO-3 on CPU, registry
 def test_submitted_job_scales_the_cluster_up_and_finishes_quietly(submitted):
     done, console = submitted["done"], submitted["console"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -233,8 +235,6 @@ def test_idle_worker_nodes_are_released(cloud, submitted):
         alive = [node for node in cluster.nodes() if node["state"] == "ALIVE"]
         return [node["is_head_node"] for node in alive] == [True]
 
-    started = time.monotonic()
     wait_until(only_the_head, 120, "the idle worker nodes being removed", interval_s=1.0)
     gone = [node for node in cluster.nodes() if not node["is_head_node"]]
     assert len(gone) == WORKERS and all(node["state"] == "DEAD" for node in gone)
-    assert time.monotonic() - started < 120

@@ -89,6 +89,9 @@ def test_a_typo_in_a_launcher_config_is_named_with_the_key_it_meant(tmp_path):
     with pytest.raises(LauncherError, match=r"available_node_types\.gpu_h100: unknown key 'min_worker' \(did you mean "
                                             r"min_workers\?\)"):
         load_launcher_config(nested)
+    no_provider = write_variant(tmp_path, "aws", lambda raw: raw.pop("provider"))
+    with pytest.raises(LauncherError, match=r"aws-variant\.yaml: missing required key 'provider'"):
+        load_launcher_config(no_provider)
     wrong_type = write_variant(tmp_path, "aws", lambda raw: raw.update(max_workers="four"))
     with pytest.raises(LauncherError, match=r"max_workers: 'four' is not of type 'integer'"):
         load_launcher_config(wrong_type)
@@ -126,12 +129,13 @@ def test_missing_mounted_files_and_a_missing_token_are_one_line_each(tmp_path, m
     token, settings = tmp_path / ".ray" / "auth_token", tmp_path / ".recfound" / "mlflow.env"
     assert mounted_file_problems(launcher) == [
         f"file_mounts: '~/.ray/auth_token' is copied from {token}, which does not exist here: create the cluster's Ray "
-        "token there with `ray get-auth-token --generate` (docs/cloud.md)",
+        "token there with `ray get-auth-token --generate` (docs/cloud.md, step 2)",
         f"file_mounts: '~/.recfound/mlflow.env' is copied from {settings}, which does not exist here: write the MLflow "
-        "server's settings there (docs/cloud.md, \"The MLflow server\")"]
+        "server's settings there (docs/cloud.md, step 2)"]
     assert main(["cluster", "check", str(LAUNCHERS["aws"]), "--config", str(PAPER)]) == 1
-    said = capsys.readouterr().err.splitlines()
-    assert len(said) == 2 and said[0].startswith(f"recfound: error: {LAUNCHERS['aws']}: file_mounts: '~/.ray/auth_token'")
+    said = capsys.readouterr().err.splitlines()  # one error line each
+    assert [line.split(": file_mounts: ")[0] for line in said] == [f"recfound: error: {LAUNCHERS['aws']}"] * 2
+    assert "'~/.ray/auth_token'" in said[0] and "'~/.recfound/mlflow.env'" in said[1]
     token.parent.mkdir()
     token.write_text("t" * 64)
     settings.parent.mkdir()
@@ -180,12 +184,18 @@ def test_mlflow_server_that_cannot_start_says_why_in_one_line(tmp_path):
     env_file.write_text("MLFLOW_BACKEND_STORE_URI=nosuchdb://x/y\nMLFLOW_ARTIFACTS_DESTINATION=s3://bucket/mlflow\n")
     from cloud_services import free_port
 
+    from recfound.tracking.server import stop_server
+
     pid_file = tmp_path / "server.pid"
-    done = subprocess.run([str(Path(sys.executable).parent / "recfound"), "mlflow-server", "start", "--env-file",
-                           str(env_file), "--port", str(free_port()), "--log-file", str(tmp_path / "server.log"),
-                           "--pid-file", str(pid_file), "--timeout", "120"], capture_output=True, text=True, timeout=180)
+    try:
+        done = subprocess.run([str(Path(sys.executable).parent / "recfound"), "mlflow-server", "start", "--env-file",
+                               str(env_file), "--port", str(free_port()), "--log-file", str(tmp_path / "server.log"),
+                               "--pid-file", str(pid_file), "--timeout", "120"], capture_output=True, text=True,
+                              timeout=180)
+    finally:
+        stop_server(pid_file)  # had it started after all
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("recfound: error: the MLflow server exited with status 1: mlflow.tracking.registry."
                            "UnsupportedModelRegistryStoreURIException:") and "'nosuchdb://x/y'" in line, line
-    assert not pid_file.exists()
+    assert not (tmp_path / "server.pid").exists() and "Traceback" not in done.stderr

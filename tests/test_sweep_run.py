@@ -16,7 +16,7 @@ import yaml
 from recfound.config import PATHS, load_config
 
 STEPS = 4
-TRIALS = 2  # the second one meets ASHA's rung at step 2 with the first one's result to compare
+TRIALS = 2  # the later one to reach ASHA's rung at step 2 meets the earlier one's result there
 
 
 def sweep_file(tmp_path) -> str:
@@ -36,8 +36,9 @@ def sweep_file(tmp_path) -> str:
         "metric": "val_loss/mean", "mode": "min", "search": "optuna", "scheduler": "asha", "trials": TRIALS,
         "storage": str(tmp_path / "sweeps"), "seed": 0,
         # One worker per trial: the multi-worker job has tests of its own (test_train_job); a sweep's is the search.
-        "max_concurrent_trials": 1,
-        "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "trial_cpus": 0.1},
+        # Both trials at once (0.1 + 0.9 CPU each on the 2-CPU cluster): their start-ups overlap.
+        "max_concurrent_trials": 2,
+        "resources": {"workers": 1, "cpus_per_worker": 0.9, "gpus_per_worker": 0, "trial_cpus": 0.1},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(definition))

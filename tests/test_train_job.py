@@ -289,8 +289,10 @@ def test_diverging_job_stops_after_too_many_non_finite_steps(ray_cluster, tmp_pa
     address, job_id = f"http://{get_dashboard_url()}", f"diverging-{os.getpid()}"
     bin_dir = Path(sys.executable).parent
     # The entry point names this interpreter: the cluster's processes do not have the virtualenv on their PATH.
+    # As docs/cloud.md submits: the checkout to the driver (--working-dir) and its package to the workers.
     command = [str(bin_dir / "ray"), "job", "submit", "--address", address, "--submission-id", job_id,
-               "--working-dir", str(REPO), "--", sys.executable, "jobs/train.py", *set_arguments(overrides)]
+               "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"py_modules": [str(REPO / "platform" / "recfound")]}),
+               "--", sys.executable, "jobs/train.py", *set_arguments(overrides)]
     env = {key: value for key, value in os.environ.items() if key != "RECFOUND_VERBOSE"}
     done = subprocess.run(command, env={**env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
                           capture_output=True, text=True, timeout=240)

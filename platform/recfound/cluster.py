@@ -62,7 +62,7 @@ def require_token() -> None:
     if not file.is_file():
         named_by = f" (named by ${TOKEN_PATH_ENV})" if os.environ.get(TOKEN_PATH_ENV) else ""
         raise ConnectionError(f"RAY_AUTH_MODE=token but no Ray token: ${TOKEN_ENV} is not set and {file}{named_by} "
-                              "does not exist; put the cluster's token there (docs/cloud.md, \"Token\")")
+                              "does not exist; put the cluster's token there (docs/cloud.md, step 2)")
 
 
 @contextmanager

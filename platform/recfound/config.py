@@ -38,10 +38,6 @@ from recfound.model.presets import PRESETS
 from recfound.redact import without_passwords
 from recfound.yaml_limits import MAX_BYTES, YamlLimitError, load_limited
 from recfound.run_folder import NAME_PATTERN, NAME_RULE, RESERVED_NAMES
-
-# A custom Ray resource name; CPU, GPU, memory and Ray's own `node:` markers are asked for elsewhere.
-RESOURCE_PATTERN = r"(?!(CPU|GPU|memory|object_store_memory)$)(?!node:)[A-Za-z][A-Za-z0-9_.:-]{0,63}"
-RESOURCE_RULE = "must be a custom resource name (letters, digits, '_', '.', ':', '-'; not CPU, GPU or memory)"
 from recfound.tasks import Kind, task_names
 
 if TYPE_CHECKING:  # the converters import these lazily: loading a config must not import torch
@@ -51,6 +47,9 @@ if TYPE_CHECKING:  # the converters import these lazily: loading a config must n
     from recfound.sched.policy import SchedConfig
 
 CORPUS_TOKENIZER = "corpus"  # data.tokenizer: build a BPE tokenizer from the training corpus
+# A custom Ray resource name; CPU, GPU, memory and Ray's own `node:` markers are asked for elsewhere.
+RESOURCE_PATTERN = r"(?!(CPU|GPU|memory|object_store_memory)$)(?!node:)[A-Za-z][A-Za-z0-9_.:-]{0,63}"
+RESOURCE_RULE = "must be a custom resource name (letters, digits, '_', '.', ':', '-'; not CPU, GPU or memory)"
 
 
 class ConfigError(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -46,8 +47,10 @@ def cmd_cluster_check(args: argparse.Namespace) -> None:
     if args.config or args.overrides:
         config = load_config(args.config, args.overrides, check_paths=False)  # the paths are the cluster's
         problems += [f"{args.launcher_file}: {problem}" for problem in check_fit(launcher, config)]
+    for problem in problems[:-1]:  # each its own error line; the last ends the command
+        print(f"recfound: error: {problem}", file=sys.stderr)
     if problems:
-        raise LauncherError("\n".join(problems))
+        raise LauncherError(problems[-1])
     types = ", ".join(f"{name} (max {node['max_workers']})" for name, node in launcher["available_node_types"].items()
                       if name != launcher["head_node_type"])
     print(f"{args.launcher_file}: ok: head {launcher['head_node_type']}, worker types {types}, "
@@ -58,7 +61,7 @@ def cmd_server_start(args: argparse.Namespace) -> None:
     from recfound.tracking.server import DEFAULT_START_TIMEOUT_S, describe, server_environment, start_server
 
     environment = server_environment(args.env_file)
-    url = start_server(args.host, args.port, args.log_file, args.pid_file, args.env_file,
+    url = start_server(args.host, args.port, args.log_file, args.pid_file, environment,
                        timeout_s=args.timeout or DEFAULT_START_TIMEOUT_S)
     print(f"MLflow tracking server: {url} ({describe(environment)}); log {args.log_file}, pid file {args.pid_file}")
 

@@ -55,7 +55,10 @@ def load_launcher_config(path: str | Path) -> dict[str, Any]:
         validate_config(prepared)
     except jsonschema.ValidationError as error:
         raise LauncherError(_schema_message(source, error)) from None
-    except (ValueError, KeyError, AssertionError) as error:
+    except KeyError as error:  # prepare_config reads a few keys before the schema check runs
+        raise LauncherError(f"{source}: missing required key {error.args[0]!r} (Ray's launcher schema; see "
+                            "cluster.yaml for a complete config)") from None
+    except (ValueError, AssertionError) as error:
         raise LauncherError(f"{source}: {error}") from None
     finally:
         filler.setLevel(level)
@@ -76,7 +79,7 @@ def mounted_file_problems(config: dict[str, Any]) -> list[str]:
 
 def _how_to_create(remote: str) -> str:
     if remote.endswith("auth_token"):
-        return ": create the cluster's Ray token there with `ray get-auth-token --generate` (docs/cloud.md)"
+        return ": create the cluster's Ray token there with `ray get-auth-token --generate` (docs/cloud.md, step 2)"
     if remote.endswith("mlflow.env"):
-        return ": write the MLflow server's settings there (docs/cloud.md, \"The MLflow server\")"
+        return ": write the MLflow server's settings there (docs/cloud.md, step 2)"
     return ""

@@ -124,10 +124,20 @@ def log_dataset(tracking_uri: str, run_id: str, name: str, digest: str, location
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
 
     with warnings.catch_warnings():  # MLflow registers its local source twice and warns about every path
         warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
         source = resolve_dataset_source(absolute_location(location))
     fields = MetaDataset(source, name=name, digest=digest).to_dict()
     dataset = Dataset(**fields, profile=json.dumps(dict(profile)) if profile else None)
-    client(tracking_uri).log_inputs(run_id, [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+    inputs = [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])]
+    try:
+        client(tracking_uri).log_inputs(run_id, inputs)
+    except MlflowException as error:
+        # Runs of one experiment logging the same dataset at once (a sweep's concurrent trials) race to insert
+        # its row (SQLite: "UNIQUE constraint failed", PostgreSQL: "duplicate key ... unique constraint"); the
+        # store reuses an existing row, so the loser's second try links to the winner's.
+        if "unique constraint" not in str(error).lower():
+            raise
+        client(tracking_uri).log_inputs(run_id, inputs)

@@ -1,8 +1,8 @@
 """The MLflow tracking server of a cluster: a PostgreSQL backend store and artifacts in a bucket.
 
 On one machine runs log to a SQLite file (`recfound.tracking.store`). A cluster's head starts this
-server instead (cluster.yaml's head start commands): `mlflow server` on the head's loopback, its
-backend store and artifact destination from `MLFLOW_BACKEND_STORE_URI` and
+server instead (cluster.yaml's head start commands): `mlflow server` on the head (on all its interfaces:
+training rank 0 logs from a GPU node; the cluster's firewall keeps it inside), its backend store and artifact destination from `MLFLOW_BACKEND_STORE_URI` and
 `MLFLOW_ARTIFACTS_DESTINATION` (MLflow's own variables), read from the environment or from an env file
 the launcher copies to the head, so the database password never appears in a config or a process
 list. The server proxies the artifacts (`mlflow-artifacts:/`): clients need no bucket credentials; the
@@ -23,11 +23,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from recfound.cluster import LOOPBACK
 from recfound.redact import without_password
 
 BACKEND_ENV, ARTIFACTS_ENV = "MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION"
 REQUIRED = (BACKEND_ENV, ARTIFACTS_ENV)
-LOOPBACK = "127.0.0.1"
 DEFAULT_START_TIMEOUT_S = 120.0  # a new PostgreSQL store runs MLflow's migrations first
 STOP_GRACE_S = 10.0
 
@@ -104,15 +104,15 @@ def _last_line(log_file: Path) -> str:
     return without_password((raised or lines or ["(empty log)"])[-1])[:400]
 
 
-def start_server(host: str, port: int, log_file: str | Path, pid_file: str | Path, env_file: str | Path | None = None,
+def start_server(host: str, port: int, log_file: str | Path, pid_file: str | Path, environment: dict[str, str],
                  timeout_s: float = DEFAULT_START_TIMEOUT_S) -> str:
-    """Start the server in the background (it outlives this process) and wait until it answers; its URL.
-    A server this pid file names that still runs and answers is kept (starting again is harmless)."""
+    """Start the server in the background (it outlives this process) with `environment`
+    (`server_environment`) and wait until it answers; its URL. A server this pid file names that still runs
+    and answers is kept (starting again is harmless)."""
     reachable = LOOPBACK if host in ("0.0.0.0", "::", "") else host  # all interfaces: ask on this machine's own
     url, pid_path, log_path = f"http://{reachable}:{port}", Path(pid_file), Path(log_file)
     if _running_pid(pid_path) is not None and is_healthy(url):
         return url
-    environment = server_environment(env_file)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:

@@ -183,8 +183,8 @@ def _tuner(spec: SweepSpec, folder: Path, parent_run_id: str) -> Any:
     from recfound.tune.trainable import run_trial
 
     # A trial's own process is a training driver: it runs on the head node, like a job's driver, where the
-    # run storage and the cluster's MLflow server (bound to the head's loopback) are; its workers go wherever
-    # their resources are (GPU nodes on a cloud cluster).
+    # run storage and the cluster's MLflow server are; its workers go wherever their resources are (GPU
+    # nodes on a cloud cluster).
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec, parent_run_id=parent_run_id),
                                     {"CPU": spec.resources.trial_cpus, HEAD_NODE_RESOURCE: HEAD_NODE_SHARE})
     if tune.Tuner.can_restore(str(folder)):
