@@ -116,7 +116,8 @@ def postgres_server() -> Iterator[str]:
                        preexec_fn=as_user, check=True, capture_output=True, timeout=START_TIMEOUT_S)
         with (folder / "server.log").open("wb") as log:
             server = subprocess.Popen([str(POSTGRES_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
-                                       "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                                       "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+                                       "-c", "full_page_writes=off"],  # a throwaway database: no durability
                                       preexec_fn=as_user, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def accepts() -> bool:

@@ -111,7 +111,8 @@ def test_the_fake_cluster_mirrors_cluster_yaml_and_fits_the_job(tmp_path):
                                          check_paths=False)) == [
         f"available_node_types.gpu_h100.resources.{WORKER_RESOURCE}: advertised, but the training config does not "
         "ask for it (train.worker_resource is 'other')",
-        "available_node_types.gpu_h100.resources: no worker type holds one training worker {CPU: 1, other: 1}"]
+        "available_node_types.gpu_h100.resources: no worker type holds one training worker {CPU: 1, other: 1} "
+        "(declare each type's resources)"]
 
 
 def test_job_submission_without_the_token_is_refused(cloud):
@@ -165,7 +166,7 @@ def test_submitted_job_scales_the_cluster_up_and_finishes_quietly(submitted):
     assert [noise for noise in NOISE if noise in console] == [], console
     assert "train step 2/2" in console and "== summary" in console
     assert f"registered: models:/{MODEL_NAME}/1" in console
-    lines = console.splitlines()
+    lines = console.splitlines()  # nothing of the run is printed after the evaluation is done
     evaluated = next(i for i, line in enumerate(lines) if line.startswith("evaluation done in"))
     assert [line for line in lines[evaluated + 1:lines.index("== summary")] if line.strip()] == []
 

@@ -6,8 +6,6 @@ key or the file. (The configs in action: test_cloud_cluster.)"""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -105,7 +103,7 @@ def test_a_worker_type_without_gpus_or_with_an_unasked_resource_does_not_fit(tmp
     launcher = load_launcher_config(write_variant(tmp_path, "aws", no_gpus))
     assert check_fit(launcher, paper_config()) == [
         "available_node_types.gpu_h100|gpu_h100_spot.resources: no worker type holds one training worker "
-        "{CPU: 8, GPU: 1}"]
+        "{CPU: 8, GPU: 1} (declare each type's resources)"]
     shipped = load_launcher_config(LAUNCHERS["aws"])
     shipped["available_node_types"]["gpu_h100"]["resources"]["h100_node"] = 8
     assert check_fit(shipped, paper_config()) == [
@@ -177,25 +175,23 @@ def test_mlflow_server_settings_errors_name_the_file_line_or_variable(tmp_path, 
         server_environment(env_file)
 
 
-def test_mlflow_server_that_cannot_start_says_why_in_one_line(tmp_path):
+def test_mlflow_server_that_cannot_start_says_why_in_one_line(tmp_path, capsys):
     """A backend store the server cannot open: `recfound mlflow-server start` ends with the server's own
     error line, not a wait, and leaves no pid file behind."""
-    env_file = tmp_path / "mlflow.env"
-    env_file.write_text("MLFLOW_BACKEND_STORE_URI=nosuchdb://x/y\nMLFLOW_ARTIFACTS_DESTINATION=s3://bucket/mlflow\n")
     from cloud_services import free_port
-
+    from recfound.cli import main
     from recfound.tracking.server import stop_server
 
+    env_file = tmp_path / "mlflow.env"
+    env_file.write_text("MLFLOW_BACKEND_STORE_URI=nosuchdb://x/y\nMLFLOW_ARTIFACTS_DESTINATION=s3://bucket/mlflow\n")
     pid_file = tmp_path / "server.pid"
     try:
-        done = subprocess.run([str(Path(sys.executable).parent / "recfound"), "mlflow-server", "start", "--env-file",
-                               str(env_file), "--port", str(free_port()), "--log-file", str(tmp_path / "server.log"),
-                               "--pid-file", str(pid_file), "--timeout", "120"], capture_output=True, text=True,
-                              timeout=180)
+        status = main(["mlflow-server", "start", "--env-file", str(env_file), "--port", str(free_port()), "--log-file",
+                       str(tmp_path / "server.log"), "--pid-file", str(pid_file), "--timeout", "120"])
     finally:
         stop_server(pid_file)  # had it started after all
-    assert done.returncode == 1
-    (line,) = done.stderr.strip().splitlines()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
     assert line.startswith("recfound: error: the MLflow server exited with status 1: mlflow.tracking.registry."
                            "UnsupportedModelRegistryStoreURIException:") and "'nosuchdb://x/y'" in line, line
-    assert not (tmp_path / "server.pid").exists() and "Traceback" not in done.stderr
+    assert not pid_file.exists()

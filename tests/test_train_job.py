@@ -1,8 +1,9 @@
 """The training job end to end on the session's local Ray cluster with 2 CPU workers (DeepSpeed ZeRO-2
 over gloo): MLflow run, metrics, merge, registry; a worker killed mid-run resumes from the last
 checkpoint, and a driver stopped by SIGTERM resumes with the same command, onto the same ratio sequence
-as an uninterrupted run; a diverging job submitted with `ray job submit --working-dir .`; bounded waits
-for workers. (A ZeRO-3 job submitted to an autoscaling cluster: test_cloud_cluster.)"""
+as an uninterrupted run; a diverging run from the command line; a checkout submitted with `ray job
+submit` runs on the driver and the workers; bounded waits for workers. (A ZeRO-3 job submitted to an
+autoscaling cluster: test_cloud_cluster.)"""
 
 from __future__ import annotations
 
@@ -267,41 +268,30 @@ def test_killed_worker_and_stopped_driver_resume_onto_the_same_ratio_sequence(ba
         run_training(config)
 
 
-def test_diverging_job_stops_after_too_many_non_finite_steps(ray_cluster, tmp_path):
-    """A job submitted with the real `ray job submit --working-dir .` (as users start runs on a cluster),
-    with a learning rate of 1e30: the adapter blows up after the first update, every later step's loss is
-    NaN, ZeRO skips those updates, and after train.max_bad_steps in a row the run stops (without the
-    restart a worker error would cost). The job's console holds our lines only and ends with one error
-    line; the run keeps the checkpoints it wrote (which never saw a NaN update) and its MLflow run is
-    FAILED."""
+def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
+    """`recfound train` in its own process (attached to the session cluster), with a learning rate of 1e30: the
+    adapter blows up after the first update, every later step's loss is NaN, ZeRO skips those updates,
+    and after train.max_bad_steps in a row the run stops (without the restart a worker error would
+    cost). The console holds our lines only and ends with one error line; the run keeps the
+    checkpoints it wrote (which never saw a NaN update) and its MLflow run is FAILED."""
     import subprocess
     import sys
     from pathlib import Path
-
-    from ray._private.worker import get_dashboard_url
-    from ray.job_submission import JobSubmissionClient
 
     from recfound.model.state import read_adapter
     from recfound.train.resume import find_checkpoint_folders
 
     overrides = job_overrides(tmp_path, "diverging", "train.lr=1e30", "train.lr_warmup_ratio=0", "train.max_bad_steps=2",
                               "checkpoint.every=1", "data.tasks=[Q2I, SA]", "train.num_workers=1")
-    address, job_id = f"http://{get_dashboard_url()}", f"diverging-{os.getpid()}"
-    bin_dir = Path(sys.executable).parent
-    # The entry point names this interpreter: the cluster's processes do not have the virtualenv on their PATH.
-    # As docs/cloud.md submits: the checkout to the driver (--working-dir) and its package to the workers.
-    command = [str(bin_dir / "ray"), "job", "submit", "--address", address, "--submission-id", job_id,
-               "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"py_modules": [str(REPO / "platform" / "recfound")]}),
-               "--", sys.executable, "jobs/train.py", *set_arguments(overrides)]
     env = {key: value for key, value in os.environ.items() if key != "RECFOUND_VERBOSE"}
-    done = subprocess.run(command, env={**env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
-                          capture_output=True, text=True, timeout=240)
-    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
-    console = JobSubmissionClient(address).get_job_logs(job_id)
+    done = subprocess.run([str(Path(sys.executable).parent / "recfound"), "train", *set_arguments(overrides)],
+                          env=env, capture_output=True, text=True, timeout=240)
+    console = done.stdout + done.stderr
+    assert done.returncode == 1, console[-4000:]
     assert [noise for noise in NOISE if noise in console] == [], console
-    error = [line for line in console.splitlines() if line.strip()][-1]  # the workers' lines come before it
+    error = [line for line in done.stderr.splitlines() if line.strip()][-1]  # the workers' lines come before it
     assert error.startswith("recfound: error: training run 'diverging' stopped: 2 steps in a row up to step 3 "
-                            "had a non-finite loss"), console
+                            "had a non-finite loss"), done.stderr
     config = job_config(tmp_path, "diverging")
     kept = find_checkpoint_folders(config.run_dir())
     assert kept
@@ -311,6 +301,32 @@ def test_diverging_job_stops_after_too_many_non_finite_steps(ray_cluster, tmp_pa
     (run,) = client.search_runs([client.get_experiment_by_name("recfound").experiment_id],
                                 filter_string="attributes.run_name = 'diverging'")
     assert run.info.status == "FAILED"
+
+
+def test_a_submitted_checkout_runs_on_the_driver_and_on_the_workers(ray_cluster):
+    """`ray job submit` as docs/cloud.md has users submit: `--working-dir .` gives the driver the checkout, and
+    `py_modules` gives its `recfound` package to the workers, where the cluster's image also has an installed
+    copy. Both import the submitted copies (Ray's runtime-environment folders), neither this checkout's files
+    nor an installed package."""
+    import subprocess
+    import sys
+
+    from ray._private.worker import get_dashboard_url
+
+    address, bin_dir = f"http://{get_dashboard_url()}", Path(sys.executable).parent
+    probe = ("import sys; sys.path.insert(0, 'platform'); import ray, recfound; ray.init(); "
+             "where = ray.remote(num_cpus=0)(lambda: __import__('recfound').__file__); "
+             "print('driver', recfound.__file__); print('worker', ray.get(where.remote()))")
+    command = [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+               "--runtime-env-json", json.dumps({"py_modules": [str(REPO / "platform" / "recfound")]}),
+               "--", sys.executable, "-c", probe]
+    done = subprocess.run(command, env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    found = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("driver ", "worker ")))
+    assert "/runtime_resources/working_dir_files/" in found["driver"], found
+    assert "/runtime_resources/py_modules_files/" in found["worker"], found
+    assert not any(path.startswith(str(REPO)) or "site-packages" in path for path in found.values()), found
 
 
 # What Ray, Ray Train, DeepSpeed, MLflow, torch, transformers and matplotlib printed on a run's console

@@ -23,7 +23,9 @@ def _workers_per_node(advertised: dict[str, float], per_worker: dict[str, float]
 
 def check_fit(cluster: dict[str, Any], config: Any) -> list[str]:
     """The reasons the launcher config `cluster` (prepared: `load_launcher_config`) cannot run the training
-    config `config` (a RunConfig), one line each naming the key; empty when it can."""
+    config `config` (a RunConfig), one line each naming the key; empty when it can. A node type's
+    resources count as declared: AWS can fill in an empty `resources` from the instance type, but only
+    when `ray up` launches, so the shipped configs declare them."""
     types, head = cluster["available_node_types"], cluster["head_node_type"]
     per_worker = worker_resources(config.train)
     problems = []
@@ -39,7 +41,7 @@ def check_fit(cluster: dict[str, Any], config: Any) -> list[str]:
                                 f"does not ask for it (train.worker_resource is {config.train.worker_resource!r})")
     if not any(per_node.values()):
         problems.append(f"available_node_types.{'|'.join(per_node) or '<worker types>'}.resources: no worker type "
-                        f"holds one training worker {_describe(per_worker)}")
+                        f"holds one training worker {_describe(per_worker)} (declare each type's resources)")
         return problems
     # Each type up to its own max_workers nodes, and all types together up to the global max_workers.
     capacity = min(sum(count * types[name].get("max_workers", cluster["max_workers"]) for name, count in per_node.items()),

@@ -39,7 +39,8 @@ def has_autoscaler() -> bool:
     default, `ray up`) does not, but its monitor writes a status to the GCS's key-value store every few
     seconds, naming each node's type. A cluster started without an autoscaling config runs the same
     monitor read-only, where every node is a type of its own named `node_<node id>`: node types named
-    otherwise come from a launcher config.
+    otherwise come from a launcher config. (In a v1 cluster's first seconds, before the monitor's first
+    status, this says no; jobs are submitted after `ray up` has returned.)
     """
     from ray._private import ray_constants
     from ray._private.state import state  # Ray 2.60 (pinned)
