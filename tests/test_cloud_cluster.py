@@ -166,9 +166,12 @@ def test_submitted_job_scales_the_cluster_up_and_finishes_quietly(submitted):
     assert [noise for noise in NOISE if noise in console] == [], console
     assert "train step 2/2" in console and "== summary" in console
     assert f"registered: models:/{MODEL_NAME}/1" in console
-    lines = console.splitlines()  # nothing of the run is printed after the evaluation is done
+    # Nothing of the run is printed after the evaluation is done; the autoscaler's events may be (the
+    # idle nodes go after 6 s here, while the driver is still evaluating).
+    lines = console.splitlines()
     evaluated = next(i for i, line in enumerate(lines) if line.startswith("evaluation done in"))
-    assert [line for line in lines[evaluated + 1:lines.index("== summary")] if line.strip()] == []
+    assert [line for line in lines[evaluated + 1:lines.index("== summary")]
+            if line.strip() and "(autoscaler +" not in line] == []
 
 
 def test_zero3_adapters_are_saved_whole(cloud, submitted):
