@@ -47,8 +47,9 @@ if TYPE_CHECKING:  # the converters import these lazily: loading a config must n
     from recfound.sched.policy import SchedConfig
 
 CORPUS_TOKENIZER = "corpus"  # data.tokenizer: build a BPE tokenizer from the training corpus
-# A custom Ray resource name; CPU, GPU, memory and Ray's own `node:` markers are asked for elsewhere.
-RESOURCE_PATTERN = r"(?!(CPU|GPU|memory|object_store_memory)$)(?!node:)[A-Za-z][A-Za-z0-9_.:-]{0,63}"
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+# A custom Ray resource name; the built-in ones and Ray's own `node:` markers are asked for elsewhere.
+RESOURCE_PATTERN = rf"(?!({'|'.join(RAY_BUILTIN_RESOURCES)})$)(?!node:)[A-Za-z][A-Za-z0-9_.:-]{{0,63}}"
 RESOURCE_RULE = "must be a custom resource name (letters, digits, '_', '.', ':', '-'; not CPU, GPU or memory)"
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from recfound.config import RAY_BUILTIN_RESOURCES
 from recfound.train.placement import worker_resources
-
-RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
 def _describe(resources: dict[str, float]) -> str:
