@@ -29,7 +29,8 @@ from recfound.data.synth_world import build_world  # noqa: E402
 from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer  # noqa: E402
 from recfound.eval.data import CandidatePool, load_split  # noqa: E402
 from recfound.eval.retrieval import full_pool_ranks, sampled_ranks  # noqa: E402
-from recfound.model.adapter import AdapterConfig, attach_adapter  # noqa: E402
+from recfound.model.adapter import AdapterConfig  # noqa: E402
+from recfound.model.attach import attach_adapter  # noqa: E402
 from recfound.model.backbone import load_backbone  # noqa: E402
 from recfound.model.inference import Inference, InferenceOptions  # noqa: E402
 from recfound.progress import format_table  # noqa: E402

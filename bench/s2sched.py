@@ -94,7 +94,7 @@ def main() -> None:
         synthesize(data, 0, "tiny")
         build_corpus_tokenizer(corpus_texts(data), tokenizer_dir, vocab_size=2048)
         with ray_session():
-            pools = load_pools(data, "train", tokenizer_dir)
+            pools = {name: ref.fetch() for name, ref in load_pools(data, "train", tokenizer_dir).items()}
             round_trip = actor_round_trip(200)
         step, _ = training_step_seconds(pools, tokenizer_dir, 32, 32, steps=10)
 

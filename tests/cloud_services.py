@@ -149,9 +149,12 @@ S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "recfound-test", "AWS_SECRET_ACCESS_KEY":
 def s3_server(bucket: str) -> Iterator[dict[str, str]]:
     """moto's S3-compatible server on a free loopback port with one bucket; yields the environment a
     client needs (credentials, and the endpoint for boto3 and for MLflow)."""
+    import logging
+
     import boto3
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

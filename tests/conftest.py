@@ -1,5 +1,6 @@
-"""Shared test set-up: an offline, telemetry-free environment, one private local Ray cluster, and a
-check after every test that used it that it gave back every Ray resource it took."""
+"""Shared test set-up: an offline, telemetry-free environment, one S3-compatible server (moto) and one
+private local Ray cluster whose processes reach it, and a check after every test that used the cluster
+that it gave back every Ray resource it took."""
 
 from __future__ import annotations
 
@@ -29,11 +30,27 @@ CLUSTER_CPUS = 2
 LEAK_SETTLE_S = float(os.environ.get("RECFOUND_TEST_LEAK_SETTLE_S", "60"))
 
 
+SESSION_BUCKET = "rf-session"
+
+
 @pytest.fixture(scope="session")
-def ray_cluster():
+def object_store():
+    """The session's S3-compatible server on loopback (moto) with one bucket; yields the bucket's URI.
+    Its endpoint and credentials are in this process's environment, as a cloud node has them, before the
+    session's Ray cluster starts, so the cluster's processes reach the bucket too."""
+    from cloud_services import s3_server
+
+    with s3_server(SESSION_BUCKET) as environment, pytest.MonkeyPatch.context() as patch:
+        for key, value in environment.items():
+            patch.setenv(key, value)
+        yield f"s3://{SESSION_BUCKET}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(object_store):
     """A private local Ray cluster shared by the whole session (never attaches to a running one), started
     as the product starts its own (`recfound.cluster.private_cluster`: dashboard on loopback, its own
-    address in its processes' environment)."""
+    address in its processes' environment), with the session's object store in its environment."""
     import ray
 
     from recfound.cluster import private_cluster

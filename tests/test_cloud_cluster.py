@@ -178,15 +178,15 @@ def test_zero3_adapters_are_saved_whole(cloud, submitted):
     """Under ZeRO-3 the adapter is partitioned over the ranks; the initial, checkpointed and merged adapter
     files still hold every tensor whole and load into a fresh adapter."""
     from recfound.data.tokenizer import load_tokenizer
-    from recfound.merge.files import INIT_FILE
-    from recfound.model.adapter import AdapterConfig, attach_adapter
+    from recfound.model.adapter import AdapterConfig
+    from recfound.model.attach import attach_adapter
     from recfound.model.backbone import load_backbone
     from recfound.model.state import load_adapter, read_adapter
-    from recfound.train.resume import find_checkpoint_folders
+    from recfound.run_layout import INIT_FILE, RunLayout
 
     assert submitted["done"].returncode == 0
     run_dir = cloud["folder"] / "runs" / "cloud"
-    merged, final = run_dir / "merged.safetensors", find_checkpoint_folders(run_dir)[-1] / "adapter.safetensors"
+    merged, final = run_dir / "merged.safetensors", Path(RunLayout(run_dir).checkpoints()[-1].adapter)
     header, _ = read_adapter(merged)
     _, info = load_tokenizer(run_dir / "tokenizer")
     fresh = attach_adapter(load_backbone("tiny", info, seed=0), AdapterConfig(**header["config"]),

@@ -22,7 +22,7 @@ from recfound.eval.retrieval import full_pool_ranks, sampled_ranks
 from recfound.eval.runner import ModelEvaluation, evaluate_model
 from recfound.eval.source import ModelSource
 from recfound.eval.commands import compare_runs
-from recfound.model.adapter import attach_adapter
+from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.inference import Inference, InferenceOptions
 from recfound.model.state import save_adapter
@@ -210,6 +210,28 @@ def test_logged_evaluations_round_trip_and_compare(tmp_path):
     assert f"{run_id}:test_base" in text and "evalrun:test" in text
     with pytest.raises(KeyError, match="no MLflow run with id or name 'nope'"):
         read_logged_evaluations(uri, "nope")
+
+
+def test_a_run_and_data_in_a_bucket_score_as_on_disk(run_dir, tmp_path, object_store, capsys):
+    """`recfound eval run s3://.../RUN:merged s3://.../adapter_init.safetensors --data s3://...`: the same
+    scores as the same run folder and data read from disk."""
+    from recfound import storage
+
+    data, bucket = run_dir.parent.parent / "data", f"{object_store}/eval-test"
+    storage.upload(run_dir, f"{bucket}/evalrun")
+    storage.upload(data / "test", f"{bucket}/data/test")
+    options = ["--tasks", "SR", "Q2I", "--max-records", "4", "--max-new-tokens", "4", "--scorer", "none",
+               "--workers", "0", "--negatives", "5"]
+    scores = {}
+    for where, run, corpus in (("disk", str(run_dir), str(data)), ("bucket", f"{bucket}/evalrun", f"{bucket}/data")):
+        out = tmp_path / where
+        assert main(["eval", "run", f"{run}:merged", f"{run}/adapter_init.safetensors", "--data", corpus, *options,
+                     "--out", str(out)]) == 0, capsys.readouterr().err
+        scores[where] = {label: {key: value for key, value in model.items() if key != "throughput"}
+                         for label, model in json.loads((out / "scores.json").read_text()).items()}
+    assert set(scores["bucket"]) == {"evalrun:merged", "evalrun/adapter_init.safetensors"}
+    assert scores["bucket"] == scores["disk"]
+    storage.delete(bucket)
 
 
 def test_cli_evaluates_a_run_and_a_bare_backbone(run_dir, tmp_path, capsys):

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from recfound.cli import main
 from recfound.config import RunConfig, save_config
 from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer
-from recfound.model.adapter import attach_adapter
+from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.state import save_adapter
 from recfound.tasks import task_index, task_names

@@ -12,7 +12,8 @@ import torch
 from peft.utils.merge_utils import calculate_majority_sign_mask, disjoint_merge, prune, ties
 
 from recfound.cli import main
-from recfound.merge import find_checkpoints, merge_run, ties_merge
+from recfound.merge import merge_run, ties_merge
+from recfound.run_layout import RunLayout
 from recfound.model.state import load_adapter, read_adapter, save_adapter
 from recfound.train.manifest import write_manifest
 from test_model_tmole import randomise, tiny_adapter
@@ -147,13 +148,13 @@ def run_dir(tmp_path):
     return run
 
 
-def test_find_checkpoints_orders_by_step(run_dir):
-    assert [folder.name for folder in find_checkpoints(run_dir)] == list(STEPS)
+def test_the_checkpoint_finder_orders_by_step(run_dir):
+    assert [folder.name for folder in RunLayout(run_dir).checkpoints()] == list(STEPS)
 
 
 def test_merge_run_writes_the_ties_merge_of_the_last_checkpoints(run_dir):
     out = merge_run(run_dir)
-    assert out == run_dir / "merged.safetensors" and not list(run_dir.glob(".*tmp"))
+    assert out == str(run_dir / "merged.safetensors") and not list(run_dir.glob(".*tmp"))
     _, init = read_adapter(run_dir / "adapter_init.safetensors")
     last = [read_adapter(run_dir / name / "adapter.safetensors")[1] for name in ("checkpoint_a", "checkpoint_d",
                                                                                   "checkpoint_b")]
@@ -189,10 +190,10 @@ def test_mismatched_checkpoints_and_broken_runs_are_refused_naming_the_file(run_
     (run_dir / "checkpoint_a" / "progress.json").write_text('{"epoch": 1}')
     write_manifest(run_dir / "checkpoint_a", rank=0, world_size=1)  # complete, but without a step
     with pytest.raises(ValueError, match=r"checkpoint_a/progress.json: expected an integer 'step', got None"):
-        find_checkpoints(run_dir)
+        RunLayout(run_dir).checkpoints()
     (run_dir / "checkpoint_e").mkdir()
     with pytest.raises(FileNotFoundError, match="no complete checkpoint_\\* folders"):
-        find_checkpoints(run_dir / "checkpoint_e")
+        merge_run(run_dir / "checkpoint_e")
     assert not (run_dir / "merged.safetensors").exists()
 
 
@@ -213,7 +214,7 @@ def test_incomplete_checkpoints_are_skipped_naming_them(run_dir, capsys):
     (run_dir / "checkpoint_f" / "manifest-rank0.json").write_text(json.dumps({**manifest, "world_size": 2}))
     (run_dir / "checkpoint_g").mkdir()
     (run_dir / "checkpoint_g" / "progress.json").write_text('{"step": 5000}')
-    assert [folder.name for folder in find_checkpoints(run_dir)] == ["checkpoint_c", "checkpoint_a"]
+    assert [folder.name for folder in RunLayout(run_dir).checkpoints()] == ["checkpoint_c", "checkpoint_a"]
     printed = capsys.readouterr().out
     assert f"warning: skipping the incomplete checkpoint {run_dir / 'checkpoint_b'}: adapter.safetensors has " \
            f"{written // 2} bytes, not the {written} written" in printed
@@ -260,3 +261,23 @@ def test_cli_errors(run_dir, capsys, args, message):
     assert len(err.splitlines()) == 1
     assert re.search(message, err), err
     assert not (run_dir / "merged.safetensors").exists()
+
+
+def test_a_run_in_a_bucket_merges_as_it_does_on_disk_skipping_a_cut_off_upload(run_dir, object_store, capsys):
+    """`recfound merge s3://...`: the run folder read from the bucket (its incomplete checkpoint skipped,
+    named), the merged file written there, byte for byte the local merge of the same folder."""
+    from recfound import storage
+    from recfound.cli import main
+
+    (run_dir / "checkpoint_b" / "optimizer.pt").unlink()  # an upload cut off before this file arrived
+    bucket_run = f"{object_store}/merge-test/{run_dir.parent.name}/run"
+    storage.upload(run_dir, bucket_run)
+    assert main(["merge", bucket_run]) == 0
+    printed = capsys.readouterr().out
+    assert f"warning: skipping the incomplete checkpoint {bucket_run}/checkpoint_b: optimizer.pt (of rank 0) is " \
+           "missing" in printed
+    assert f"wrote {bucket_run}/merged.safetensors" in printed
+    local = merge_run(run_dir)
+    assert storage.read_bytes(f"{bucket_run}/merged.safetensors") == (run_dir / "merged.safetensors").read_bytes()
+    assert [source["step"] for source in read_adapter(local)[0]["merge"]["sources"]] == [50, 100, 200]
+    storage.delete(bucket_run)

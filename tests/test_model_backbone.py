@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from recfound.data.tokenizer import TokenizerInfo, load_tokenizer, resolve_tokenizer
-from recfound.model.adapter import AdapterConfig, attach_adapter
+from recfound.model.adapter import AdapterConfig
+from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 
 INFO = TokenizerInfo("corpus", vocab_size=300, pad_id=0, eos_id=3, embed_id=4)

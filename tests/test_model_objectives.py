@@ -272,7 +272,8 @@ def test_both_objectives_backpropagate_to_the_parameters(config):
 def test_both_objectives_route_a_tmole_adapter_by_task():
     """Embedding rows reach the E+S experts only, generative rows the S+G experts only."""
     from recfound.data.tokenizer import TokenizerInfo
-    from recfound.model.adapter import AdapterConfig, attach_adapter
+    from recfound.model.adapter import AdapterConfig
+    from recfound.model.attach import attach_adapter
     from recfound.model.backbone import load_backbone
 
     info = TokenizerInfo("corpus", vocab_size=VOCAB, pad_id=PAD, eos_id=PAD, embed_id=EMBED)
@@ -295,7 +296,8 @@ def test_checkpointing_keeps_each_layers_routing_for_its_recompute():
     """Queries, documents and a generative batch are routed before one backward: with checkpointing,
     every layer's recompute must see its own forward's routing, so the gradients equal the plain run's."""
     from recfound.data.tokenizer import TokenizerInfo
-    from recfound.model.adapter import AdapterConfig, attach_adapter
+    from recfound.model.adapter import AdapterConfig
+    from recfound.model.attach import attach_adapter
     from recfound.model.backbone import load_backbone
 
     info = TokenizerInfo("corpus", vocab_size=VOCAB, pad_id=PAD, eos_id=PAD, embed_id=EMBED)

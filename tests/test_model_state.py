@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from recfound.model.adapter import attach_adapter
+from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.routing import mean_gates, plot_routing_similarity, routing_figure, routing_report
 from recfound.model.state import export_dense, load_adapter, read_adapter, save_adapter
@@ -146,8 +146,8 @@ def test_routing_report_and_heatmap(tmp_path):
     assert similarity[tasks.index("QR"), tasks.index("SA")].item() == pytest.approx(cosine, rel=1e-9)
     assert all(g == 0 for layer in report["gates"]["U2I"] for g in layer[4:])  # embedding tasks: no G experts
     assert all(sum(layer) == pytest.approx(1.0) for layer in report["gates"]["QR"]) and len(u2i) == 48
-    png = plot_routing_similarity(report, tmp_path / "routing.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_routing_similarity(report, tmp_path / "routing.png")
+    assert (tmp_path / "routing.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_routing_figure_says_what_it_shows():

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from recfound.data.tokenizer import TokenizerInfo
-from recfound.model.adapter import AdapterConfig, attach_adapter
+from recfound.model.adapter import AdapterConfig
+from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.tmole import Routing, TMoLELinear
 from recfound.tasks import Kind, task_index

@@ -27,7 +27,9 @@ def test_without_ray_is_not_checked():
 
 def test_a_leaking_test_fails_by_name_and_the_next_one_starts_clean(pytester, monkeypatch):
     monkeypatch.setenv("RECFOUND_TEST_LEAK_SETTLE_S", "3")
-    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text(encoding="utf-8"))
+    here = Path(__file__).parent
+    pytester.makeconftest((here / "conftest.py").read_text(encoding="utf-8"))
+    pytester.makepyfile(cloud_services=(here / "cloud_services.py").read_text(encoding="utf-8"))  # conftest's S3
     pytester.makepyfile(test_inner=LEAKING_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
     result.assert_outcomes(passed=3, errors=1)

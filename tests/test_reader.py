@@ -167,3 +167,26 @@ def test_a_new_task_is_one_registry_entry_plus_files(tmp_path, extra_task):
     bad = write_lines(tmp_path / "x" / "CTR.jsonl", [json.dumps({"instruction": "i", "input": "", "output": "meh"})])
     with pytest.raises(RecordError, match="not one of the labels"):
         read_records(bad, get_task("CTR"))
+
+
+def test_records_task_files_and_validate_read_from_a_bucket(tmp_path, monkeypatch, capsys):
+    from cloud_services import s3_server
+    from recfound import storage
+    from recfound.cli import main
+
+    bad_sa = damaged(GOOD_SA, output="F")
+    write_lines(tmp_path / "data" / "train" / "SA.jsonl", [json.dumps(GOOD_SA), bad_sa, json.dumps(GOOD_SA)])
+    pq.write_table(pa.Table.from_pylist([GOOD_Q2I]), tmp_path / "data" / "train" / "Q2I.parquet")
+    with s3_server("rf-reader") as environment:
+        for key, value in environment.items():
+            monkeypatch.setenv(key, value)
+        storage.upload(tmp_path / "data", "s3://rf-reader/corpus")
+        files = task_files("s3://rf-reader/corpus", "train")
+        assert files == {"Q2I": "s3://rf-reader/corpus/train/Q2I.parquet", "SA": "s3://rf-reader/corpus/train/SA.jsonl"}
+        assert read_records(files["Q2I"], "Q2I") == read_records(tmp_path / "data" / "train" / "Q2I.parquet", "Q2I")
+        with pytest.raises(RecordError) as info:
+            read_records(files["SA"], "SA")
+        assert str(info.value).startswith("s3://rf-reader/corpus/train/SA.jsonl:2: output: ")
+        assert main(["data", "validate", "s3://rf-reader/corpus", "--splits", "train", "--policy", "skip"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 bad record(s)" in out and "s3://rf-reader/corpus/train/SA.jsonl:2: output:" in out

@@ -199,7 +199,8 @@ def test_history_marks_where_the_ratios_change():
 def test_plot_writes_a_png_atomically(tmp_path):
     scheduler = Scheduler(make_spec(world_size=1, total_steps=30, warmup_ratio=0.2))
     run_points(scheduler, range(1, 25))
-    path = plot_ratios(scheduler.history(), tmp_path / "plots" / "ratios.png", title="S2Sched")
+    path = tmp_path / "plots" / "ratios.png"
+    plot_ratios(scheduler.history(), path, title="S2Sched")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["ratios.png"]  # no temporary file left
 

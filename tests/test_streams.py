@@ -10,7 +10,8 @@ import pytest
 from recfound.data.collate import IGNORE_INDEX, collate_embedding, collate_generative
 from recfound.data.corpus_text import corpus_texts
 from recfound.data.prompts import embedding_instruction, generative_prompt, generative_response
-from recfound.data.streams import materialize_pools, open_streams
+from recfound.data.pools import materialize_pools
+from recfound.data.streams import open_streams
 from recfound.data.tokenize import TokenLimits, fit_prompt
 from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer, resolve_tokenizer
 from recfound.tasks import task_index
@@ -32,9 +33,14 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pools(dataset, ray_cluster):
+def pool_refs(dataset, ray_cluster):
     root, tokenizer_dir = dataset
     return materialize_pools(open_streams(root, "train", tokenizer_dir))
+
+
+@pytest.fixture(scope="module")
+def pools(pool_refs):
+    return {name: ref.fetch() for name, ref in pool_refs.items()}
 
 
 def test_generative_rows_keep_prompt_and_response_apart(dataset, pools):
@@ -67,7 +73,8 @@ def test_limits_truncate_the_long_part_only(dataset, ray_cluster):
     root, tokenizer_dir = dataset
     tokenizer, _ = load_tokenizer(tokenizer_dir)
     limits = TokenLimits(max_prompt=40, max_response=2, max_text=5)
-    pools = materialize_pools(open_streams(root, "train", tokenizer_dir, limits=limits))
+    pools = {name: ref.fetch() for name, ref in materialize_pools(open_streams(root, "train", tokenizer_dir,
+                                                                                limits=limits)).items()}
     for row in pools["SA"].table.to_pylist():
         text = tokenizer.decode(row["prompt_ids"])
         assert len(row["prompt_ids"]) <= 40 and len(row["response_ids"]) == 2
@@ -158,7 +165,7 @@ def test_pools_are_one_contiguous_int32_table(pools):
 
 
 def test_a_long_instruction_leaves_the_query_half_the_room(dataset):
-    from recfound.data.streams import records_table
+    from recfound.data.blocks import records_table
     from recfound.data.tokenize import tokenize_batch
     from recfound.tasks import get_task
 
@@ -174,3 +181,85 @@ def test_a_long_instruction_leaves_the_query_half_the_room(dataset):
     short_tokens = tokenizer.encode(short_query["query"], add_special_tokens=False).ids
     assert rows[1]["query_ids"][-len(short_tokens):] == short_tokens  # a short query is kept whole
     assert len(rows[1]["query_ids"]) == 17
+
+
+def bad_sa(i: int) -> dict:
+    return {**SA[i], "output": "F"}  # not among the options
+
+
+def write_split(root, files: dict[str, list]) -> None:
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    for name, rows in files.items():
+        (root / "train" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_pool_refs_hold_the_pools_in_the_object_store(pool_refs, pools):
+    from recfound.data.streams import TokenPool
+
+    for name, ref in pool_refs.items():
+        assert len(ref) == len(pools[name]) and ref.fingerprint == TokenPool(name, pools[name].table).fingerprint
+    assert pools["SA"].table.column("position").to_pylist() == list(range(len(SA)))
+
+
+def test_a_bad_record_stops_a_read_task_with_its_own_one_line_error(dataset, tmp_path, ray_cluster):
+    from recfound.data.reader import RecordError
+
+    write_split(tmp_path, {"SA": SA[:3] + [bad_sa(3)] + SA[4:], "Q2I": Q2I})
+    with pytest.raises(RecordError) as info:
+        materialize_pools(open_streams(tmp_path, "train", dataset[1]))
+    assert type(info.value) is RecordError  # not Ray's wrapping of it
+    assert str(info.value).startswith(f"{tmp_path / 'train' / 'SA.jsonl'}:4: output: answer 'F' is not among")
+
+
+def test_skip_counts_what_each_read_task_dropped(dataset, tmp_path, ray_cluster):
+    from recfound.data.reader import SkipReport
+
+    bad_q2i = {**Q2I[0], "positive": ""}
+    write_split(tmp_path, {"SA": [bad_sa(0)] + SA[1:4] + ["not json"] + SA[4:] + [bad_sa(5)],
+                           "Q2I": Q2I[:2] + [bad_q2i] + Q2I[2:]})
+    report = SkipReport(max_reasons=2)
+    pools = materialize_pools(open_streams(tmp_path, "train", dataset[1], policy="skip"), report)
+    assert report.skipped == {"SA": 3, "Q2I": 1}
+    first_reasons = [f"{tmp_path / 'train' / 'Q2I.jsonl'}:3", f"{tmp_path / 'train' / 'SA.jsonl'}:1"]  # task order
+    assert [reason.split(": ")[0] for reason in report.reasons] == first_reasons
+    assert {name: len(pool) for name, pool in pools.items()} == {"Q2I": len(Q2I), "SA": len(SA) - 1}
+    sa = pools["SA"].fetch().table
+    assert sa.column("id").to_pylist() == [r["id"] for r in SA[1:]] and "problem" not in sa.column_names
+
+
+def test_a_task_file_without_valid_records_is_an_error(dataset, tmp_path, ray_cluster):
+    write_split(tmp_path, {"SA": [bad_sa(0)], "Q2I": Q2I})
+    with pytest.raises(ValueError, match=f"{tmp_path / 'train' / 'SA.jsonl'}: no valid records for task SA"):
+        materialize_pools(open_streams(tmp_path, "train", dataset[1], tasks=["SA"], policy="skip"))
+
+
+def test_read_blocks_keep_file_positions_and_number_problems(tmp_path):
+    from recfound.data.blocks import split_problems
+    from recfound.data.task_source import read_task_file
+    from recfound.tasks import get_task
+
+    write_split(tmp_path, {"SA": [bad_sa(0), SA[1], SA[2], bad_sa(3), bad_sa(4), SA[5]]})
+    blocks = list(read_task_file(str(tmp_path / "train" / "SA.jsonl"), get_task("SA"), "skip", block_rows=2))
+    records, problems = zip(*(split_problems(block) for block in blocks))
+    assert [r.column("id").to_pylist() for r in records] == [[SA[1]["id"], SA[2]["id"]], [SA[5]["id"]]]
+    assert [r.column("position").to_pylist() for r in records] == [[0, 1], [2]]
+    assert [p.column("position").to_pylist() for p in problems] == [[0], [1, 2]]
+    sa_file = tmp_path / "train" / "SA.jsonl"
+    assert [[reason.split(": ")[0] for reason in p.column("problem").to_pylist()] for p in problems] == \
+        [[f"{sa_file}:1"], [f"{sa_file}:4", f"{sa_file}:5"]]
+
+
+def test_a_bucket_gives_the_pools_the_local_folder_gives(dataset, pools, object_store, ray_cluster):
+    """Listed in the driver, read and tokenized in Ray workers (which reach the session's bucket as a
+    cloud node reaches its own): the same pools, row for row, as from the local folder."""
+    from recfound import storage
+    from recfound.data.pipeline import load_pools
+
+    root, tokenizer_dir = dataset
+    bucket_root = f"{object_store}/streams-test/corpus"
+    storage.upload(root / "train", f"{bucket_root}/train")
+    remote = {name: ref.fetch().table for name, ref in load_pools(bucket_root, "train", tokenizer_dir).items()}
+    assert list(remote) == list(pools)
+    for name, pool in pools.items():
+        assert remote[name].equals(pool.table), name
+    storage.delete(bucket_root)

@@ -248,3 +248,15 @@ def test_rows_tables_and_the_best_trial():
     stopped = trial_row("e", {}, {"step": 10, "val_loss/mean": 3.0, "done": True}, None, asha, ended=True)
     running = trial_row("f", {}, {"step": 10, "val_loss/mean": 3.0}, None, asha, ended=False)
     assert (stopped.status, running.status) == ("stopped by ASHA", "unfinished")
+
+
+def test_a_sweep_whose_runs_go_to_a_bucket_keeps_tunes_state_in_a_local_folder(tmp_path):
+    """Trial run folders may live in a bucket; Tune's experiment state needs the sweep's local `storage`."""
+    overrides = ["overrides={run.output_dir: 's3://acme/runs', mlflow.tracking_uri: 'sqlite:///x.db'}"]
+    spec = load_sweep("sweeps/s2sched.yaml", overrides)
+    assert spec.base_config.run.output_dir == "s3://acme/runs"  # kept as given, not made a local path
+    with pytest.raises(ConfigError, match=r"storage: run\.output_dir s3://acme/runs is on an object store; a sweep "
+                                          "keeps Tune's state in a local folder"):
+        spec.storage_path()
+    local = load_sweep("sweeps/s2sched.yaml", [*overrides, f"storage={tmp_path / 'sweeps'}"])
+    assert local.storage_path() == tmp_path / "sweeps"

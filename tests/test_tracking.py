@@ -19,7 +19,7 @@ from recfound.data.prompts import embedding_instruction, generative_prompt
 from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer
 from recfound.eval.metrics import TaskScore
 from recfound.eval.runner import ModelEvaluation
-from recfound.model.adapter import attach_adapter
+from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.objectives import embed
 from recfound.model.state import save_adapter
@@ -303,7 +303,7 @@ def test_dataset_input_names_the_corpus_its_digest_and_where_it_lives(store, tmp
 
 def test_run_params_hold_absolute_paths_and_the_saved_config_stays_as_given(store, tmp_path, monkeypatch):
     from recfound.config import load_config, save_config
-    from recfound.train.launch import run_params
+    from recfound.job import run_params
 
     uri, _ = store
     monkeypatch.chdir(tmp_path)

@@ -44,7 +44,7 @@ def set_arguments(overrides: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def baseline(ray_cluster, tmp_path_factory):
-    from recfound.train.launch import run_training
+    from recfound.job import run_training
 
     tmp = tmp_path_factory.mktemp("job")
     return tmp, run_training(job_config(tmp, "baseline"))
@@ -105,10 +105,11 @@ def test_seeded_run_repeats_its_pinned_first_losses(baseline):
 
 def test_registered_model_reproduces_the_merged_adapter(baseline):
     from recfound.data.collate import pad
-    from recfound.data.streams import records_table
+    from recfound.data.blocks import records_table
     from recfound.data.tokenize import TokenLimits, tokenize_batch
     from recfound.data.tokenizer import load_tokenizer
-    from recfound.model.adapter import AdapterConfig, attach_adapter
+    from recfound.model.adapter import AdapterConfig
+    from recfound.model.attach import attach_adapter
     from recfound.model.backbone import load_backbone
     from recfound.model.objectives import embed
     from recfound.model.state import load_adapter, read_adapter
@@ -178,22 +179,25 @@ def _train_worker_pids() -> list[int]:
             if info["ActorClassName"] == "RayTrainWorker" and info["State"] == "ALIVE" and info["Pid"]]
 
 
-def _registered_checkpoints(run_dir) -> int:
+def _registered_checkpoints(run_dir: str) -> int:
     """Checkpoints Ray Train's controller has registered (its snapshot, written after each registration);
     a checkpoint folder on disk may not be registered yet, and a restart then begins from scratch."""
+    from recfound import storage
+
     try:
-        return len(json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"])
+        return len(json.loads(storage.read_text(storage.join(run_dir, "checkpoint_manager_snapshot.json")))
+                   ["checkpoint_results"])
     except (OSError, ValueError, KeyError):
         return 0
 
 
-def _wait_for_checkpoints(run_dir, count: int, driver, timeout_s: float = 300) -> None:
+def _wait_for_checkpoints(run_dir: str, count: int, driver, timeout_s: float = 300) -> None:
     """Wait until Ray Train has registered `count` checkpoints of the run (bounded; the driver alive)."""
     deadline = time.monotonic() + timeout_s
     while _registered_checkpoints(run_dir) < count:
         assert driver.poll() is None, f"the driver exited early ({driver.returncode})"
         assert time.monotonic() < deadline, f"no checkpoint {count} within {timeout_s} s"
-        time.sleep(0.1)
+        time.sleep(0.2)
 
 
 def _wait_for_line(console, text: str, driver, timeout_s: float = 300) -> None:
@@ -206,22 +210,34 @@ def _wait_for_line(console, text: str, driver, timeout_s: float = 300) -> None:
 
 
 @pytest.mark.timeout(480)  # three worker-group starts: 110 s idle, 195 s measured beside a CPU hog per core
-def test_killed_worker_and_stopped_driver_resume_onto_the_same_ratio_sequence(baseline):
-    """`recfound train` with the baseline's settings, attached to the session cluster. A worker killed
-    after the first checkpoint: Ray Train restarts the workers from it. SIGTERM to the driver once they
-    resumed (as `ray job stop` sends): the run stops (bounded at 60 s for a loaded machine), exit 143,
-    its MLflow run KILLED, the checkpoints kept. Other settings are refused naming the difference; the same command resumes from
-    the latest checkpoint into the same MLflow run, and the whole run trains on the uninterrupted
-    baseline's ratio sequence and losses. Run once more, the finished run is refused."""
+def test_killed_worker_and_stopped_driver_resume_from_the_bucket_onto_the_same_ratio_sequence(baseline, object_store,
+                                                                                              monkeypatch):
+    """`recfound train` with the baseline's settings, attached to the session cluster, with its data, run
+    folder and MLflow artifacts in the session's S3 bucket (nothing of the run on local disk but the
+    staging folder, deleted before the resume). A worker killed after the first checkpoint: Ray Train
+    restarts the workers from it. SIGTERM to the driver once they resumed (as `ray job stop` sends): the
+    run stops (bounded at 60 s for a loaded machine), exit 143, its MLflow run KILLED, the checkpoints
+    kept in the bucket. Other settings are refused naming the difference; the same command resumes from
+    the latest checkpoint, which exists only in the bucket, into the same MLflow run; the whole run trains
+    on the uninterrupted baseline's ratio sequence and losses, merges and registers, all in the bucket.
+    Run once more, the finished run is refused."""
+    import shutil
     import subprocess
     import sys
 
-    from recfound.train.launch import run_training
+    from recfound import storage
+    from recfound.job import run_training
+    from recfound.run_folder import staging_folder
 
     tmp, uninterrupted = baseline
-    overrides = job_overrides(tmp, "interrupted", "checkpoint.max_failures=2", "eval.enabled=false")
+    monkeypatch.setenv("HOME", str(tmp / "home"))  # the staging folder (~/.cache/recfound/staging) of the run
+    storage.upload(tmp / "data", f"{object_store}/data")  # the baseline's corpus, from the bucket
+    overrides = job_overrides(tmp, "interrupted", "checkpoint.max_failures=2", "eval.enabled=false",
+                              f"run.output_dir={object_store}/runs", f"data.root={object_store}/data",
+                              f"mlflow.tracking_uri={uninterrupted.tracking_uri}",
+                              f"mlflow.artifact_root={object_store}/mlartifacts", "mlflow.experiment=recfound-s3")
     config = load_config(None, overrides)
-    run_dir = config.run_dir()
+    run_dir = f"{object_store}/runs/interrupted"
     console = tmp / "interrupted-console.txt"
     with console.open("w") as out:
         driver = subprocess.Popen([str(Path(sys.executable).parent / "recfound"), "train", *set_arguments(overrides)],
@@ -244,11 +260,14 @@ def test_killed_worker_and_stopped_driver_resume_onto_the_same_ratio_sequence(ba
     assert driver.returncode == 128 + signal.SIGTERM, printed[-3000:]
     assert stopped_in < 60, stopped_in
     assert [line for line in printed.splitlines() if line.strip()][-1].startswith(
-        "recfound: training run 'interrupted' stopped by SIGTERM; checkpoints kept in "), printed[-3000:]
+        f"recfound: training run 'interrupted' stopped by SIGTERM; checkpoints kept in {run_dir}: checkpoint_0000"), \
+        printed[-3000:]
     client = mlflow.MlflowClient(uninterrupted.tracking_uri)
-    (first,) = client.search_runs([client.get_experiment_by_name("recfound").experiment_id],
+    (first,) = client.search_runs([client.get_experiment_by_name("recfound-s3").experiment_id],
                                   filter_string="attributes.run_name = 'interrupted'")
-    assert first.info.status == "KILLED"
+    assert first.info.status == "KILLED" and first.info.artifact_uri.startswith(f"{object_store}/mlartifacts/")
+    assert not (tmp / "runs" / "interrupted").exists()
+    shutil.rmtree(staging_folder(run_dir, "interrupted"))  # the run's checkpoints and tokenizer: only in the bucket
 
     with pytest.raises(FileExistsError, match=r"other settings \(train\.lr: 0\.005 -> 0\.001\); rerun with its"):
         run_training(load_config(None, [*overrides, "train.lr=0.001"]))
@@ -264,6 +283,15 @@ def test_killed_worker_and_stopped_driver_resume_onto_the_same_ratio_sequence(ba
         assert resumed.history["kinds"][kind]["ratios"] == uninterrupted.history["kinds"][kind]["ratios"]
         np.testing.assert_allclose(resumed.history["kinds"][kind]["losses"],
                                    uninterrupted.history["kinds"][kind]["losses"], rtol=1e-6)
+    # Checkpoints named by step, the merge, the plots and the summary in the bucket; the registered model's
+    # files among the run's artifacts there, the merged adapter byte for byte.
+    in_bucket = storage.list_names(run_dir)
+    assert {"checkpoint_000006", "checkpoint_000008", "merged.safetensors", "ratios.png", "summary.txt",
+            "adapter_init.safetensors", "config.yaml", "tokenizer"} <= set(in_bucket), in_bucket
+    assert storage.read_bytes(f"{run_dir}/merged.safetensors") == \
+        storage.read_bytes(storage.join(first.info.artifact_uri, "adapter/merged", "merged.safetensors"))
+    version = client.get_model_version(resumed.registered.name, resumed.registered.version)
+    assert version.source.startswith(f"{object_store}/mlartifacts/") and storage.is_dir(version.source), version.source
     with pytest.raises(FileExistsError, match="run 'interrupted' already finished"):
         run_training(config)
 
@@ -273,19 +301,22 @@ def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
     adapter blows up after the first update, every later step's loss is NaN, ZeRO skips those updates,
     and after train.max_bad_steps in a row the run stops (without the restart a worker error would
     cost). The console holds our lines only and ends with one error line; the run keeps the
-    checkpoints it wrote (which never saw a NaN update) and its MLflow run is FAILED."""
+    checkpoints it wrote (which never saw a NaN update) and its MLflow run is FAILED. Its folders are
+    relative to the command's directory, which the workers do not share: what they write (the reason
+    they stopped) still lands in the run folder."""
     import subprocess
     import sys
     from pathlib import Path
 
     from recfound.model.state import read_adapter
-    from recfound.train.resume import find_checkpoint_folders
+    from recfound.run_layout import RunLayout
 
     overrides = job_overrides(tmp_path, "diverging", "train.lr=1e30", "train.lr_warmup_ratio=0", "train.max_bad_steps=2",
-                              "checkpoint.every=1", "data.tasks=[Q2I, SA]", "train.num_workers=1")
+                              "checkpoint.every=1", "data.tasks=[Q2I, SA]", "train.num_workers=1",
+                              "run.output_dir=runs", "data.root=data")
     env = {key: value for key, value in os.environ.items() if key != "RECFOUND_VERBOSE"}
     done = subprocess.run([str(Path(sys.executable).parent / "recfound"), "train", *set_arguments(overrides)],
-                          env=env, capture_output=True, text=True, timeout=240)
+                          env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     console = done.stdout + done.stderr
     assert done.returncode == 1, console[-4000:]
     assert [noise for noise in NOISE if noise in console] == [], console
@@ -293,9 +324,9 @@ def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
     assert error.startswith("recfound: error: training run 'diverging' stopped: 2 steps in a row up to step 3 "
                             "had a non-finite loss"), done.stderr
     config = job_config(tmp_path, "diverging")
-    kept = find_checkpoint_folders(config.run_dir())
-    assert kept
-    _, tensors = read_adapter(kept[-1] / "adapter.safetensors")
+    kept = RunLayout(config.run_dir()).checkpoints()
+    assert kept and (config.run_dir() / "adapter_init.safetensors").is_file()  # written by a worker
+    _, tensors = read_adapter(kept[-1].adapter)
     assert all(torch.isfinite(t).all() for t in tensors.values())
     client = mlflow.MlflowClient(config.tracking_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("recfound").experiment_id],
@@ -340,7 +371,7 @@ NOISE = ("PlacementGroupCleaner", "Failed to query Ray Train Controller", "Repor
 
 def test_job_asking_for_more_cpus_than_the_cluster_has_fails_at_once(ray_cluster, tmp_path):
     """No autoscaler, 2 CPUs: 3 workers can never be placed; the job says so before training starts."""
-    from recfound.train.launch import run_training
+    from recfound.job import run_training
     from recfound.train.errors import TrainingError
 
     config = job_config(tmp_path, "too-big", "train.num_workers=3", "data.tasks=[Q2I, SA]", "eval.enabled=false")
@@ -357,7 +388,7 @@ def test_job_whose_cpus_are_taken_fails_within_its_placement_timeout(ray_cluster
     from ray.util.placement_group import placement_group, remove_placement_group
 
     from recfound.train.errors import TrainingError
-    from recfound.train.launch import run_training
+    from recfound.job import run_training
 
     config = job_config(tmp_path, "starved", "train.placement_timeout_s=2", "data.tasks=[Q2I, SA]",
                         "eval.enabled=false")

@@ -28,7 +28,8 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=cmd_synth)
 
     validate = data.add_parser("validate", help="check every record; print per-task counts per split")
-    validate.add_argument("root", type=Path, help="dataset folder holding <split>/<TASK>.jsonl|.parquet")
+    validate.add_argument("root", help="dataset folder, or URI (s3://bucket/prefix), holding "
+                                       "<split>/<TASK>.jsonl|.parquet")
     validate.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, metavar="SPLIT",
                           help=f"the splits to check (default: {' '.join(SPLITS)})")
     validate.add_argument("--policy", choices=POLICIES, default="strict",
@@ -37,7 +38,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     validate.set_defaults(func=cmd_validate)
 
     convert = data.add_parser("convert", help="convert the RecFound authors' released JSONL files to ours")
-    convert.add_argument("inputs", type=Path, nargs="+", help="released-format JSONL files (any tasks mixed)")
+    convert.add_argument("inputs", nargs="+", help="released-format JSONL/Parquet files or URIs (any tasks mixed)")
     convert.add_argument("--out", type=Path, required=True,
                          help="dataset folder to write <split>/<TASK>.jsonl into (one file per task)")
     convert.add_argument("--split", required=True, choices=SPLITS, help="the split the inputs belong to")
@@ -47,7 +48,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     convert.set_defaults(func=cmd_convert)
 
     tokenizer = data.add_parser("tokenizer", help="build a small BPE tokenizer from a dataset's train split")
-    tokenizer.add_argument("root", type=Path, help="dataset folder whose train split the tokenizer learns from")
+    tokenizer.add_argument("root", help="dataset folder or URI whose train split the tokenizer learns from")
     tokenizer.add_argument("--out", type=Path, required=True, help="tokenizer folder to write (tokenizer.json, ...)")
     tokenizer.add_argument("--vocab-size", type=int, default=2048, help="tokens in the vocabulary (default 2048)")
     _add_verbose(tokenizer)
@@ -129,7 +130,7 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from recfound.config import RunConfig, load_config
-    from recfound.train.launch import run_training
+    from recfound.job import run_training
 
     config = load_config(args.config, args.overrides)
     # The demo replaces its own earlier run; any other run name needs --overwrite.
@@ -139,11 +140,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _add_merge_command(sub: argparse._SubParsersAction) -> None:
     merge = sub.add_parser("merge", help="TIES-merge a run's last checkpoints (or chosen ones) into one adapter")
-    merge.add_argument("inputs", type=Path, nargs="+", metavar="RUN_OR_CHECKPOINT",
+    merge.add_argument("inputs", nargs="+", metavar="RUN_OR_CHECKPOINT",
                        help="one run folder, or several checkpoint folders or adapter files")
-    merge.add_argument("--base", type=Path, metavar="FILE", help="the adapter the checkpoints started from "
+    merge.add_argument("--base", metavar="FILE", help="the adapter the checkpoints started from "
                        "(default: the run's adapter_init.safetensors)")
-    merge.add_argument("--out", type=Path, metavar="FILE",
+    merge.add_argument("--out", metavar="FILE",
                        help="the merged adapter file (default: <run>/merged.safetensors)")
     merge.add_argument("--last", type=int, metavar="C", help="merge a run's last C checkpoints by step (default 3)")
     merge.add_argument("--density", type=float, default=0.8, metavar="D",
@@ -209,7 +210,7 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
     run = evaluate.add_parser("run", help="evaluate models side by side on one split (docs/evaluation.md)")
     run.add_argument("models", nargs="+", metavar="MODEL",
                      help=f"{MODEL_HELP}, or base:SPEC (the bare backbone, with --tokenizer)")
-    run.add_argument("--data", type=Path, required=True, help="dataset folder holding <split>/<TASK>.jsonl")
+    run.add_argument("--data", required=True, help="dataset folder (or s3://, gs:// URI) holding <split>/<TASK>.jsonl")
     run.add_argument("--split", default=defaults.split, choices=SPLITS, help=f"(default {defaults.split})")
     run.add_argument("--tasks", nargs="+", help="tasks to score (default: every task file of the split)")
     run.add_argument("--max-records", type=int, help="at most this many records per task (default: all)")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
-from recfound.data.atomic import atomic_write_bytes
+from recfound import storage
 from recfound.data.synth import SCALES
 from recfound.data.tokenizer import SMOLLM2
 from recfound.model.presets import PRESETS
@@ -466,8 +466,17 @@ class RunConfig(Section):
         return Path(self.run.output_dir) / self.run.name
 
     def tracking_uri(self) -> str:
-        """mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<absolute output_dir>/mlflow.db."""
-        return self._given_tracking_uri() or f"sqlite:///{Path(self.run.output_dir).resolve() / 'mlflow.db'}"
+        """mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<absolute output_dir>/mlflow.db (a
+        local output_dir only: SQLite cannot live in a bucket)."""
+        given = self._given_tracking_uri()
+        if given:
+            return given
+        if storage.is_remote(self.run.output_dir):
+            raise ConfigError("mlflow.tracking_uri", f"run.output_dir {self.run.output_dir} is on an object store, "
+                                                     "where no SQLite store can live: set mlflow.tracking_uri (an "
+                                                     "MLflow server, or sqlite:///a/local/mlflow.db) or "
+                                                     "MLFLOW_TRACKING_URI")
+        return f"sqlite:///{Path(self.run.output_dir).resolve() / 'mlflow.db'}"
 
     def artifact_root(self) -> str | None:
         """mlflow.artifact_root, else <absolute output_dir>/mlartifacts with the sqlite default, else None
@@ -481,7 +490,7 @@ class RunConfig(Section):
 
     def verify_paths(self) -> None:
         """Raise ConfigError for a path the run reads that does not exist (relative to the current directory)."""
-        if self.data.synth_scale is None and not Path(self.data.root).is_dir():
+        if self.data.synth_scale is None and not storage.is_dir(self.data.root):
             raise ConfigError("data.root", f"no such folder: {self.data.root} "
                                            "(or set data.synth_scale to generate a corpus there)")
         _check_named_or_path("data.tokenizer", self.data.tokenizer, (CORPUS_TOKENIZER, SMOLLM2))
@@ -710,7 +719,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), c
     return _configure(RunConfig(), layers, check_paths)
 
 
-def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write `config` as YAML, atomically (load_config reads it back to an equal config, but for the
+def save_config(config: RunConfig, path: storage.Location) -> None:
+    """Write `config` as YAML to a local path or URI, whole or not at all (load_config reads it back to an equal config, but for the
     passwords of URIs, which are never saved: see `recfound.redact`)."""
-    atomic_write_bytes(path, config.to_yaml().encode("utf-8"))
+    storage.write_bytes(path, config.to_yaml().encode("utf-8"))

@@ -1,11 +1,12 @@
-"""Every error behind an error: its causes and contexts, and the failures of Ray Train workers it carries."""
+"""Every error behind an error: its causes and contexts, the error a Ray task raised, and the failures of Ray
+Train workers it carries."""
 
 from __future__ import annotations
 
 
 def error_chain(error: BaseException) -> list[BaseException]:
-    """`error` first, then what it wraps (`__cause__`, `__context__`, Ray Train's `worker_failures`),
-    each once."""
+    """`error` first, then what it wraps (`__cause__`, `__context__`, a `RayTaskError`'s `cause`, Ray Train's
+    `worker_failures`), each once."""
     seen: list[BaseException] = []
     todo = [error]
     while todo:
@@ -13,6 +14,7 @@ def error_chain(error: BaseException) -> list[BaseException]:
         if link is None or any(link is known for known in seen):
             continue
         seen.append(link)
-        todo += [link.__cause__, link.__context__]
+        task_cause = getattr(link, "cause", None)  # Ray's RayTaskError: what the task raised
+        todo += [link.__cause__, link.__context__, task_cause if isinstance(task_cause, BaseException) else None]
         todo += list((getattr(link, "worker_failures", None) or {}).values())
     return seen

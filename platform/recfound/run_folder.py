@@ -8,18 +8,25 @@
   so a second process of the same run fails at once, naming the holder (host, pid, start time). The
   kernel drops the lock when its process dies, however it dies: a killed run leaves a marker that
   says "running" but no lock, which the next start reports (and marks that run's MLflow run failed).
+- On an object store (`run.output_dir: s3://...`) the run's files live in the bucket and the folder
+  here (`path`) is a local staging folder under ~/.cache/recfound/staging: it holds the lock (a bucket
+  has no locks; drivers of a cluster's jobs all run on its head, so a lock there covers them) and the
+  files made locally before they are uploaded. The marker's record is mirrored into the bucket, so a
+  driver on another machine reads what the last process of the run left.
 """
 
 from __future__ import annotations
 
 import datetime
 import errno
+import hashlib
 import json
 import os
-import shutil
 import socket
 from pathlib import Path
 from typing import Any
+
+from recfound import storage
 
 NAME_MAX = 100
 NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}"
@@ -50,7 +57,9 @@ class RunFolder:
     """The locked folder of one run; use as a context manager (`with RunFolder(...) as folder:`)."""
 
     def __init__(self, output_dir: Path | str, name: str) -> None:
-        self.path = Path(output_dir) / name
+        self.location = storage.join(output_dir, name)  # where the run's files live
+        self.remote = storage.is_remote(output_dir)
+        self.path = staging_folder(self.location, name) if self.remote else Path(output_dir) / name  # local
         self.name = name
         self.last: dict[str, Any] = {}  # the record the earlier process of this run left (empty: none)
         self.previous: dict[str, Any] | None = None  # that record, when that process was killed
@@ -74,14 +83,14 @@ class RunFolder:
             handle.close()
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 holder = _read_record(marker)
-                raise RunFolderError(f"run {self.name!r} is in use by {describe_holder(holder)}: {self.path} has "
+                raise RunFolderError(f"run {self.name!r} is in use by {describe_holder(holder)}: {self.location} has "
                                      "one writer at a time; wait for it to end, or choose another run.name") from None
             raise RunFolderError(f"{marker}: cannot lock the run folder ({error.strerror}); the file system must "
                                  "support flock (a local disk or NFSv4)") from None
         self._handle = handle
         try:
             self._refuse_foreign_folder()  # again, now that no other process can change the marker
-            self.last = _read_record(marker)
+            self.last = self._read_marker()
             if self.last.get("state") == "running":
                 self.previous = self.last
             self._record = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
@@ -122,41 +131,56 @@ class RunFolder:
         self._handle.truncate()
         self._handle.flush()
         os.fsync(self._handle.fileno())
+        if self.remote:
+            storage.write_bytes(storage.join(self.location, MARKER_FILE), json.dumps(self._record).encode() + b"\n")
+
+    def _read_marker(self) -> dict[str, Any]:
+        """The record the last process of the run left (in the bucket for a remote run)."""
+        if not self.remote:
+            return _read_record(self.path / MARKER_FILE)
+        try:
+            return _parse_record(storage.read_text(storage.join(self.location, MARKER_FILE)))
+        except FileNotFoundError:
+            return {}
+
+    def local_copy(self, location: str) -> Path:
+        """A local copy of a file of the run folder (for a local run, the file itself): an object-store run's
+        file is downloaded into the staging folder, at the same relative path."""
+        if not self.remote:
+            return Path(location)
+        relative = location[len(self.location):].strip("/")
+        return storage.download(location, self.path / relative)
 
     # --- overwrite ----------------------------------------------------------------------------------
 
     def _refuse_foreign_folder(self) -> None:
         """A non-empty folder that is not a run folder of this name is never written into."""
         if self.name in RESERVED_NAMES:
-            raise RunFolderError(f"{self.path}: {self.name!r} is the name of what all runs of the output folder "
+            raise RunFolderError(f"{self.location}: {self.name!r} is the name of what all runs of the output folder "
                                  f"share ({', '.join(RESERVED_NAMES)}); choose another run.name")
-        if not self.path.exists():
-            return
-        if not self.path.is_dir():
-            raise RunFolderError(f"{self.path}: exists and is not a folder; choose another run.name or run.output_dir")
+        if storage.is_file(self.location):
+            raise RunFolderError(f"{self.location}: exists and is not a folder; choose another run.name or "
+                                 "run.output_dir")
         owner = self._owner()
-        if owner is None and any(entry.name != MARKER_FILE for entry in self.path.iterdir()):
+        if owner is None and any(name != MARKER_FILE for name in storage.list_names(self.location)):
             held = f"no {MARKER_FILE} or {LEGACY_MARKER} names it"
         elif owner is not None and owner != self.name:
             held = f"it is the folder of run {owner!r}"
         else:
             return
-        raise RunFolderError(f"{self.path}: exists and is not the folder of a run named {self.name!r} ({held}); "
+        raise RunFolderError(f"{self.location}: exists and is not the folder of a run named {self.name!r} ({held}); "
                              "choose another run.name or run.output_dir, or move it away")
 
     def _owner(self) -> str | None:
         """The run name the folder's marker gives, else (an older run, or a marker being rewritten) the
         one its config.yaml gives, else None."""
-        name = _read_record(self.path / MARKER_FILE).get("name")
+        name = self._read_marker().get("name")
         if isinstance(name, str):
             return name
-        legacy = self.path / LEGACY_MARKER
-        if not legacy.is_file():
-            return None
         import yaml
 
         try:
-            saved = yaml.safe_load(legacy.read_text(encoding="utf-8"))
+            saved = yaml.safe_load(storage.read_text(storage.join(self.location, LEGACY_MARKER)))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             return None
         run = saved.get("run") if isinstance(saved, dict) else None
@@ -165,19 +189,30 @@ class RunFolder:
     def empty(self) -> None:
         """Delete everything in the folder but the marker (the caller holds the lock: `--overwrite`)."""
         if self._handle is None:
-            raise RunFolderError(f"{self.path}: emptied without holding its lock")
-        for entry in self.path.iterdir():
-            if entry.name == MARKER_FILE:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+            raise RunFolderError(f"{self.location}: emptied without holding its lock")
+        folders = [self.location, str(self.path)] if self.remote else [self.location]
+        for folder in folders:
+            for name in storage.list_names(folder):
+                if name != MARKER_FILE:
+                    storage.delete(storage.join(folder, name))
+
+
+def staging_folder(location: str, name: str) -> Path:
+    """The local folder of a run whose files live on an object store (one per run URI)."""
+    digest = hashlib.sha256(location.encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "recfound" / "staging" / digest / name
 
 
 def _read_record(marker: Path) -> dict[str, Any]:
     try:
-        record = json.loads(marker.read_text(encoding="utf-8") or "{}")
-    except (OSError, UnicodeDecodeError, ValueError):
+        return _parse_record(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return {}
+
+
+def _parse_record(text: str) -> dict[str, Any]:
+    try:
+        record = json.loads(text or "{}")
+    except ValueError:
         return {}
     return record if isinstance(record, dict) else {}

@@ -7,15 +7,16 @@ Counts per step come from equal ratios here; the training loop gets them from th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recfound import storage
 from recfound.data.collate import collate_embedding, collate_generative
 from recfound.data.mixer import TaskMixer
-from recfound.data.streams import TokenPool, materialize_pools, open_streams
+from recfound.data.pools import PoolRef, materialize_pools
+from recfound.data.streams import TokenPool, open_streams
 from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import load_tokenizer
 from recfound.progress import Progress, format_table
@@ -103,7 +104,8 @@ def run_mixer(pools: dict[str, TokenPool], tokenizer_path: str, steps: int, embe
     return summary
 
 
-def load_pools(root: Path | str, split: str, tokenizer_path: str, limits: TokenLimits = TokenLimits(),
-               tasks: list[str] | None = None) -> dict[str, TokenPool]:
-    """Read, validate (strict), tokenize with Ray Data and materialize every task's pool of a split."""
+def load_pools(root: storage.Location, split: str, tokenizer_path: str, limits: TokenLimits = TokenLimits(),
+               tasks: list[str] | None = None) -> dict[str, PoolRef]:
+    """Read, validate (strict) and tokenize every task file of a split of `root` (a local folder or a URI)
+    in Ray Data, and build each task's pool in the object store (the driver holds only `PoolRef`s)."""
     return materialize_pools(open_streams(root, split, tokenizer_path, tasks=tasks, limits=limits))

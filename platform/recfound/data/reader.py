@@ -1,8 +1,9 @@
 """Reading one task's records from JSON lines or Parquet, with errors that name file, line and field.
 
-Two policies: `strict` raises `RecordError` at the first bad record; `skip` drops bad records and
-counts them per task in a `SkipReport` (with the first few reasons). Rows in the authors' released
-format are converted on the fly (see `recfound.data.released`).
+A file is a location (`recfound.storage`): a local path or an object-store URI
+(`s3://bucket/corpus/train/SA.jsonl`). Two policies: `strict` raises `RecordError` at the first bad
+record; `skip` drops bad records and counts them per task in a `SkipReport` (with the first few
+reasons). Rows in the authors' released format are converted on the fly (see `recfound.data.released`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any, Iterator, Literal
 
+from recfound import storage
 from recfound.data.records import Problem, check_record, normalize
 from recfound.data.released import ReleasedRowError, convert_row, is_released_row
 from recfound.tasks import Task, get_task, task_names
@@ -26,10 +28,13 @@ SPLITS = ("train", "val", "test")
 class RecordError(ValueError):
     """A bad record (or file): `where` is 'file:line' (Parquet: 'file:row N'), `field` the field."""
 
-    def __init__(self, path: Path | str, line: int | str | None, field: str, message: str) -> None:
+    def __init__(self, path: storage.Location, line: int | str | None, field: str, message: str) -> None:
         self.path, self.line, self.field, self.reason = str(path), line, field, message
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {field}: {message}")
+
+    def __reduce__(self) -> tuple:  # pickled by its parts: a Ray read task raises it in another process
+        return type(self), (self.path, self.line, self.field, self.reason)
 
 
 @dataclass
@@ -44,6 +49,11 @@ class SkipReport:
         self.skipped[task] += 1
         if len(self.reasons) < self.max_reasons:
             self.reasons.append(str(error))
+
+    def merge(self, other: SkipReport) -> None:
+        """Add what another report counted (e.g. one task's, counted where its file was read)."""
+        self.skipped.update(other.skipped)
+        self.reasons.extend(other.reasons[: max(0, self.max_reasons - len(self.reasons))])
 
     @property
     def total(self) -> int:
@@ -61,9 +71,9 @@ Where = int | str  # a JSONL line number, or "row N" in a Parquet file
 MAX_RECORD_BYTES = 1 << 20  # one instruction record; a long review is a few KB
 
 
-def _json_lines(path: Path) -> Iterator[tuple[Where, Any | RecordError]]:
+def _json_lines(path: storage.Location) -> Iterator[tuple[Where, Any | RecordError]]:
     """(line number, parsed object or the error for that line) for every non-blank line."""
-    data = path.read_bytes()
+    data = storage.read_bytes(path)
     lines = data.split(b"\n")
     complete = data.endswith(b"\n")
     if complete:
@@ -91,11 +101,12 @@ def _json_lines(path: Path) -> Iterator[tuple[Where, Any | RecordError]]:
             yield number, RecordError(path, number, "<line>", reason)
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[Where, Any | RecordError]]:
+def _parquet_rows(path: storage.Location) -> Iterator[tuple[Where, Any | RecordError]]:
     import pyarrow.parquet as pq
 
+    filesystem, inner = storage.resolve(path)
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(inner, filesystem=filesystem)
     except Exception as err:  # pyarrow raises several types for a damaged file
         yield 0, RecordError(path, None, "<file>", f"unreadable Parquet file: {err}")
         return
@@ -125,18 +136,21 @@ def _text_bytes(row: dict) -> int:
     return total
 
 
-def raw_rows(path: Path | str) -> Iterator[tuple[Where, Any | RecordError]]:
+def _suffix(location: storage.Location) -> str:
+    return PurePosixPath(storage.basename(location)).suffix
+
+
+def raw_rows(path: storage.Location) -> Iterator[tuple[Where, Any | RecordError]]:
     """(where, parsed row or the error for it) for every row of a JSONL or Parquet file."""
-    path = Path(path)
-    if not path.is_file():
+    if not storage.is_file(path):
         raise FileNotFoundError(f"{path}: no such record file")
-    return _parquet_rows(path) if path.suffix == ".parquet" else _json_lines(path)
+    return _parquet_rows(path) if _suffix(path) == ".parquet" else _json_lines(path)
 
 
-def iter_records(path: Path | str, task: Task | str, policy: Policy = "strict",
+def iter_records(path: storage.Location, task: Task | str, policy: Policy = "strict",
                  report: SkipReport | None = None) -> Iterator[dict]:
     """Valid, normalized records of one task file (JSONL or Parquet) under the given policy."""
-    path, task = Path(path), get_task(task) if isinstance(task, str) else task
+    task = get_task(task) if isinstance(task, str) else task
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     for where, obj in raw_rows(path):
@@ -156,37 +170,40 @@ def iter_records(path: Path | str, task: Task | str, policy: Policy = "strict",
                 _handle(RecordError(path, where, problem.field, problem.message), task, policy, report)
 
 
-def read_records(path: Path | str, task: Task | str, policy: Policy = "strict",
+def read_records(path: storage.Location, task: Task | str, policy: Policy = "strict",
                  report: SkipReport | None = None) -> list[dict]:
     """All valid records of one task file, as a list (see `iter_records`)."""
     return list(iter_records(path, task, policy, report))
 
 
-def task_files(root: Path | str, split: str) -> dict[str, Path]:
-    """{task name: file} for `<root>/<split>/<TASK>.jsonl|.parquet`; unknown task files are an error."""
-    folder = Path(root) / split
-    if not folder.is_dir():
+def task_files(root: storage.Location, split: str) -> dict[str, str]:
+    """{task name: file location} for `<root>/<split>/<TASK>.jsonl|.parquet` (`root` a local folder or a URI);
+    unknown task files are an error."""
+    folder = storage.join(root, split)
+    if not storage.is_dir(folder):
         raise FileNotFoundError(f"{folder}: no such split folder (expected <root>/{split}/<TASK>.jsonl)")
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix not in SUFFIXES:
+    files: dict[str, str] = {}
+    for name in storage.list_names(folder):
+        stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix
+        if suffix not in SUFFIXES:
             continue
+        path = storage.join(folder, name)
         try:
-            get_task(path.stem)
+            get_task(stem)
         except KeyError as err:
             raise RecordError(path, None, "<file>", f"file name does not name a task: {err.args[0]}") from None
-        if path.stem in files:
-            raise RecordError(path, None, "<file>", f"two files for task {path.stem}: {files[path.stem].name}")
-        files[path.stem] = path
+        if stem in files:
+            raise RecordError(path, None, "<file>", f"two files for task {stem}: {storage.basename(files[stem])}")
+        files[stem] = path
     return files
 
 
-def selected_task_files(root: Path | str, split: str, tasks: list[str] | None = None) -> dict[str, Path]:
-    """{task: file} of `tasks` (default: every task file present, in registry order) in `<root>/<split>/`;
-    a FileNotFoundError names the selected tasks that have no file."""
+def selected_task_files(root: storage.Location, split: str, tasks: list[str] | None = None) -> dict[str, str]:
+    """{task: file location} of `tasks` (default: every task file present, in registry order) in
+    `<root>/<split>/`; a FileNotFoundError names the selected tasks that have no file."""
     files = task_files(root, split)
     names = tasks or [name for name in task_names() if name in files]
     missing = [name for name in names if name not in files]
     if missing:
-        raise FileNotFoundError(f"{Path(root) / split}: no record file for task(s) {', '.join(missing)}")
+        raise FileNotFoundError(f"{storage.join(root, split)}: no record file for task(s) {', '.join(missing)}")
     return {name: files[name] for name in names}

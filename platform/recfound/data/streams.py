@@ -1,9 +1,10 @@
-"""Ray Data streams: one dataset per task per split, tokenized in `map_batches`, and token pools.
+"""Ray Data streams: one dataset per task per split, read, validated and tokenized in Ray workers.
 
-Records are read and validated first (so a bad record is reported with file, line and field, not
-as a wrapped worker exception), then handed to Ray Data, which tokenizes them in parallel. A
-training run materializes each task's tokenized dataset once into a `TokenPool`: one contiguous
-Arrow table in file order, which the mixer samples from by row index.
+The driver only lists the split's task files (a local folder or an object-store URI) and plans: each
+file is read and validated by a Ray Data read task (`recfound.data.task_source`), whose blocks are
+tokenized in parallel in `map_batches`. A training run turns each task's stream into one token pool
+(`recfound.data.pools`): one contiguous Arrow table in file order, which the mixer samples from by
+row index.
 """
 
 from __future__ import annotations
@@ -18,61 +19,76 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recfound.console import quiet_process
-from recfound.data.reader import Policy, SkipReport, read_records, selected_task_files
-from recfound.data.records import fields_of
+from recfound import storage
+from recfound.data.blocks import split_problems, with_problems
+from recfound.data.reader import Policy, selected_task_files
 from recfound.data.tokenize import TokenLimits, tokenize_batch
 from recfound.data.tokenizer import load_tokenizer, resolve_tokenizer
-from recfound.progress import Progress
 from recfound.tasks import Task, get_task
 
 if TYPE_CHECKING:
     import ray.data
 
+__all__ = ["TaskStream", "TokenPool", "open_streams", "table_fingerprint", "task_stream"]
+
 TOKENIZE_BATCH_SIZE = 512
-BLOCK_ROWS = 4 * TOKENIZE_BATCH_SIZE
 
 
-def records_table(records: list[dict], task: Task) -> pa.Table:
-    """An Arrow table of normalized records plus their `position` in the file (list fields typed
-    even when every list is empty)."""
-    schema = pa.schema([("task", pa.string()), ("id", pa.string())] + [
-        (name, pa.list_(pa.string()) if name in ("options", "negatives") else pa.string())
-        for name in fields_of(task)])
-    table = pa.Table.from_pylist(records, schema=schema)
-    return table.append_column("position", pa.array(range(len(records)), pa.int64()))
+def tokenize_block(batch: pa.Table, tokenizer_path: str, kind: str, limits: TokenLimits) -> pa.Table:
+    """`tokenize_batch` over a batch's records; its problem rows (`recfound.data.blocks`) pass through."""
+    records, problems = split_problems(batch)
+    return with_problems(tokenize_batch(records, tokenizer_path, kind, limits), problems)
 
 
-def task_stream(records: list[dict], task: Task, tokenizer_path: str | Path,
-                limits: TokenLimits = TokenLimits()) -> ray.data.Dataset:
-    """A Ray Data dataset of one task's records, tokenized lazily in `map_batches`."""
+@dataclass(frozen=True)
+class TaskStream:
+    """One task's file and the lazy Ray dataset that reads, validates and tokenizes it."""
+
+    task: str
+    location: str
+    dataset: ray.data.Dataset
+
+
+def task_stream(location: str, task: Task, tokenizer_path: str | Path, limits: TokenLimits = TokenLimits(),
+                policy: Policy = "strict") -> TaskStream:
+    """The stream of one task file (see module doc); nothing runs until it is materialized."""
     import ray.data
 
-    tokenize = partial(tokenize_batch, tokenizer_path=str(tokenizer_path), kind=task.kind.value, limits=limits)
-    table = records_table(records, task)
-    blocks = [table.slice(start, BLOCK_ROWS) for start in range(0, table.num_rows, BLOCK_ROWS)]  # parallelism
-    return ray.data.from_arrow(blocks).map_batches(
-        tokenize, batch_format="pyarrow", batch_size=TOKENIZE_BATCH_SIZE, zero_copy_batch=True)
+    from recfound.data.task_source import BLOCK_ROWS, TaskFileSource
+
+    tokenize = partial(tokenize_block, tokenizer_path=str(tokenizer_path), kind=task.kind.value, limits=limits)
+    # Ray Data joins a read task's blocks up to 128 MiB: cut them again so tokenization runs in parallel.
+    dataset = ray.data.read_datasource(TaskFileSource(location, task, policy), override_num_blocks=1) \
+        .repartition(target_num_rows_per_block=BLOCK_ROWS) \
+        .map_batches(tokenize, batch_format="pyarrow", batch_size=TOKENIZE_BATCH_SIZE, zero_copy_batch=True)
+    return TaskStream(task.name, location, dataset)
 
 
-def open_streams(root: Path | str, split: str, tokenizer: str | Path, tasks: list[str] | None = None,
-                 limits: TokenLimits = TokenLimits(), policy: Policy = "strict",
-                 report: SkipReport | None = None) -> dict[str, ray.data.Dataset]:
-    """{task: tokenized Ray dataset} for one split; `tasks` defaults to every task file present.
+def open_streams(root: storage.Location, split: str, tokenizer: str | Path, tasks: list[str] | None = None,
+                 limits: TokenLimits = TokenLimits(), policy: Policy = "strict") -> dict[str, TaskStream]:
+    """{task: stream} for one split of `root` (a local folder or a URI); `tasks` defaults to every task
+    file present.
 
     `tokenizer` is anything `resolve_tokenizer` takes ('smollm2', a .gguf file, a tokenizer folder);
     it is resolved and loaded here, in the driver, so a bad one fails before any Ray task starts.
     """
     tokenizer_path = resolve_tokenizer(tokenizer)
     load_tokenizer(tokenizer_path)
-    streams = {}
-    for name, path in selected_task_files(root, split, tasks).items():
-        task = get_task(name)
-        records = read_records(path, task, policy, report)
-        if not records:
-            raise ValueError(f"{path}: no valid records for task {name}")
-        streams[name] = task_stream(records, task, tokenizer_path, limits)
-    return streams
+    return {name: task_stream(location, get_task(name), tokenizer_path, limits, policy)
+            for name, location in selected_task_files(root, split, tasks).items()}
+
+
+def table_fingerprint(table: pa.Table) -> str:
+    """A CRC-32 over every integer column (token ids, positions) in order, so a resumed run can tell
+    whether its pools hold the same tokenized records as when its position was saved."""
+    crc = 0
+    for name in table.column_names:
+        column = table.column(name)
+        while pa.types.is_list(column.type):
+            column = pc.list_flatten(column)
+        if pa.types.is_integer(column.type):
+            crc = zlib.crc32(np.ascontiguousarray(column.to_numpy()).tobytes(), crc)
+    return f"{crc:08x}"
 
 
 @dataclass(frozen=True)
@@ -87,37 +103,4 @@ class TokenPool:
 
     @cached_property
     def fingerprint(self) -> str:
-        """A CRC-32 over every integer column (token ids, positions) in order, so a resumed run can
-        tell whether its pools hold the same tokenized records as when its position was saved."""
-        crc = 0
-        for name in self.table.column_names:
-            column = self.table.column(name)
-            while pa.types.is_list(column.type):
-                column = pc.list_flatten(column)
-            if pa.types.is_integer(column.type):
-                crc = zlib.crc32(np.ascontiguousarray(column.to_numpy()).tobytes(), crc)
-        return f"{crc:08x}"
-
-
-def materialize_pools(streams: dict, progress: bool = True) -> dict[str, TokenPool]:
-    """Run each task's stream and collect it into one contiguous Arrow table in file order.
-
-    Tasks run one after another (each is parallel over its blocks): concurrent executions on a
-    small cluster only compete for the same CPUs.
-    """
-    import ray
-    import ray.data
-
-    # Ray Data's own progress bars and plan logs repeat ours, once per task (and, from an actor such as a
-    # sweep's trial driver, through the log monitor line by line): our progress line suffices.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    quiet_process()
-    bar = Progress(len(streams), "tokenized task", unit="records") if progress else None
-    pools = {}
-    for name, dataset in streams.items():
-        tables = ray.get(dataset.to_arrow_refs())
-        # Ray Data may finish blocks out of order; the mixer needs the file order on every run.
-        pools[name] = TokenPool(name, pa.concat_tables(tables).sort_by("position").combine_chunks())
-        if bar:
-            bar.update(1, len(pools[name]))
-    return pools
+        return table_fingerprint(self.table)

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recfound import storage
 from recfound.data.atomic import atomic_write_lines
 from recfound.data.reader import SPLITS, Policy, RecordError, SkipReport, iter_records, raw_rows, task_files
 from recfound.data.released import ReleasedRowError, convert_row, resolve_task_name
@@ -35,9 +36,11 @@ def _cell(count: int | None) -> str:
     return "missing" if count is None else str(count)
 
 
-def validate_dataset(root: Path | str, splits: tuple[str, ...] = SPLITS, policy: Policy = "strict") -> DatasetSummary:
-    """Check every task file of every split; strict stops at the first bad record. A task file without
-    a single valid record is an error (training refuses it): remove the file to leave the task out."""
+def validate_dataset(root: storage.Location, splits: tuple[str, ...] = SPLITS,
+                     policy: Policy = "strict") -> DatasetSummary:
+    """Check every task file of every split (`root` a local folder or a URI); strict stops at the first bad
+    record. A task file without a single valid record is an error (training refuses it): remove the file to
+    leave the task out."""
     summary = DatasetSummary()
     for split in splits:
         files = task_files(root, split)
@@ -51,7 +54,7 @@ def validate_dataset(root: Path | str, splits: tuple[str, ...] = SPLITS, policy:
     return summary
 
 
-def convert_released(inputs: list[Path | str], out: Path | str, split: str, policy: Policy = "strict",
+def convert_released(inputs: list[storage.Location], out: Path | str, split: str, policy: Policy = "strict",
                      report: SkipReport | None = None) -> dict[str, int]:
     """Convert the authors' JSONL/Parquet files (rows of any task) into `<out>/<split>/<TASK>.jsonl`.
 
@@ -61,7 +64,7 @@ def convert_released(inputs: list[Path | str], out: Path | str, split: str, poli
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     by_task: dict[str, list[str]] = {}
-    for path in map(Path, inputs):
+    for path in inputs:
         for where, row in raw_rows(path):
             try:
                 for record in _converted(path, where, row):
@@ -76,7 +79,7 @@ def convert_released(inputs: list[Path | str], out: Path | str, split: str, poli
     return {name: len(lines) for name, lines in by_task.items()}
 
 
-def _converted(path: Path, where: int | str, row: object) -> list[dict]:
+def _converted(path: storage.Location, where: int | str, row: object) -> list[dict]:
     """Our normalized records for one released row, or the RecordError that says what is wrong."""
     if isinstance(row, RecordError):
         raise row

@@ -15,13 +15,15 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
+from recfound import storage
 from recfound.config import EvalSection
 from recfound.eval.data import load_split
 from recfound.eval.job import make_scorer
 from recfound.eval.report import comparison_tables, log_evaluations, read_logged_evaluations, write_evaluation_files
 from recfound.eval.runner import ModelEvaluation, evaluate_model
-from recfound.eval.source import ModelSource, run_tokenizer, serving_of
+from recfound.eval.source import RUN_MODELS, ModelSource, run_config, run_tokenizer, serving_of
 from recfound.redact import without_password
+from recfound.run_layout import RunLayout
 from recfound.tracking.pyfunc import ServingConfig
 
 REGISTERED = "models:/"
@@ -29,11 +31,19 @@ BASE = "base:"
 EVAL_EXPERIMENT = "recfound-eval"
 
 
-def _run_folder_of(path: Path) -> Path:
-    for folder in (path.parent, path.parent.parent):
-        if (folder / "config.yaml").is_file():
+def _run_folder_of(path: str) -> str:
+    for folder in (storage.parent(path), storage.parent(storage.parent(path))):
+        if storage.is_file(RunLayout(folder).config):
             return folder
     raise FileNotFoundError(f"{path}: no training run folder (with config.yaml) holds this adapter file")
+
+
+def _split_model(spec: str) -> tuple[str, str]:
+    """(location, which) of 'RUN_FOLDER[:init|final|merged]' or an adapter file (local paths or URIs)."""
+    location, _, which = spec.rpartition(":")
+    if which in (*RUN_MODELS, "final") and location and not storage.exists(spec):
+        return location, which
+    return spec, ""
 
 
 def model_source(spec: str, tracking_uri: str, tokenizer: str | None, seed: int) -> ModelSource:
@@ -50,21 +60,19 @@ def model_source(spec: str, tracking_uri: str, tokenizer: str | None, seed: int)
 
         serving = ServingConfig(backbone=spec[len(BASE):], backbone_seed=seed)
         return ModelSource.from_backbone(spec, serving, resolve_tokenizer(tokenizer))
-    path, _, which = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
-    path = Path(path)
-    if path.is_file():
-        from recfound.config import load_config
-
+    path, which = _split_model(spec)
+    if storage.is_file(path):
         run_dir = _run_folder_of(path)
-        config = load_config(run_dir / "config.yaml", check_paths=False)
-        label = "/".join((run_dir.name, *path.relative_to(run_dir).parts))  # run/checkpoint_.../adapter.safetensors
-        return ModelSource.from_adapter_file(label, path, run_tokenizer(run_dir, config), serving_of(config))
-    if path.is_dir():
+        layout = RunLayout(run_dir)
+        config = run_config(layout)
+        label = "/".join((storage.basename(run_dir), storage.normalize(path)[len(storage.normalize(run_dir)) + 1:]))
+        return ModelSource.from_adapter_file(label, path, run_tokenizer(layout, config), serving_of(config))
+    if storage.is_dir(path):
         return ModelSource.from_run(path, which or "merged")
     raise FileNotFoundError(f"{spec}: no such run folder or adapter file (nor models:/NAME/VERSION or base:SPEC)")
 
 
-def run_evaluation(models: Sequence[str], data_root: Path, options: EvalSection, tasks: list[str] | None,
+def run_evaluation(models: Sequence[str], data_root: storage.Location, options: EvalSection, tasks: list[str] | None,
                    tracking_uri: str, tokenizer: str | None = None, seed: int = 0, use_gpu: bool = False,
                    out: Path | None = None, log: bool = False, artifact_root: str | None = None
                    ) -> dict[str, ModelEvaluation]:

@@ -21,8 +21,9 @@ CATEGORY_SEPARATOR = " > "
 
 def load_split(root: Path | str, split: str, tasks: list[str] | None = None,
                max_records: int | None = None) -> dict[str, list[dict]]:
-    """{task: normalized records} of `<root>/<split>/` (strictly validated), the first `max_records` of
-    each file when given; `tasks` defaults to every task file present, in registry order."""
+    """{task: normalized records} of `<root>/<split>/` (`root` a local folder or a URI; strictly validated),
+    the first `max_records` of each file when given; `tasks` defaults to every task file present, in
+    registry order."""
     data = {}
     for name, path in selected_task_files(root, split, tasks).items():
         records = read_records(path, name)

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from recfound.merge.files import ADAPTER_FILE, INIT_FILE, MERGED_FILE
+from recfound import storage
 from recfound.model.inference import Inference
+from recfound.run_layout import ADAPTER_FILE, CONFIG_FILE, INIT_FILE, MERGED_FILE, TOKENIZER_DIR, RunLayout
 from recfound.tracking.pyfunc import ServingConfig
 
 if TYPE_CHECKING:
     from recfound.config import RunConfig
 
 RUN_MODELS = {"init": INIT_FILE, "merged": MERGED_FILE}  # and "final": the last checkpoint's ADAPTER_FILE
-TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,14 @@ class ModelSource:
     adapter: bytes | None = None
 
     @classmethod
-    def from_adapter_file(cls, label: str, adapter_file: Path | str, tokenizer_dir: Path | str,
+    def from_adapter_file(cls, label: str, adapter_file: storage.Location, tokenizer_dir: storage.Location,
                           serving: ServingConfig) -> ModelSource:
-        """An adapter file, the tokenizer folder it was trained with, and how to rebuild its base."""
+        """An adapter file, the tokenizer folder it was trained with (local paths or URIs), and how to
+        rebuild its base."""
         from recfound.model.state import read_adapter
 
         read_adapter(adapter_file)  # a clear error for a file that is not an adapter, here and not in a worker
-        return cls(label, _absolute_backbone(serving), _folder_files(tokenizer_dir), Path(adapter_file).read_bytes())
+        return cls(label, _absolute_backbone(serving), _folder_files(tokenizer_dir), storage.read_bytes(adapter_file))
 
     @classmethod
     def from_backbone(cls, label: str, serving: ServingConfig, tokenizer_dir: Path | str) -> ModelSource:
@@ -54,26 +55,22 @@ class ModelSource:
         return cls(label, _absolute_backbone(serving), _folder_files(tokenizer_dir))
 
     @classmethod
-    def from_run(cls, run_dir: Path | str, which: str = "merged", label: str | None = None) -> ModelSource:
-        """Adapter `which` of a training run folder: 'init' (before training: the base model's outputs),
-        'final' (the last checkpoint) or 'merged' (TIES; the final adapter when the run merged nothing)."""
-        from recfound.config import load_config
-        from recfound.merge.files import complete_checkpoints
-
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{run_dir}: not a training run folder (no config.yaml)")
-        config = load_config(run_dir / "config.yaml", check_paths=False)
+    def from_run(cls, run_dir: storage.Location, which: str = "merged", label: str | None = None) -> ModelSource:
+        """Adapter `which` of a training run folder (a local path or URI): 'init' (before training: the base
+        model's outputs), 'final' (the last checkpoint) or 'merged' (TIES; the final adapter when the run
+        merged nothing)."""
+        layout = RunLayout(run_dir)
+        config = run_config(layout)
         if which not in (*RUN_MODELS, "final"):
             raise ValueError(f"{run_dir}: no model {which!r}; choose init, final or merged")
-        path = run_dir / RUN_MODELS.get(which, "")
-        if which == "final" or (which == "merged" and not path.is_file()):
-            checkpoints = complete_checkpoints(run_dir)
+        path = layout.file(RUN_MODELS.get(which, ""))
+        if which == "final" or (which == "merged" and not storage.is_file(path)):
+            checkpoints = layout.checkpoints()
             if not checkpoints:
                 raise FileNotFoundError(f"{run_dir}: the run has no complete checkpoint folder")
-            path = checkpoints[-1] / ADAPTER_FILE
-        return cls.from_adapter_file(label or f"{run_dir.name}:{which}", path, run_tokenizer(run_dir, config),
-                                     serving_of(config))
+            path = checkpoints[-1].adapter
+        return cls.from_adapter_file(label or f"{storage.basename(run_dir)}:{which}", path,
+                                     run_tokenizer(layout, config), serving_of(config))
 
     @classmethod
     def from_registered(cls, tracking_uri: str, name: str, version: str, label: str | None = None) -> ModelSource:
@@ -149,19 +146,29 @@ def _absolute_backbone(serving: ServingConfig) -> ServingConfig:
     return replace(serving, backbone=portable_spec(serving.backbone))
 
 
-def _folder_files(folder: Path | str) -> dict[str, bytes]:
-    folder = Path(folder)
-    if not (folder / "tokenizer.json").is_file():
+def _folder_files(folder: storage.Location) -> dict[str, bytes]:
+    if not storage.is_file(storage.join(folder, "tokenizer.json")):
         raise FileNotFoundError(f"{folder}: not a tokenizer folder (no tokenizer.json)")
-    return {item.name: item.read_bytes() for item in folder.iterdir() if item.is_file()}
+    return {name: storage.read_bytes(storage.join(folder, name)) for name in storage.list_names(folder)
+            if storage.is_file(storage.join(folder, name))}
 
 
-def run_tokenizer(run_dir: Path, config: RunConfig) -> Path:
+def run_config(layout: RunLayout) -> RunConfig:
+    """The settings a run folder (local or on an object store) was trained with, from its config.yaml."""
+    from recfound.config import load_config
+
+    if not storage.is_file(layout.config):
+        raise FileNotFoundError(f"{layout.location}: not a training run folder (no {CONFIG_FILE})")
+    with tempfile.TemporaryDirectory(prefix="recfound-config-") as folder:
+        return load_config(storage.download(layout.config, Path(folder) / CONFIG_FILE), check_paths=False)
+
+
+def run_tokenizer(layout: RunLayout, config: RunConfig) -> str:
     """The tokenizer a run trained with: its own corpus tokenizer, else the configured one."""
     from recfound.data.tokenizer import resolve_tokenizer
 
-    own = run_dir / "tokenizer"
-    return own if (own / "tokenizer.json").is_file() else resolve_tokenizer(config.data.tokenizer)
+    own = layout.tokenizer
+    return own if storage.is_file(storage.join(own, "tokenizer.json")) else str(resolve_tokenizer(config.data.tokenizer))
 
 
 def _model_artifacts(model_dir: Path) -> dict[str, Path]:

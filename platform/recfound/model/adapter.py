@@ -5,6 +5,8 @@ attention_mask=...)` keeps the HF signature), the trainable token rows (`<embed>
 tokenizer added) and the task list. `set_tasks(task_ids)` routes the next forwards; it stays in
 effect until the next call (generation sees it too). With `enable_checkpointing()`, a layer's
 recomputation in backward sees the routing of its own forward.
+
+`recfound.model.attach.attach_adapter` builds the adapter of `AdapterConfig.mode`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from recfound.model.backbone import Backbone, find_projections
+from recfound.model.backbone import Backbone
 from recfound.tasks import Kind, all_tasks
 
 MODES = ("tmole", "lora")
@@ -232,18 +234,3 @@ class Adapter(nn.Module):
         finally:
             for parent, attr, wrapped in swapped:
                 setattr(parent, attr, wrapped)
-
-
-def attach_adapter(backbone: Backbone, config: AdapterConfig, token_ids: Sequence[int] = (),
-                   tasks: TaskList | None = None) -> Adapter:
-    """Wrap the backbone's targeted projections in place (TMoLE or plain LoRA per `config.mode`).
-    `token_ids` (e.g. the `<embed>` id) get trainable embedding rows, as do rows past the base
-    vocabulary. `tasks` defaults to the task registry."""
-    from recfound.model.lora import LoraAdapter
-    from recfound.model.state import base_fingerprint
-    from recfound.model.tmole import TMoLEAdapter
-
-    find_projections(backbone.model, config.targets)
-    fingerprint = base_fingerprint(backbone.model)
-    cls = TMoLEAdapter if config.mode == "tmole" else LoraAdapter
-    return cls(backbone, config, tasks or TaskList.registered(), token_ids, fingerprint)

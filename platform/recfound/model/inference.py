@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from recfound.data.collate import pad
-from recfound.data.streams import records_table
+from recfound.data.blocks import records_table
 from recfound.data.tokenize import TokenLimits, document_ids, tokenize_batch
 from recfound.data.tokenizer import load_tokenizer
 from recfound.model.adapter import Adapter

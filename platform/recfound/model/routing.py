@@ -6,12 +6,11 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from recfound.data.atomic import atomic_write_bytes
+from recfound import storage
 from recfound.model.tmole import TMoLEAdapter
 
 if TYPE_CHECKING:
@@ -111,9 +110,8 @@ def _group_boundaries(experts: Sequence[str]) -> list[float]:
     return [i + 0.5 for i in range(len(experts) - 1) if experts[i][0] != experts[i + 1][0]]
 
 
-def plot_routing_similarity(report: Mapping[str, Any], path: Path | str, title: str | None = None) -> Path:
-    """Draw `routing_figure` and write it to `path` (PNG, atomically)."""
+def plot_routing_similarity(report: Mapping[str, Any], path: storage.Location, title: str | None = None) -> None:
+    """Draw `routing_figure` and write it to `path` (PNG, a local path or URI, whole or not at all)."""
     buffer = io.BytesIO()
     routing_figure(report, title).savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    storage.write_bytes(path, buffer.getvalue())

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from recfound.data.atomic import atomic_folder, atomic_write_bytes
+from recfound import storage
+from recfound.data.atomic import atomic_folder
 from recfound.model.adapter import Adapter
 
 FORMAT = "recfound-adapter/1"
@@ -50,9 +52,10 @@ def adapter_header(adapter: Adapter) -> dict:
     }
 
 
-def save_adapter(adapter: Adapter, path: Path | str, tensors: Mapping[str, torch.Tensor] | None = None) -> Path:
+def save_adapter(adapter: Adapter, path: storage.Location,
+                 tensors: Mapping[str, torch.Tensor] | None = None) -> storage.Location:
     """Write the trainable tensors (or `tensors`, the same names in another copy, e.g. an optimizer's
-    fp32 master weights) and the header to `path` (.safetensors), atomically."""
+    fp32 master weights) and the header to `path` (.safetensors, a local path or URI), whole or not at all."""
     from safetensors.torch import save
 
     own = adapter.trainable_state()
@@ -61,20 +64,27 @@ def save_adapter(adapter: Adapter, path: Path | str, tensors: Mapping[str, torch
                          f"missing {sorted(set(own) - set(tensors))[:5]}, unexpected {sorted(set(tensors) - set(own))[:5]}")
     source = own if tensors is None else tensors
     tensors = {name: t.detach().cpu().contiguous() for name, t in source.items()}
-    atomic_write_bytes(path, save(tensors, metadata={HEADER_KEY: json.dumps(adapter_header(adapter))}))
-    return Path(path)
+    storage.write_bytes(path, save(tensors, metadata={HEADER_KEY: json.dumps(adapter_header(adapter))}))
+    return path
 
 
-def read_adapter(path: Path | str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(header, tensors) of an adapter file; a ValueError naming the file for anything else: not a
-    safetensors file (e.g. truncated), no or a malformed recfound header, a non-finite tensor."""
+def read_adapter(path: storage.Location) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(header, tensors) of an adapter file (a local path or URI); a ValueError naming the file for anything
+    else: not a safetensors file (e.g. truncated), no or a malformed recfound header, a non-finite tensor."""
+    if not storage.is_file(path):
+        raise FileNotFoundError(f"{path}: no such adapter file")
+    if not storage.is_remote(path):
+        return _read_adapter_file(Path(path), str(path))
+    with tempfile.TemporaryDirectory(prefix="recfound-adapter-") as folder:
+        return _read_adapter_file(storage.download(path, Path(folder) / storage.basename(path)), str(path))
+
+
+def _read_adapter_file(local: Path, path: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """`read_adapter` of a local file; errors name `path`, where the file came from."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such adapter file")
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(local), framework="pt") as handle:
             metadata = handle.metadata() or {}
             if HEADER_KEY not in metadata:
                 raise ValueError(f"{path}: not a recfound adapter (no '{HEADER_KEY}' header)")
@@ -90,7 +100,7 @@ def read_adapter(path: Path | str) -> tuple[dict, dict[str, torch.Tensor]]:
     return header, tensors
 
 
-def _parse_header(path: Path, text: str) -> dict:
+def _parse_header(path: str, text: str) -> dict:
     try:
         header = json.loads(text)
     except (ValueError, RecursionError):

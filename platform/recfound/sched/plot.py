@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any, Mapping
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from recfound.data.atomic import atomic_write_bytes
+from recfound import storage
 
 
-def plot_ratios(history: Mapping[str, Any], path: Path | str, title: str | None = None) -> Path:
+def plot_ratios(history: Mapping[str, Any], path: storage.Location, title: str | None = None) -> None:
     """Draw one panel per task kind from a scheduler `history()` and write it to `path` (PNG,
-    written to a temporary name first). The ratios are drawn as steps: each value holds from its
+    a local path or URI, written whole or not at all). The ratios are drawn as steps: each value holds from its
     step until the next one; the warm-up is shaded. The x axis spans the whole run, the lines end
     at the last step that can be served so far."""
     kinds = history["kinds"]
@@ -34,5 +33,4 @@ def plot_ratios(history: Mapping[str, Any], path: Path | str, title: str | None 
         figure.suptitle(title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    storage.write_bytes(path, buffer.getvalue())

@@ -28,7 +28,8 @@ from mlflow.types.schema import AnyType, Array
 from recfound.data.records import OPTIONAL_FIELDS, fields_of
 from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import load_tokenizer
-from recfound.model.adapter import Adapter, AdapterConfig, TaskList, attach_adapter
+from recfound.model.adapter import Adapter, AdapterConfig, TaskList
+from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.inference import Inference, InferenceOptions
 from recfound.model.state import load_adapter, read_adapter

@@ -1,6 +1,7 @@
 """What a training checkpoint holds and how a worker writes and reads it.
 
-A checkpoint folder (one per `checkpoint.every` steps, reported through `ray.train.report`):
+A checkpoint folder (`checkpoint_<step>`, one per `checkpoint.every` steps, reported through
+`ray.train.report`; the names are `recfound.run_layout`'s):
   adapter.safetensors   the adapter's trainable tensors (fp32 masters under bf16) + header (rank 0;
                         what merging and export read)
   progress.json         step, bad-step counters, the mixers' positions (rank 0)
@@ -23,15 +24,13 @@ from typing import Any
 import numpy as np
 
 from recfound.data.atomic import atomic_write_bytes
-from recfound.merge.files import ADAPTER_FILE, PROGRESS_FILE
 from recfound.model.adapter import Adapter
 from recfound.model.state import save_adapter
 from recfound.train.engine import full_trainable_state
 from recfound.train.manifest import write_manifest
+from recfound.run_layout import ADAPTER_FILE, PROGRESS_FILE, SCHEDULER_FILE, ZERO_DIR
 from recfound.train.unpickling import restricted_loads
 
-SCHEDULER_FILE = "scheduler.json"
-ZERO_DIR = "zero"
 ZERO_TAG = "state"
 
 

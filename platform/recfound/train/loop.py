@@ -25,27 +25,25 @@ import torch.distributed as dist
 
 from recfound.config import RunConfig, config_from_dict
 from recfound.console import quiet_worker, set_verbose
-from recfound.merge.files import INIT_FILE
-from recfound.data.atomic import atomic_write_bytes
+from recfound import storage
 from recfound.data.collate import collate_embedding, collate_generative
 from recfound.data.mixer import TaskMixer
 from recfound.data.pipeline import pools_by_kind
 from recfound.data.streams import TokenPool
 from recfound.data.tokenizer import load_tokenizer
-from recfound.model.adapter import Adapter, attach_adapter
+from recfound.model.adapter import Adapter
+from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.state import save_adapter
 from recfound.progress import Progress
 from recfound.sched import SchedulerClient
 from recfound.tasks import Kind, get_task
 from recfound.train.checkpoint import LoopState, load_checkpoint, save_checkpoint, step_seed
-from recfound.train.resume import STOPPED_FILE
+from recfound.run_layout import ROUTING_PLOT, RunLayout, checkpoint_name
 from recfound.train.distributed import all_sum
 from recfound.train.engine import accumulating, build_engine, full_trainable_state, gathered, set_learning_rate
 from recfound.train.step import StepLosses, StepOptions, train_step
 from recfound.train.validation import ValidationSet
-
-ROUTING_PLOT = "routing.png"
 
 
 def train_loop_per_worker(payload: Mapping[str, Any]) -> None:
@@ -67,8 +65,9 @@ class Worker:
         import ray
 
         self.config, self.rank, self.world_size = config, rank, world_size
-        self.run_dir = Path(payload["run_dir"])
-        _, self.tokenizer = load_tokenizer(payload["tokenizer"])
+        self.layout = RunLayout(payload["run_dir"])  # a local path or a URI
+        with tempfile.TemporaryDirectory(prefix="recfound-tokenizer-") as download:  # a URI's files, read once
+            _, self.tokenizer = load_tokenizer(storage.local_folder(payload["tokenizer"], download))
         self.adapter = self._build_adapter()
         self.engine = build_engine(self.adapter, config.train)
         self.device = self.engine.device  # where DeepSpeed put the model (cuda:<local rank> on GPUs)
@@ -110,7 +109,7 @@ class Worker:
         if checkpoint is None:
             tensors = full_trainable_state(self.engine, self.adapter)  # whole under ZeRO-3, fp32 under bf16
             if self.rank == 0:
-                save_adapter(self.adapter, self.run_dir / INIT_FILE, tensors)
+                save_adapter(self.adapter, self.layout.init_adapter, tensors)
             if self.rank == 0:
                 self.scheduler.restore(self.initial_scheduler_state)
         else:
@@ -199,7 +198,7 @@ class Worker:
 
     def _stop(self, reason: str) -> None:
         if self.rank == 0:
-            atomic_write_bytes(self.run_dir / STOPPED_FILE, reason.encode())
+            storage.write_bytes(self.layout.stopped, reason.encode())
         _barrier()
 
     def _validate(self, step: int) -> dict[str, float]:
@@ -223,7 +222,8 @@ class Worker:
             save_checkpoint(Path(folder), self.engine, self.adapter, self.state, scheduler_state, self.rank,
                             self.world_size)
             ray.train.report({"step": self.state.step, "loss/total": metrics["loss/total"], **self.last_validation},
-                             checkpoint=ray.train.Checkpoint.from_directory(folder))
+                             checkpoint=ray.train.Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=checkpoint_name(self.state.step))
 
     def _finish(self) -> None:
         if self.config.adapter_config().mode != "tmole":
@@ -235,7 +235,7 @@ class Worker:
             report = routing_report(self.adapter)
         if self.rank == 0:
             title = f"{self.config.run.name}: routing of the adapter after step {self.state.step}"
-            plot_routing_similarity(report, self.run_dir / ROUTING_PLOT, title=title)
+            plot_routing_similarity(report, self.layout.file(ROUTING_PLOT), title=title)
 
 
 def _step_metrics(losses: StepLosses, published: Mapping[str, Any], lr: float) -> dict[str, float]:

@@ -15,17 +15,14 @@ while a resumed run trains into it).
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from recfound import storage
 from recfound.config import RunConfig, bounded_repr, load_config
-from recfound.merge.files import CHECKPOINT_GLOB
 from recfound.run_folder import RunFolder, describe_holder
-
-SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of the registered checkpoints
-SUMMARY_FILE = "summary.txt"  # written last by a run that finished
-STOPPED_FILE = "stopped.txt"  # written by a run's loop when it stopped the run itself: the reason
-SAVED_CONFIG = "config.yaml"
+from recfound.run_layout import CONFIG_FILE, SNAPSHOT_FILE, SUMMARY_FILE, RunLayout
 
 
 @dataclass(frozen=True)
@@ -44,37 +41,34 @@ class Resume:
                                   "resume it on its data, or pass --overwrite to start over")
 
 
-def find_checkpoint_folders(run_dir: Path) -> list[Path]:
-    """The run's checkpoint folders, oldest first (Ray Train names them checkpoint_<timestamp>)."""
-    return sorted(p for p in run_dir.glob(CHECKPOINT_GLOB) if p.is_dir())
-
-
 def plan_restart(config: RunConfig, folder: RunFolder, overwrite: bool) -> Resume | None:
     """Resume the folder's earlier run (see module doc), start over (None), or refuse (FileExistsError)."""
     if folder.previous is not None:
         print(f"note: an earlier process of run {config.run.name!r}, {describe_holder(folder.previous)}, ended "
               "without finishing (killed or crashed)", flush=True)
         _fail_orphaned_mlflow_run(config, folder.previous.get("mlflow_run_id"))
-    if not find_checkpoint_folders(folder.path):
+    layout = RunLayout(folder.location)
+    if not layout.checkpoint_folders():
         return None
     if overwrite:
         folder.empty()
         return None
     start_over = "pass --overwrite to start over, or choose another run.name (--set run.name=...)"
-    if (folder.path / SUMMARY_FILE).is_file():
-        raise FileExistsError(f"{folder.path}: run {config.run.name!r} already finished (its {SUMMARY_FILE} is "
+    if storage.is_file(layout.summary):
+        raise FileExistsError(f"{layout.location}: run {config.run.name!r} already finished (its {SUMMARY_FILE} is "
                               f"there); {start_over}")
-    if (folder.path / STOPPED_FILE).is_file():
-        reason = (folder.path / STOPPED_FILE).read_text(encoding="utf-8", errors="replace")[:300]
-        raise FileExistsError(f"{folder.path}: run {config.run.name!r} stopped itself ({reason}); resuming it would "
-                              f"stop again: {start_over}, with other settings")
-    latest = latest_registered_checkpoint(folder.path)
+    if storage.is_file(layout.stopped):
+        reason = storage.read_bytes(layout.stopped)[:300].decode("utf-8", errors="replace")
+        raise FileExistsError(f"{layout.location}: run {config.run.name!r} stopped itself ({reason}); resuming it "
+                              f"would stop again: {start_over}, with other settings")
+    latest = latest_registered_checkpoint(layout)
     if latest is None:
-        raise FileExistsError(f"{folder.path} holds checkpoint folders of an earlier run named {config.run.name!r} "
-                              f"but none that Ray Train registered (no usable {SNAPSHOT_FILE}); {start_over}")
-    differences = config_differences(folder.path / SAVED_CONFIG, config)
+        raise FileExistsError(f"{layout.location} holds checkpoint folders of an earlier run named "
+                              f"{config.run.name!r} but none that Ray Train registered (no usable {SNAPSHOT_FILE}); "
+                              f"{start_over}")
+    differences = config_differences(layout.config, config)
     if differences:
-        raise FileExistsError(f"{folder.path}: run {config.run.name!r} was started with other settings "
+        raise FileExistsError(f"{layout.location}: run {config.run.name!r} was started with other settings "
                               f"({'; '.join(differences)}); rerun with its settings to resume it, or {start_over}")
     step, checkpoint = latest
     resume = Resume(step, checkpoint, folder.last.get("mlflow_run_id"), folder.last.get("data_hash"))
@@ -83,24 +77,26 @@ def plan_restart(config: RunConfig, folder: RunFolder, overwrite: bool) -> Resum
     return resume
 
 
-def latest_registered_checkpoint(run_dir: Path) -> tuple[int, str] | None:
+def latest_registered_checkpoint(layout: RunLayout) -> tuple[int, str] | None:
     """(step, folder name) of the latest checkpoint in Ray Train's snapshot whose folder exists."""
     try:
-        snapshot = json.loads((run_dir / SNAPSHOT_FILE).read_text(encoding="utf-8"))
+        snapshot = json.loads(storage.read_text(layout.snapshot))
         results = snapshot["checkpoint_results"]
         found = [(int(result["metrics"]["step"]), str(result["checkpoint_dir_name"])) for result in results]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None
-    found = [(step, name) for step, name in found if (run_dir / name).is_dir()]
+    found = [(step, name) for step, name in found if storage.is_dir(layout.checkpoint(name))]
     return max(found) if found else None
 
 
-def config_differences(saved_path: Path, config: RunConfig) -> list[str]:
+def config_differences(saved_location: str, config: RunConfig) -> list[str]:
     """'key: saved -> now' for every setting of `config` that differs from the run's saved config.yaml
     (URIs compared without their passwords, which are never saved)."""
-    if not saved_path.is_file():
-        return [f"no {saved_path.name} was saved to compare with"]
-    saved, now = load_config(saved_path, check_paths=False).flat(), config.flat()
+    if not storage.is_file(saved_location):
+        return [f"no {CONFIG_FILE} was saved to compare with"]
+    with tempfile.TemporaryDirectory(prefix="recfound-config-") as folder:
+        saved = load_config(storage.download(saved_location, Path(folder) / CONFIG_FILE), check_paths=False).flat()
+    now = config.flat()
     return [f"{key}: {bounded_repr(saved.get(key))} -> {bounded_repr(now.get(key))}"
             for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
 

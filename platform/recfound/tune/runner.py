@@ -277,14 +277,11 @@ def _log_parent(spec: SweepSpec, folder: Path, report: SweepReport) -> None:
 
 def _prepare_corpora(spec: SweepSpec) -> None:
     """Write each synthetic corpus the trials read before they start (trials would race to write it)."""
-    from recfound.data.synth import synthesize
+    from recfound.data.prepare import prepare_corpus
 
     for config in _variant_configs(spec):
-        root = Path(config.data.root)
-        if config.data.synth_scale is not None and not (root / "train").is_dir():
-            print(f"== generating the {config.data.synth_scale} corpus (seed {config.run.seed}) into {root}",
-                  flush=True)
-            synthesize(root, config.run.seed, config.data.synth_scale)
+        if config.data.synth_scale is not None:
+            prepare_corpus(config)
 
 
 def _print_plan(spec: SweepSpec, folder: Path, resumed: bool) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from recfound.tune.spec import Dimension, SweepSpec
-from recfound.tune.trial import VARIANT_KEY, last_checkpoint_before_end
+from recfound.tune.spec import Dimension, SweepSpec, last_checkpoint_before_end
+from recfound.tune.trial import VARIANT_KEY
 
 TIME_ATTR = "step"  # what ASHA counts: the training step every report carries
 

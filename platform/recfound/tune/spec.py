@@ -10,23 +10,25 @@ names the file and the key, e.g.
     sweeps/s2sched.yaml: space.sched.window: empty range: low (64) must be < high (4)
 
 The checks that need the training config (a value the config refuses, a combination such as
-E + S + G = 0) live in `recfound.tune.trial`, which `load_sweep` runs as its last step.
+E + S + G = 0) are `check_trial_configs`, which `load_sweep` runs as its last step.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from recfound import storage
 from recfound.config import (CORPUS_TOKENIZER, PATHS, ConfigError, RunConfig, as_bool, as_float, as_int, as_text,
                              load_config, parse_overrides, read_yaml)
 from recfound.data.tokenizer import SMOLLM2
@@ -42,6 +44,7 @@ RANGE_TYPES = ("uniform", "loguniform", "int")
 VALUE_TYPES = ("choice", "grid")
 RESERVED_PATHS = ("run.name", "mlflow.register_as")  # set per trial by the runner
 SWEEP_NAME_MAX = NAME_MAX - 15  # a trial's run name adds "-" and Tune's trial id (8 hex digits, "_", 5 digits)
+MAX_COMBINATIONS = 256  # above this, check_trial_configs checks the space one dimension at a time
 
 KEYS = ("name", "description", "base", "overrides", "variants", "space", "metric", "mode", "search", "scheduler",
         "asha", "trials", "max_concurrent_trials", "resources", "storage", "seed")
@@ -131,6 +134,10 @@ class SweepSpec:
 
     def storage_path(self) -> Path:
         """Where Tune keeps the sweep (absolute): `storage`, else `<base run.output_dir>/sweeps`."""
+        if self.storage is None and storage.is_remote(self.base_config.run.output_dir):
+            raise ConfigError("storage", f"run.output_dir {self.base_config.run.output_dir} is on an object store; a "
+                                         "sweep keeps Tune's state in a local folder: set the sweep's storage "
+                                         "(e.g. storage: .cache/sweeps)")
         return (Path(self.workdir) / (self.storage or Path(self.base_config.run.output_dir) / "sweeps")).resolve()
 
     def experiment_dir(self) -> Path:
@@ -179,8 +186,6 @@ class SweepSpec:
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """Read and check the sweep file `path`, with `--set` items ("trials=4", "overrides.train.steps=10",
     "space.sched.window={type: int, low: 4, high: 32}") applied first; ConfigError naming the key."""
-    from recfound.tune.trial import check_trial_configs
-
     source = str(path)
     raw = read_yaml(path)
     if raw is None:
@@ -292,7 +297,7 @@ def _tracking(config: RunConfig, workdir: str) -> tuple[str, str | None]:
 def absolute_paths(config: RunConfig, workdir: str | Path) -> RunConfig:
     """`config` with run.output_dir, data.root and any tokenizer/backbone folder resolved against `workdir`."""
     def absolute(value: str) -> str:
-        return str((Path(workdir) / value).resolve())
+        return value if storage.is_remote(value) else str((Path(workdir) / value).resolve())
 
     changes = {"run.output_dir": absolute(config.run.output_dir), "data.root": absolute(config.data.root)}
     for key, value, names in (("data.tokenizer", config.data.tokenizer, (CORPUS_TOKENIZER, SMOLLM2)),
@@ -400,6 +405,92 @@ def _asha(raw: Any, scheduler: str) -> tuple[int | None, float]:
         return _get(entry, "grace_period", _positive_int, default=None), factor
     except ConfigError as error:
         raise error.within("asha") from None
+
+
+# --- the configs the trials will run (the last step of load_sweep) -----------------------------------
+
+
+def check_trial_configs(spec: SweepSpec) -> None:
+    """Build the configs the sweep can produce (every variant; each searched value alone: range bounds,
+    every listed value; and all their combinations when there are at most MAX_COMBINATIONS) and raise a
+    ConfigError naming the sweep key of the first one a trial could not run."""
+    try:
+        for variant in list(spec.variants) or [None]:
+            base = _variant_config(spec, variant)
+            try:
+                check_sweepable(spec, base)
+            except ConfigError as error:
+                if error.key.startswith("asha."):
+                    raise
+                raise error.within("overrides" if variant is None else f"variants.{variant}") from None
+            for dimension in spec.space:
+                for value in dimension.candidates():
+                    _check_values(spec, base, {dimension.path: value}, f"space.{dimension.path}", variant)
+            for combination in _combinations(spec):
+                _check_values(spec, base, combination, "space", variant)
+    except ConfigError as error:
+        raise error.sourced(spec.source) from None
+
+
+def check_sweepable(spec: SweepSpec, config: RunConfig) -> None:
+    """What a trial needs beyond a valid training config: a validation loss in every checkpoint report
+    (the metric Tune and ASHA read), and ASHA's first rung before the last step."""
+    steps, every, interval = config.train.steps, config.checkpoint.every, config.sched.eval_interval
+    if interval > min(every, steps):
+        raise ConfigError("sched.eval_interval", f"must be <= checkpoint.every ({every}) in a sweep: every "
+                                                 f"checkpoint reports a validation loss to Tune (got {interval})")
+    if spec.scheduler == "asha":
+        last, grace = last_checkpoint_before_end(config), spec.grace_period or every
+        if last == 0:
+            raise ConfigError("checkpoint.every", f"must be < train.steps ({steps}) under ASHA, which stops trials "
+                                                  f"at checkpoints before the last step (got {every})")
+        if grace > last:
+            key = "asha.grace_period" if spec.grace_period else "checkpoint.every"
+            default = "" if spec.grace_period else ", ASHA's default grace period,"
+            raise ConfigError(key, f"{grace}{default} must be <= {last}, the last checkpoint before the last "
+                                   f"step ({steps}): ASHA stops trials only there")
+
+
+def last_checkpoint_before_end(config: RunConfig) -> int:
+    """The step of the last checkpoint before `train.steps` (0: none)."""
+    return (config.train.steps - 1) // config.checkpoint.every * config.checkpoint.every
+
+
+def _variant_config(spec: SweepSpec, variant: str | None) -> RunConfig:
+    if variant is None:
+        return spec.base_config
+    try:
+        return spec.base_config.with_overrides(spec.variants[variant])
+    except ConfigError as error:
+        raise ConfigError(f"variants.{variant}.{error.key}", error.reason) from None
+
+
+def _combinations(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    """Every combination of the dimensions' candidate values (none when too many, or only one dimension)."""
+    candidates = [dimension.candidates() for dimension in spec.space]
+    if len(candidates) < 2 or math.prod(len(values) for values in candidates) > MAX_COMBINATIONS:
+        return
+    paths = [dimension.path for dimension in spec.space]
+    for values in itertools.product(*candidates):
+        yield dict(zip(paths, values))
+
+
+def _check_values(spec: SweepSpec, base: RunConfig, values: Mapping[str, Any], key: str,
+                  variant: str | None) -> None:
+    where = f" in variant {variant!r}" if variant is not None else ""
+    shown = ", ".join(f"{path}={_plain(value)}" for path, value in values.items())
+    try:
+        check_sweepable(spec, base.with_overrides(values))
+    except ConfigError as error:
+        raise ConfigError(key, f"{shown}{where} gives a config a trial cannot run: {_inner(error)}") from None
+
+
+def _inner(error: ConfigError) -> str:
+    return f"{error.key}: {error.reason}" if error.key else error.reason
+
+
+def _plain(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # --- value readers (each raises ConfigError(reason=...) for the key _get names) ----------------------------

@@ -1,4 +1,4 @@
-"""The Tune trial: one full training run (`recfound.train.launch.run_training`) per trial.
+"""The Tune trial: one full training run (`recfound.job.run_training`) per trial.
 
 `run_trial` is the Tune *function* trainable (the Ray 2.60 pattern for Ray Train inside Tune under
 Train V2, where `Tuner(trainer)` is refused). It builds the trial's config and runs the training job
@@ -49,7 +49,7 @@ class TrialDriver:
     """Runs one trial's training job outside the trial's placement group (see module doc)."""
 
     def train(self, config: Any, parent_run_id: str, callbacks: list[Any]) -> dict[str, Any]:
-        from recfound.train.launch import run_training
+        from recfound.job import run_training
 
         report = run_training(config, overwrite=True, parent_run_id=parent_run_id, callbacks=callbacks)
         return final_result(config.train.steps, report)

@@ -1,0 +1,152 @@
+"""Token pools built off the driver: each task's tokenized blocks become one table in the object store.
+
+Per task, a Ray task takes the stream's tokenized blocks (by reference: the driver never fetches them),
+concatenates them, sorts them by `position` (Ray Data may finish blocks out of order; the mixer needs
+the file order on every run), and returns the table plus a few numbers: its size, its fingerprint, what
+the `skip` policy dropped. The driver keeps a `PoolRef` per task; whoever needs the rows (a training
+worker, the demo's mixer) fetches them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+import ray
+
+from recfound.console import quiet_process
+from recfound.data.blocks import PROBLEM, split_problems
+from recfound.data.reader import RecordError, SkipReport
+from recfound.data.streams import TaskStream, TokenPool, table_fingerprint
+from recfound.error_chain import error_chain
+from recfound.progress import Progress
+
+# Ray Data 2.60 (pinned) logs a failed read task's traceback from these before raising it, and warns from
+# the other whenever a dataset starts while no CPU is free.
+RAY_DATA_FAILURE_LOGGERS = ("ray.data.exceptions", "ray.data._internal.execution.streaming_executor_state")
+RAY_DATA_CPU_WARNING_LOGGER = "ray.data.dataset"
+STREAMS_AT_ONCE = 2  # 2: 20% more records/s than 1 at 10x the small corpus on 2 CPUs (bench/data_pipeline.py)
+STREAM_THREAD = "recfound-stream"
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    """One task's pool, held in the object store: `ray.get(ref)` is the table of `TokenPool(task, table)`."""
+
+    task: str
+    ref: ray.ObjectRef
+    size: int
+    fingerprint: str  # `TokenPool.fingerprint` of the table
+
+    def __len__(self) -> int:
+        return self.size
+
+    def fetch(self) -> TokenPool:
+        """The pool's rows, here."""
+        return TokenPool(self.task, ray.get(self.ref))
+
+
+@dataclass(frozen=True)
+class PoolSummary:
+    """What the driver learns about a pool it does not hold."""
+
+    size: int
+    fingerprint: str
+    skipped: SkipReport
+
+
+@ray.remote(num_returns=2)
+def build_pool(task: str, max_reasons: int, *blocks: pa.Table) -> tuple[pa.Table, PoolSummary]:
+    """(the task's pool table in file order, its summary) from its tokenized blocks (see module doc)."""
+    records, problems = split_problems(pa.concat_tables(blocks))
+    table = records.sort_by("position").combine_chunks()
+    reasons = problems.sort_by("position").column(PROBLEM).to_pylist()
+    skipped = SkipReport(max_reasons, Counter({task: len(reasons)} if reasons else {}), reasons[:max_reasons])
+    return table, PoolSummary(table.num_rows, table_fingerprint(table), skipped)
+
+
+def record_error(error: BaseException) -> RecordError | None:
+    """The RecordError a read task raised, inside the error Ray raised in its place; None if none."""
+    return next((link for link in error_chain(error) if type(link) is RecordError), None)
+
+
+class _DropRecordErrorLogs(logging.Filter):
+    """Drops Ray Data's report of a bad record: `tokenized_blocks` raises it as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]  # logged while handling it
+        return error is None or record_error(error) is None
+
+
+class _DropBusyCpuWarning(logging.Filter):
+    """Drops Ray Data's "no available CPUs, the Dataset job will hang" when one of our streams starts
+    while the other holds the CPUs: it waits for them, it does not hang."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (threading.current_thread().name.startswith(STREAM_THREAD)
+                    and "does not have any available CPUs" in record.getMessage())
+
+
+def _quiet_ray_data() -> None:
+    for name, kind in [*((name, _DropRecordErrorLogs) for name in RAY_DATA_FAILURE_LOGGERS),
+                       (RAY_DATA_CPU_WARNING_LOGGER, _DropBusyCpuWarning)]:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
+
+
+def tokenized_blocks(stream: TaskStream) -> list[ray.ObjectRef]:
+    """Run a stream; a bad record (`strict`) raises its own RecordError, not Ray's wrapping of it."""
+    try:
+        return stream.dataset.to_arrow_refs()
+    except Exception as error:
+        cause = record_error(error)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def pool_of(stream: TaskStream, max_reasons: int) -> tuple[ray.ObjectRef, PoolSummary]:
+    """Run one task's stream and build its pool: (the pool table's ref, its summary)."""
+    table, summary = build_pool.remote(stream.task, max_reasons, *tokenized_blocks(stream))
+    return table, ray.get(summary)
+
+
+def materialize_pools(streams: dict[str, TaskStream], report: SkipReport | None = None,
+                      progress: bool = True) -> dict[str, PoolRef]:
+    """Run each task's stream and build its pool off the driver; `report` gets what `skip` dropped.
+
+    `STREAMS_AT_ONCE` streams run at a time (each is parallel over its blocks): a small task's stream
+    leaves the cluster mostly idle while Ray Data starts and stops it. The first error in task order
+    is raised once the streams running beside it have finished; no stream starts after it.
+    """
+    import ray.data
+
+    # Ray Data's own progress bars and plan logs repeat ours, once per task (and, from an actor such as a
+    # sweep's trial driver, through the log monitor line by line): our progress line suffices.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    quiet_process()
+    _quiet_ray_data()
+    bar = Progress(len(streams), "tokenized task", unit="records") if progress else None
+    max_reasons = report.max_reasons if report else 0
+    pools: dict[str, PoolRef] = {}
+    threads = ThreadPoolExecutor(STREAMS_AT_ONCE, thread_name_prefix=STREAM_THREAD)
+    try:
+        running = [(stream, threads.submit(pool_of, stream, max_reasons)) for stream in streams.values()]
+        for stream, future in running:
+            table, summary = future.result()
+            if not summary.size:
+                raise ValueError(f"{stream.location}: no valid records for task {stream.task}")
+            if report is not None:
+                report.merge(summary.skipped)
+            pools[stream.task] = PoolRef(stream.task, table, summary.size, summary.fingerprint)
+            if bar:
+                bar.update(1, summary.size)
+    finally:
+        threads.shutdown(cancel_futures=True)
+    return pools

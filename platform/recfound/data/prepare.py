@@ -1,0 +1,71 @@
+"""A run's data before training: the corpus (generated when asked for and absent) and its tokenizer."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from recfound import storage
+from recfound.config import RunConfig
+from recfound.run_layout import RunLayout
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def prepare_corpus(config: RunConfig) -> str:
+    """data.root (a local path or URI), with a corpus generated there first when data.synth_scale asks for
+    one and it has no train/ split."""
+    from recfound.data.synth import synthesize
+
+    root = str(config.data.root)
+    if storage.is_dir(storage.join(root, "train")):
+        return root
+    if config.data.synth_scale is None:
+        raise FileNotFoundError(f"data.root {root}: no train/ folder (set data.synth_scale to generate a corpus)")
+    print(f"\n== generating the {config.data.synth_scale} corpus (seed {config.run.seed}) into {root}", flush=True)
+    started = time.perf_counter()
+    if storage.is_remote(root):
+        with tempfile.TemporaryDirectory(prefix="recfound-corpus-") as folder:
+            synthesize(Path(folder), config.run.seed, config.data.synth_scale)
+            storage.upload(folder, root)
+    else:
+        synthesize(Path(root), config.run.seed, config.data.synth_scale)
+    print(f"done in {time.perf_counter() - started:.1f}s", flush=True)
+    return root
+
+
+def prepare_tokenizer(config: RunConfig, root: str, layout: RunLayout, staging: Path,
+                      resuming: bool = False) -> tuple[Path, str]:
+    """(local tokenizer folder, its location for the workers). A 'corpus' tokenizer is trained on the
+    corpus into the run folder (a resumed run keeps the one it trained with); a named one is resolved."""
+    from recfound.data.corpus_text import corpus_texts
+    from recfound.data.tokenizer import build_corpus_tokenizer, resolve_tokenizer
+
+    if config.data.tokenizer != "corpus":
+        local = Path(resolve_tokenizer(config.data.tokenizer)).resolve()
+        return local, str(local)
+    local = staging / Path(storage.basename(layout.tokenizer))
+    remote = storage.is_remote(layout.location)
+    if resuming and not (local / TOKENIZER_FILE).is_file() and remote \
+            and storage.is_file(storage.join(layout.tokenizer, TOKENIZER_FILE)):
+        storage.download(layout.tokenizer, local)
+    if not (resuming and (local / TOKENIZER_FILE).is_file()):
+        build_corpus_tokenizer(corpus_texts(root), local, vocab_size=config.data.corpus_vocab)
+        if remote:
+            storage.upload(local, layout.tokenizer)
+    return local, layout.tokenizer if remote else str(local.resolve())
+
+
+def data_hash(pools: dict[str, dict[str, Any]], tokenizer: Path) -> str:
+    """A short hash of the tokenized train and validation records (their pools' fingerprints) and the
+    tokenizer a run used."""
+    digest = hashlib.sha256()
+    for split in sorted(pools):
+        for task in sorted(pools[split]):
+            digest.update(f"{split}/{task}:{pools[split][task].fingerprint};".encode())
+    for item in sorted(Path(tokenizer).glob("*.json")):
+        digest.update(item.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,85 @@
+"""The storage layer (`recfound.storage`) against a real S3-compatible server (moto, on loopback) and a
+local folder side by side, the run folder's marker and lock on a bucket, and the settings that cannot
+live in a bucket refused with one line naming the key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recfound import storage
+from recfound.config import ConfigError, load_config
+from recfound.run_folder import MARKER_FILE, RunFolder, RunFolderError, staging_folder
+
+
+@pytest.fixture
+def places(tmp_path, object_store, request):
+    """The same folder on disk and in the bucket (a prefix of its own per test)."""
+    prefix = f"{object_store}/storage-test/{request.node.name}"
+    yield {"disk": str(tmp_path / "here"), "bucket": prefix}
+    storage.delete(prefix)
+
+
+@pytest.mark.parametrize("where", ["disk", "bucket"])
+def test_files_and_folders_behave_the_same_on_disk_and_in_a_bucket(places, where, tmp_path):
+    root = places[where]
+    assert not storage.exists(root) and storage.list_names(root) == []
+    storage.write_bytes(storage.join(root, "a", "b.bin"), b"\x00\x01" * 1000)
+    storage.write_bytes(storage.join(root, "c.txt"), "é\n".encode())
+    assert storage.is_dir(root) and storage.is_dir(storage.join(root, "a")) and not storage.is_file(root)
+    assert storage.list_names(root) == ["a", "c.txt"]
+    assert storage.file_sizes(root) == {"a/b.bin": 2000, "c.txt": 3}
+    assert storage.read_text(storage.join(root, "c.txt")) == "é\n" and storage.size(storage.join(root, "a/b.bin")) == 2000
+    copy = storage.download(root, tmp_path / f"copy-{where}")
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == ["a/b.bin", "c.txt"]
+    storage.upload(copy / "a", storage.join(root, "again"))
+    assert storage.read_bytes(storage.join(root, "again", "b.bin")) == b"\x00\x01" * 1000
+    with pytest.raises(FileNotFoundError, match=r"missing\.txt"):
+        storage.read_bytes(storage.join(root, "missing.txt"))
+    storage.delete(storage.join(root, "a"))
+    assert storage.list_names(root) == ["again", "c.txt"]
+
+
+def test_locations_are_named_plainly_and_other_schemes_refused():
+    assert storage.normalize("s3://bucket//runs/") == "s3://bucket/runs"
+    assert storage.join("s3://bucket/runs/", "r1", "/checkpoint_000002/") == "s3://bucket/runs/r1/checkpoint_000002"
+    assert storage.basename("gs://bucket/runs/r1") == "r1" and storage.parent("s3://bucket/runs/r1") == "s3://bucket/runs"
+    assert storage.scheme("gcs://bucket/x") == "gs" and storage.scheme("relative/path") is None
+    with pytest.raises(ValueError, match=r"hdfs://nn/x: unsupported storage scheme 'hdfs'; use a local path, s3://"):
+        storage.scheme("hdfs://nn/x")
+    with pytest.raises(ValueError, match="needs a bucket"):
+        storage.normalize("s3://")
+
+
+def test_a_run_folder_in_a_bucket_keeps_its_record_there_and_its_lock_here(object_store, tmp_path, monkeypatch):
+    """The marker's record is mirrored into the bucket (a driver on another machine reads it); the lock is
+    the staging folder's flock: a second process of the run is refused, naming the holder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    output = f"{object_store}/storage-test/runs"
+    with RunFolder(output, "r1") as folder:
+        folder.note(mlflow_run_id="abc")
+        record = json.loads(storage.read_text(f"{output}/r1/{MARKER_FILE}"))
+        assert record["state"] == "running" and record["mlflow_run_id"] == "abc"
+        assert folder.path == staging_folder(f"{output}/r1", "r1") and folder.path.is_relative_to(tmp_path)
+        with pytest.raises(RunFolderError, match=rf"run 'r1' is in use by pid \d+ on host .*: {output}/r1 has one "
+                                                 "writer at a time"):
+            RunFolder(output, "r1").__enter__()
+    storage.delete(staging_folder(f"{output}/r1", "r1").parent)  # another machine: nothing local
+    with RunFolder(output, "r1") as again:
+        assert again.last["mlflow_run_id"] == "abc" and again.last["state"] == "ended"
+    storage.write_bytes(f"{output}/foreign/data.bin", b"x")
+    with pytest.raises(RunFolderError, match=rf"{output}/foreign: exists and is not the folder of a run named "
+                                             "'foreign'"):
+        RunFolder(output, "foreign").__enter__()
+    storage.delete(output)
+
+
+def test_settings_that_cannot_live_in_a_bucket_are_refused_naming_the_key(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = load_config(None, ["run.output_dir=s3://acme/runs"])
+    with pytest.raises(ConfigError, match=r"mlflow\.tracking_uri: run\.output_dir s3://acme/runs is on an object "
+                                          "store, where no SQLite store can live"):
+        config.tracking_uri()
+    given = load_config(None, ["run.output_dir=s3://acme/runs", "mlflow.tracking_uri=http://mlflow:5000"])
+    assert given.tracking_uri() == "http://mlflow:5000" and given.artifact_root() is None
