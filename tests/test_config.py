@@ -37,7 +37,8 @@ def test_defaults():
     assert (config.sched.window, config.tmole.experts.shared, config.train.lr) == (64, 2, 5e-3)
     assert (config.eval.split, config.eval.k, config.eval.sampled_negatives, config.eval.protocol) == ("test", 20, 19, "both")
     assert config.tmole.targets == ("q_proj", "k_proj", "v_proj", "o_proj")
-    assert config.run_dir() == Path(".cache/runs/recfound-demo")
+    assert config.run_dir() == str(Path(".cache/runs/recfound-demo"))
+    assert config.with_overrides({"run.output_dir": "s3://acme/runs/"}).run_dir() == "s3://acme/runs/recfound-demo"
     assert len(config.task_names()) == 13 and config.task_names("embedding") == ["U2I", "Q2I", "I2I"]
 
 

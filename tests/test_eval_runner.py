@@ -254,6 +254,8 @@ def test_cli_evaluates_a_run_and_a_bare_backbone(run_dir, tmp_path, capsys):
         [json.loads(line)["answer"] for line in (out / "answers" / answers[2]).read_text().splitlines()]
     assert main(["eval", "run", str(run_dir), f"{run_dir}:merged", *options]) == 1
     assert "named twice: evalrun:merged" in capsys.readouterr().err
+    assert main(["eval", "run", f"{run_dir}:fianl", "--data", str(data)]) == 1
+    assert f"{run_dir}: no model 'fianl'; choose init, final or merged" in capsys.readouterr().err
     assert main(["eval", "run", str(tmp_path / "missing"), "--data", str(data)]) == 1
     assert "no such run folder or adapter file" in capsys.readouterr().err
     assert main(["eval", "run", "base:tiny", "--data", str(data)]) == 1

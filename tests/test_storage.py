@@ -30,7 +30,7 @@ def test_files_and_folders_behave_the_same_on_disk_and_in_a_bucket(places, where
     assert storage.is_dir(root) and storage.is_dir(storage.join(root, "a")) and not storage.is_file(root)
     assert storage.list_names(root) == ["a", "c.txt"]
     assert storage.file_sizes(root) == {"a/b.bin": 2000, "c.txt": 3}
-    assert storage.read_text(storage.join(root, "c.txt")) == "é\n" and storage.size(storage.join(root, "a/b.bin")) == 2000
+    assert storage.read_text(storage.join(root, "c.txt")) == "é\n"
     copy = storage.download(root, tmp_path / f"copy-{where}")
     assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == ["a/b.bin", "c.txt"]
     storage.upload(copy / "a", storage.join(root, "again"))
@@ -83,3 +83,33 @@ def test_settings_that_cannot_live_in_a_bucket_are_refused_naming_the_key(monkey
         config.tracking_uri()
     given = load_config(None, ["run.output_dir=s3://acme/runs", "mlflow.tracking_uri=http://mlflow:5000"])
     assert given.tracking_uri() == "http://mlflow:5000" and given.artifact_root() is None
+
+
+def test_a_bucket_run_marked_running_by_another_machine_is_refused_and_overwrite_empties_the_bucket(
+        object_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    output = f"{object_store}/storage-test/elsewhere"
+    marker = f"{output}/r2/{MARKER_FILE}"
+    storage.write_bytes(marker, json.dumps({"name": "r2", "host": "gpu-head-7", "pid": 41, "started": "then",
+                                            "state": "running"}).encode())
+    with pytest.raises(RunFolderError, match=rf"run 'r2' is marked running by pid 41 on host gpu-head-7 \(started "
+                                             rf"then\), another machine, which this one cannot check; if that process "
+                                             rf"is gone, delete {marker} \(its checkpoints stay\) and run again"):
+        RunFolder(output, "r2").__enter__()
+    storage.write_bytes(marker, json.dumps({"name": "r2", "host": "gpu-head-7", "state": "ended"}).encode())
+    storage.write_bytes(f"{output}/r2/checkpoint_000002/adapter.safetensors", b"x")
+    storage.write_bytes(f"{output}/r2/config.yaml", b"run: {name: r2}\n")
+    with RunFolder(output, "r2") as folder:  # --overwrite: everything but the marker goes
+        (folder.path / "tokenizer").mkdir()
+        folder.empty()
+        assert storage.list_names(f"{output}/r2") == [MARKER_FILE] and not (folder.path / "tokenizer").exists()
+    storage.delete(output)
+
+
+def test_a_missing_bucket_is_one_line_naming_it(object_store, capsys):
+    from recfound.cli import main
+
+    assert main(["data", "validate", "s3://rf-no-such-bucket/corpus"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("recfound: error: s3://rf-no-such-bucket: no such bucket; check the bucket name, the "
+                            "credentials") and "\n" not in error

@@ -325,7 +325,7 @@ def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
                             "had a non-finite loss"), done.stderr
     config = job_config(tmp_path, "diverging")
     kept = RunLayout(config.run_dir()).checkpoints()
-    assert kept and (config.run_dir() / "adapter_init.safetensors").is_file()  # written by a worker
+    assert kept and (Path(config.run_dir()) / "adapter_init.safetensors").is_file()  # written by a worker
     _, tensors = read_adapter(kept[-1].adapter)
     assert all(torch.isfinite(t).all() for t in tensors.values())
     client = mlflow.MlflowClient(config.tracking_uri())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 import socket
@@ -132,3 +133,26 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("", 0))
         return sock.getsockname()[1]
+
+
+def has_autoscaler() -> bool:
+    """Whether an autoscaler may add nodes to the cluster.
+
+    Autoscaler v2 (KubeRay) reports its cluster config to the GCS. Autoscaler v1 (the cluster launcher's
+    default, `ray up`) does not, but its monitor writes a status to the GCS's key-value store every few
+    seconds, naming each node's type. A cluster started without an autoscaling config runs the same
+    monitor read-only, where every node is a type of its own named `node_<node id>`: node types named
+    otherwise come from a launcher config. (In a v1 cluster's first seconds, before the monitor's first
+    status, this says no; jobs are submitted after `ray up` has returned.)
+    """
+    from ray._private import ray_constants
+    from ray._private.state import state  # Ray 2.60 (pinned)
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    if state.get_max_resources_from_cluster_config():
+        return True
+    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    if status is None:
+        return False
+    mapping = (json.loads(status).get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return any(node_type != f"node_{node_id}" for node_id, node_type in mapping.items())

@@ -461,9 +461,9 @@ class RunConfig(Section):
         """The selected tasks (all registered ones when data.tasks is null), of one kind or all, in registry order."""
         return [name for name in task_names(kind) if self.data.tasks is None or name in self.data.tasks]
 
-    def run_dir(self) -> Path:
-        """output_dir/name (relative paths stay relative to the current directory)."""
-        return Path(self.run.output_dir) / self.run.name
+    def run_dir(self) -> str:
+        """output_dir/name, a local path (relative ones stay relative to the current directory) or a URI."""
+        return storage.join(self.run.output_dir, self.run.name)
 
     def tracking_uri(self) -> str:
         """mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<absolute output_dir>/mlflow.db (a
@@ -687,15 +687,17 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return parsed
 
 
-def read_yaml(path: str | Path) -> Any:
-    """The content of a YAML file; ConfigError naming the file (and the line of a syntax error)."""
+def read_yaml(path: storage.Location) -> Any:
+    """The content of a YAML file (a local path or URI); ConfigError naming the file (and the line of a
+    syntax error)."""
     try:
-        if Path(path).stat().st_size > MAX_BYTES:  # before reading it into memory
+        if storage.size(path) > MAX_BYTES:  # before reading it into memory
             raise ConfigError(reason=f"refused: larger than {MAX_BYTES // 1024} KiB; a config is a few KB",
                               source=str(path))
-        text = Path(path).read_text(encoding="utf-8")
+        text = storage.read_bytes(path).decode("utf-8")
     except OSError as error:
-        raise ConfigError(reason=f"cannot read the config file: {error.strerror}", source=str(path)) from None
+        reason = error.strerror or str(error)
+        raise ConfigError(reason=f"cannot read the config file: {reason}", source=str(path)) from None
     except UnicodeDecodeError as error:
         raise ConfigError(reason=f"not UTF-8 text (byte {error.start}); save the config as UTF-8",
                           source=str(path)) from None
@@ -710,7 +712,7 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(reason=f"{where}invalid YAML: {problem}", source=str(path)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), check_paths: bool = True) -> RunConfig:
+def load_config(path: storage.Location | None = None, overrides: Sequence[str] = (), check_paths: bool = True) -> RunConfig:
     """The defaults, then the YAML file `path` (if given), then the `--set` overrides "key=value";
     with `check_paths`, the paths the run reads must exist."""
     layers = [] if path is None else [(str(path), {"": read_yaml(path)})]

@@ -39,6 +39,7 @@ def run_training(config: RunConfig, overwrite: bool = False, parent_run_id: str 
     started = time.perf_counter()
     print(f"== run config\n{config.to_yaml()}", flush=True)
     deepspeed_config(config.train)  # an unsupported setting fails here, not in every worker
+    config.tracking_uri()  # a run folder in a bucket without a tracking server fails here, not after the data
     if os.environ.get("RAY_ADDRESS"):
         require_token()  # before the run folder is made: a job that cannot reach its cluster leaves nothing
     with stop_on_signals(), RunFolder(config.run.output_dir, config.run.name) as folder:
@@ -67,7 +68,7 @@ def _run_stages(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
         check_evaluation(config)  # a missing test split or scorer fails now, not after training
     with ray_session(log_to_driver=True):
         check_feasible(config.train)  # before any Ray work or MLflow run
-        pools = _tokenized_pools(config, root, tokenizer)
+        pools = _tokenized_pools(config, root, tokenizer_location)
         run_id, digest = _tracking_run(config, resume, parent_run_id, root, tokenizer, pools)
         folder.note(mlflow_run_id=run_id, data_hash=digest)
         tracking_uri = config.tracking_uri()
@@ -96,14 +97,15 @@ def _run_stages(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
 # --- prepare data ---------------------------------------------------------------------------------
 
 
-def _tokenized_pools(config: RunConfig, root: str, tokenizer: Path) -> dict[str, dict[str, Any]]:
-    """Every selected task's train and validation pool, read, validated and tokenized by Ray Data."""
+def _tokenized_pools(config: RunConfig, root: str, tokenizer: str) -> dict[str, dict[str, Any]]:
+    """Every selected task's train and validation pool, read, validated and tokenized by Ray Data (whose
+    tasks may run on any node: `tokenizer` is where they find it, a local folder or a URI)."""
     from recfound.data.pipeline import load_pools
     from recfound.train.validation import check_validation_pools
 
     print("\n== tokenizing the train and validation splits with Ray Data", flush=True)
     started = time.perf_counter()
-    pools = {split: load_pools(root, split, str(tokenizer), config.token_limits(), tasks=config.task_names())
+    pools = {split: load_pools(root, split, tokenizer, config.token_limits(), tasks=config.task_names())
              for split in ("train", "val")}
     print(f"{sum(len(p) for p in pools['train'].values()):,} train and "
           f"{sum(len(p) for p in pools['val'].values()):,} validation records in "

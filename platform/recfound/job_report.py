@@ -39,7 +39,7 @@ class TrainingReport:
 
     def stored(self, local: Path) -> str:
         """Where a file of the run folder (given by its local copy) lives."""
-        return storage.join(self.location, *local.relative_to(self.run_dir).parts)
+        return storage.join(storage.normalize(self.location), *local.relative_to(self.run_dir).parts)
 
     def table(self) -> str:
         """Per task: kind, the validation loss at the first and the last point, the change, the final ratio."""
@@ -47,7 +47,6 @@ class TrainingReport:
                  f"{100 * (self.last_val_loss[task] / self.first_val_loss[task] - 1):+.1f}%", self.last_ratio[task]]
                 for task in self.last_val_loss]
         return format_table(["task", "kind", "val loss (first)", "val loss (last)", "change", "final ratio"], rows)
-
 
 
 def summary_text(report: TrainingReport, split: str) -> str:

@@ -9,10 +9,11 @@
   kernel drops the lock when its process dies, however it dies: a killed run leaves a marker that
   says "running" but no lock, which the next start reports (and marks that run's MLflow run failed).
 - On an object store (`run.output_dir: s3://...`) the run's files live in the bucket and the folder
-  here (`path`) is a local staging folder under ~/.cache/recfound/staging: it holds the lock (a bucket
-  has no locks; drivers of a cluster's jobs all run on its head, so a lock there covers them) and the
-  files made locally before they are uploaded. The marker's record is mirrored into the bucket, so a
-  driver on another machine reads what the last process of the run left.
+  here (`path`) is a local staging folder under `$RECFOUND_CACHE/staging` (default
+  ~/.cache/recfound/staging). It holds the lock (a bucket has no locks; drivers of a cluster's jobs all
+  run on its head, so a lock there covers them) and the files made locally before they are uploaded.
+  The marker's record is mirrored into the bucket, so a driver on another machine reads what the last
+  process of the run left, and a run marked running by another machine is refused.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from recfound import storage
+from recfound.data.tokenizer import default_cache_dir
+from recfound.run_layout import CONFIG_FILE
 
 NAME_MAX = 100
 NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}"
 NAME_RULE = f"letters, digits, '.', '_' and '-', starting with a letter or digit, at most {NAME_MAX} characters"
 MARKER_FILE = ".recfound-run"
 CARRIED_KEYS = ("mlflow_run_id", "data_hash")  # kept from one process of a run to the next
-LEGACY_MARKER = "config.yaml"
+LEGACY_MARKER = CONFIG_FILE
 # What else lives in an output folder beside the run folders (the embedded MLflow store, its artifacts,
 # sweeps): a run of one of these names would write into, and with --overwrite empty, what all runs share.
 RESERVED_NAMES = ("mlflow.db", "mlartifacts", "sweeps")
@@ -92,6 +95,7 @@ class RunFolder:
             self._refuse_foreign_folder()  # again, now that no other process can change the marker
             self.last = self._read_marker()
             if self.last.get("state") == "running":
+                self._refuse_a_live_run_elsewhere()
                 self.previous = self.last
             self._record = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                             "started": _now(), "state": "running"}
@@ -132,7 +136,23 @@ class RunFolder:
         self._handle.flush()
         os.fsync(self._handle.fileno())
         if self.remote:
+            self._mirror()
+
+    def _mirror(self) -> None:
+        """The record, into the bucket; a store that fails here is reported, and never hides the run's own
+        outcome (this runs on the way out of every run, failed ones included)."""
+        try:
             storage.write_bytes(storage.join(self.location, MARKER_FILE), json.dumps(self._record).encode() + b"\n")
+        except OSError as error:
+            print(f"warning: the run's marker was not updated in the bucket: {error}", flush=True)
+
+    def _refuse_a_live_run_elsewhere(self) -> None:
+        """A bucket's run marked running by another machine may be running there (no lock reaches it)."""
+        if self.remote and self.last.get("host") not in (None, socket.gethostname()):
+            marker = storage.join(self.location, MARKER_FILE)
+            raise RunFolderError(f"run {self.name!r} is marked running by {describe_holder(self.last)}, another "
+                                 f"machine, which this one cannot check; if that process is gone, delete {marker} "
+                                 "(its checkpoints stay) and run again")
 
     def _read_marker(self) -> dict[str, Any]:
         """The record the last process of the run left (in the bucket for a remote run)."""
@@ -200,7 +220,7 @@ class RunFolder:
 def staging_folder(location: str, name: str) -> Path:
     """The local folder of a run whose files live on an object store (one per run URI)."""
     digest = hashlib.sha256(location.encode()).hexdigest()[:16]
-    return Path.home() / ".cache" / "recfound" / "staging" / digest / name
+    return default_cache_dir() / "staging" / digest / name
 
 
 def _read_record(marker: Path) -> dict[str, Any]:

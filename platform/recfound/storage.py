@@ -15,7 +15,6 @@ written last, see `recfound.train.manifest`).
 from __future__ import annotations
 
 import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -53,14 +52,15 @@ def is_remote(location: Location) -> bool:
 
 
 def normalize(location: Location) -> str:
-    """The canonical text of a location: a URI without a trailing slash, or an absolute local path."""
+    """The canonical text of a location: a URI without a trailing slash, or an absolute local path with its
+    symbolic links resolved (what two names of one place compare equal by)."""
     if is_remote(location):
         rest = str(location).split("://", 1)[1]
         bucket_and_key = "/".join(part for part in rest.split("/") if part)
         if not bucket_and_key:
             raise ValueError(f"{location}: a storage URI needs a bucket (s3://bucket/prefix)")
         return f"{scheme(location)}://{bucket_and_key}"
-    return str(Path(location).expanduser().absolute())
+    return str(Path(location).resolve())
 
 
 def join(location: Location, *parts: str) -> str:
@@ -76,9 +76,12 @@ def basename(location: Location) -> str:
 
 
 def parent(location: Location) -> str:
-    """The location one level up."""
+    """The location one level up (a bucket has none)."""
     if is_remote(location):
-        return normalize(location).rsplit("/", 1)[0]
+        head, _, rest = normalize(location).partition("://")
+        if "/" not in rest:
+            raise ValueError(f"{location}: a bucket has no parent folder")
+        return f"{head}://{rest.rsplit('/', 1)[0]}"
     return str(Path(location).parent)
 
 
@@ -86,11 +89,14 @@ def parent(location: Location) -> str:
 def _remote_filesystem(uri_root: str) -> pyarrow.fs.FileSystem:
     import pyarrow.fs
 
+    check = "check the bucket name, the credentials (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS) and AWS_ENDPOINT_URL"
     try:
-        filesystem, _ = pyarrow.fs.FileSystem.from_uri(uri_root)
+        filesystem, bucket = pyarrow.fs.FileSystem.from_uri(uri_root)
+        found = filesystem.get_file_info(bucket).type  # once per bucket and process: a missing one is named here
     except (OSError, ValueError) as err:
-        raise StorageError(f"{uri_root}: cannot open the object store ({_first_line(err)}); check the bucket name, "
-                           "credentials (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS) and AWS_ENDPOINT_URL") from None
+        raise StorageError(f"{uri_root}: cannot open the object store ({_first_line(err)}); {check}") from None
+    if found == pyarrow.fs.FileType.NotFound:
+        raise StorageError(f"{uri_root}: no such bucket; {check}")
     return filesystem
 
 
@@ -153,7 +159,7 @@ def list_names(location: Location) -> list[str]:
 
 
 def size(location: Location) -> int:
-    """The size of a file in bytes."""
+    """The size of a file in bytes (FileNotFoundError when there is none)."""
     info = _info(location)
     if info.size is None:
         raise FileNotFoundError(f"{location}: no such file")
@@ -205,18 +211,23 @@ def write_bytes(location: Location, data: bytes) -> None:
         raise _store_error(location, "write it", err) from None
 
 
-def upload(local: Path | str, location: Location) -> None:
-    """Copy a local file or folder tree to a location (locally: a plain copy, each file atomic)."""
+def upload(local: Path | str, location: Location, last: str | None = None) -> None:
+    """Copy a local file or folder tree to a location (each file whole). `last`: the path (relative to the
+    folder) of the file, or folder, copied after every other one: what marks the copy complete."""
     local = Path(local)
-    if local.is_dir():
-        for item in sorted(p for p in local.rglob("*") if p.is_file()):
-            upload(item, join(location, *item.relative_to(local).parts))
+    if not local.is_dir():
+        write_bytes(location, local.read_bytes())
         return
-    write_bytes(location, local.read_bytes())
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    if last is not None:
+        files.sort(key=lambda p: p.relative_to(local).is_relative_to(last))  # stable: the rest keep their order
+    for item in files:
+        write_bytes(join(location, *item.relative_to(local).parts), item.read_bytes())
 
 
 def download(location: Location, local: Path | str) -> Path:
-    """Copy a file or a folder tree at `location` to the local path `local` (replacing what is there)."""
+    """Copy a file or a folder tree at `location` to the local path `local` (each file replaced whole; other
+    files already in `local` stay)."""
     local = Path(local)
     if not is_remote(location):
         source = Path(location)
@@ -253,12 +264,3 @@ def delete(location: Location) -> None:
             filesystem.delete_file(path)
     except OSError as err:
         raise _store_error(location, "delete it", err) from None
-
-
-def local_folder(location: Location, cache: Path | str | None = None) -> Path:
-    """A local folder holding what `location` holds: the folder itself when local, else a download (into
-    `cache`, or a new temporary folder the caller owns)."""
-    if not is_remote(location):
-        return Path(location)
-    target = Path(cache) if cache is not None else Path(tempfile.mkdtemp(prefix="recfound-download-"))
-    return download(location, target)

@@ -15,9 +15,10 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import ray
 
 from recfound.console import quiet_process
 from recfound.data.blocks import PROBLEM, split_problems
@@ -26,11 +27,14 @@ from recfound.data.streams import TaskStream, TokenPool, table_fingerprint
 from recfound.error_chain import error_chain
 from recfound.progress import Progress
 
+if TYPE_CHECKING:
+    import ray
+
 # Ray Data 2.60 (pinned) logs a failed read task's traceback from these before raising it, and warns from
 # the other whenever a dataset starts while no CPU is free.
 RAY_DATA_FAILURE_LOGGERS = ("ray.data.exceptions", "ray.data._internal.execution.streaming_executor_state")
 RAY_DATA_CPU_WARNING_LOGGER = "ray.data.dataset"
-STREAMS_AT_ONCE = 2  # 2: 20% more records/s than 1 at 10x the small corpus on 2 CPUs (bench/data_pipeline.py)
+STREAMS_AT_ONCE = 2  # without an autoscaler (bench/data_pipeline.py: small tasks leave the CPUs idle alone)
 STREAM_THREAD = "recfound-stream"
 
 
@@ -48,6 +52,8 @@ class PoolRef:
 
     def fetch(self) -> TokenPool:
         """The pool's rows, here."""
+        import ray
+
         return TokenPool(self.task, ray.get(self.ref))
 
 
@@ -60,7 +66,6 @@ class PoolSummary:
     skipped: SkipReport
 
 
-@ray.remote(num_returns=2)
 def build_pool(task: str, max_reasons: int, *blocks: pa.Table) -> tuple[pa.Table, PoolSummary]:
     """(the task's pool table in file order, its summary) from its tokenized blocks (see module doc)."""
     records, problems = split_problems(pa.concat_tables(blocks))
@@ -70,17 +75,19 @@ def build_pool(task: str, max_reasons: int, *blocks: pa.Table) -> tuple[pa.Table
     return table, PoolSummary(table.num_rows, table_fingerprint(table), skipped)
 
 
-def record_error(error: BaseException) -> RecordError | None:
-    """The RecordError a read task raised, inside the error Ray raised in its place; None if none."""
-    return next((link for link in error_chain(error) if type(link) is RecordError), None)
+def read_error(error: BaseException) -> RecordError | OSError | None:
+    """The error a read task raised for its file (a bad record, a missing file, a store that refused),
+    inside the error Ray raised in its place; None if none."""
+    return next((link for link in error_chain(error)
+                 if type(link) is RecordError or (isinstance(link, OSError) and link is not error)), None)
 
 
-class _DropRecordErrorLogs(logging.Filter):
-    """Drops Ray Data's report of a bad record: `tokenized_blocks` raises it as one line."""
+class _DropReadErrorLogs(logging.Filter):
+    """Drops Ray Data's report of a read task's error: `tokenized_blocks` raises it as one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]  # logged while handling it
-        return error is None or record_error(error) is None
+        return error is None or read_error(error) is None
 
 
 class _DropBusyCpuWarning(logging.Filter):
@@ -93,7 +100,7 @@ class _DropBusyCpuWarning(logging.Filter):
 
 
 def _quiet_ray_data() -> None:
-    for name, kind in [*((name, _DropRecordErrorLogs) for name in RAY_DATA_FAILURE_LOGGERS),
+    for name, kind in [*((name, _DropReadErrorLogs) for name in RAY_DATA_FAILURE_LOGGERS),
                        (RAY_DATA_CPU_WARNING_LOGGER, _DropBusyCpuWarning)]:
         logger = logging.getLogger(name)
         if not any(isinstance(f, kind) for f in logger.filters):
@@ -101,19 +108,31 @@ def _quiet_ray_data() -> None:
 
 
 def tokenized_blocks(stream: TaskStream) -> list[ray.ObjectRef]:
-    """Run a stream; a bad record (`strict`) raises its own RecordError, not Ray's wrapping of it."""
+    """Run a stream; a read task's error (a bad record under `strict`, a file it cannot read) is raised
+    as itself, not as Ray's wrapping of it."""
     try:
         return stream.dataset.to_arrow_refs()
     except Exception as error:
-        cause = record_error(error)
+        cause = read_error(error)
         if cause is None:
             raise
         raise cause from None
 
 
+@cache
+def _remote_build_pool():
+    """`build_pool` as a Ray task (made on first use: importing Ray here, before a cluster is started with
+    the product's settings, would fix Ray's own settings too early)."""
+    import ray
+
+    return ray.remote(num_returns=2)(build_pool)
+
+
 def pool_of(stream: TaskStream, max_reasons: int) -> tuple[ray.ObjectRef, PoolSummary]:
     """Run one task's stream and build its pool: (the pool table's ref, its summary)."""
-    table, summary = build_pool.remote(stream.task, max_reasons, *tokenized_blocks(stream))
+    import ray
+
+    table, summary = _remote_build_pool().remote(stream.task, max_reasons, *tokenized_blocks(stream))
     return table, ray.get(summary)
 
 
@@ -121,11 +140,15 @@ def materialize_pools(streams: dict[str, TaskStream], report: SkipReport | None 
                       progress: bool = True) -> dict[str, PoolRef]:
     """Run each task's stream and build its pool off the driver; `report` gets what `skip` dropped.
 
-    `STREAMS_AT_ONCE` streams run at a time (each is parallel over its blocks): a small task's stream
-    leaves the cluster mostly idle while Ray Data starts and stops it. The first error in task order
-    is raised once the streams running beside it have finished; no stream starts after it.
+    Each stream is parallel over its blocks. On a fixed cluster `STREAMS_AT_ONCE` run at a time (a small
+    task's stream alone leaves the CPUs mostly idle while Ray Data starts and stops it); with an
+    autoscaler one at a time, since streams at once ask for more CPUs than the cluster has, which the
+    autoscaler would answer with nodes (GPU nodes, on the shipped clusters) just to tokenize. The first
+    error in task order is raised once the streams running beside it have finished.
     """
     import ray.data
+
+    from recfound.cluster import has_autoscaler
 
     # Ray Data's own progress bars and plan logs repeat ours, once per task (and, from an actor such as a
     # sweep's trial driver, through the log monitor line by line): our progress line suffices.
@@ -135,7 +158,7 @@ def materialize_pools(streams: dict[str, TaskStream], report: SkipReport | None 
     bar = Progress(len(streams), "tokenized task", unit="records") if progress else None
     max_reasons = report.max_reasons if report else 0
     pools: dict[str, PoolRef] = {}
-    threads = ThreadPoolExecutor(STREAMS_AT_ONCE, thread_name_prefix=STREAM_THREAD)
+    threads = ThreadPoolExecutor(1 if has_autoscaler() else STREAMS_AT_ONCE, thread_name_prefix=STREAM_THREAD)
     try:
         running = [(stream, threads.submit(pool_of, stream, max_reasons)) for stream in streams.values()]
         for stream, future in running:

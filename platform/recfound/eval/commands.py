@@ -41,9 +41,11 @@ def _run_folder_of(path: str) -> str:
 def _split_model(spec: str) -> tuple[str, str]:
     """(location, which) of 'RUN_FOLDER[:init|final|merged]' or an adapter file (local paths or URIs)."""
     location, _, which = spec.rpartition(":")
-    if which in (*RUN_MODELS, "final") and location and not storage.exists(spec):
-        return location, which
-    return spec, ""
+    if not location or "/" in which or storage.exists(spec):
+        return spec, ""
+    if which not in (*RUN_MODELS, "final") and storage.is_dir(location):
+        raise ValueError(f"{location}: no model {which!r}; choose init, final or merged")
+    return location, which
 
 
 def model_source(spec: str, tracking_uri: str, tokenizer: str | None, seed: int) -> ModelSource:

@@ -159,8 +159,7 @@ def run_config(layout: RunLayout) -> RunConfig:
 
     if not storage.is_file(layout.config):
         raise FileNotFoundError(f"{layout.location}: not a training run folder (no {CONFIG_FILE})")
-    with tempfile.TemporaryDirectory(prefix="recfound-config-") as folder:
-        return load_config(storage.download(layout.config, Path(folder) / CONFIG_FILE), check_paths=False)
+    return load_config(layout.config, check_paths=False)
 
 
 def run_tokenizer(layout: RunLayout, config: RunConfig) -> str:

@@ -10,4 +10,5 @@ from __future__ import annotations
 from recfound.merge.files import DEFAULT_LAST, MergePlan, merge_adapter_files, merge_run, plan_merge, plan_run
 from recfound.merge.ties import changed_fraction, ties_merge, ties_merge_tensor
 
-__all__ = ["DEFAULT_LAST", "MergePlan", "changed_fraction", "merge_adapter_files", "merge_run", "plan_merge", "plan_run", "ties_merge", "ties_merge_tensor"]
+__all__ = ["DEFAULT_LAST", "MergePlan", "changed_fraction", "merge_adapter_files", "merge_run", "plan_merge",
+           "plan_run", "ties_merge", "ties_merge_tensor"]

@@ -15,8 +15,9 @@ from recfound.tasks import Kind, get_task
 from recfound.train.errors import TrainingError
 from recfound.train.interrupt import abort_controller_on_signals, interruption, raise_on_signals
 from recfound.train.loop import train_loop_per_worker
-from recfound.train.placement import (has_autoscaler, is_placement_timeout, placement_error, placement_timeout,
-                                      start_timeout, worker_resources)
+from recfound.cluster import has_autoscaler
+from recfound.train.placement import (is_placement_timeout, placement_error, placement_timeout, start_timeout,
+                                      worker_resources)
 
 
 def schedule_spec(config: RunConfig, pools: dict[str, Any]) -> Any:

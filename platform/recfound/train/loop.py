@@ -66,8 +66,7 @@ class Worker:
 
         self.config, self.rank, self.world_size = config, rank, world_size
         self.layout = RunLayout(payload["run_dir"])  # a local path or a URI
-        with tempfile.TemporaryDirectory(prefix="recfound-tokenizer-") as download:  # a URI's files, read once
-            _, self.tokenizer = load_tokenizer(storage.local_folder(payload["tokenizer"], download))
+        _, self.tokenizer = load_tokenizer(payload["tokenizer"])  # a local folder or a URI
         self.adapter = self._build_adapter()
         self.engine = build_engine(self.adapter, config.train)
         self.device = self.engine.device  # where DeepSpeed put the model (cuda:<local rank> on GPUs)

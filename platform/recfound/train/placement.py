@@ -10,12 +10,12 @@ option sets one (nodes may take many minutes to come up).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from recfound.cluster import has_autoscaler
 from recfound.train.errors import TrainingError
 
 DEFAULT_PLACEMENT_TIMEOUT_S = 120.0
@@ -30,29 +30,6 @@ def worker_resources(train: Any) -> dict[str, float]:
     """What one training worker reserves."""
     return {"CPU": float(train.cpus_per_worker), **({"GPU": 1.0} if train.use_gpu else {}),
             **({train.worker_resource: 1.0} if train.worker_resource else {})}
-
-
-def has_autoscaler() -> bool:
-    """Whether an autoscaler may add nodes to the cluster.
-
-    Autoscaler v2 (KubeRay) reports its cluster config to the GCS. Autoscaler v1 (the cluster launcher's
-    default, `ray up`) does not, but its monitor writes a status to the GCS's key-value store every few
-    seconds, naming each node's type. A cluster started without an autoscaling config runs the same
-    monitor read-only, where every node is a type of its own named `node_<node id>`: node types named
-    otherwise come from a launcher config. (In a v1 cluster's first seconds, before the monitor's first
-    status, this says no; jobs are submitted after `ray up` has returned.)
-    """
-    from ray._private import ray_constants
-    from ray._private.state import state  # Ray 2.60 (pinned)
-    from ray.experimental.internal_kv import _internal_kv_get
-
-    if state.get_max_resources_from_cluster_config():
-        return True
-    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-    if status is None:
-        return False
-    mapping = (json.loads(status).get("autoscaler_report") or {}).get("node_type_mapping") or {}
-    return any(node_type != f"node_{node_id}" for node_id, node_type in mapping.items())
 
 
 def placement_timeout(train: Any, autoscaled: bool) -> float | None:

@@ -15,9 +15,7 @@ while a resumed run trains into it).
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from recfound import storage
 from recfound.config import RunConfig, bounded_repr, load_config
@@ -94,9 +92,7 @@ def config_differences(saved_location: str, config: RunConfig) -> list[str]:
     (URIs compared without their passwords, which are never saved)."""
     if not storage.is_file(saved_location):
         return [f"no {CONFIG_FILE} was saved to compare with"]
-    with tempfile.TemporaryDirectory(prefix="recfound-config-") as folder:
-        saved = load_config(storage.download(saved_location, Path(folder) / CONFIG_FILE), check_paths=False).flat()
-    now = config.flat()
+    saved, now = load_config(saved_location, check_paths=False).flat(), config.flat()
     return [f"{key}: {bounded_repr(saved.get(key))} -> {bounded_repr(now.get(key))}"
             for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
 
