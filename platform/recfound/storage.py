@@ -14,6 +14,7 @@ written last, see `recfound.train.manifest`).
 
 from __future__ import annotations
 
+import os
 import shutil
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -86,7 +87,9 @@ def parent(location: Location) -> str:
 
 
 @lru_cache(maxsize=16)
-def _remote_filesystem(uri_root: str) -> pyarrow.fs.FileSystem:
+def _remote_filesystem(uri_root: str, endpoint: str | None) -> pyarrow.fs.FileSystem:
+    """The filesystem of one bucket (`endpoint`: the AWS_ENDPOINT_URL it was opened with, part of the key so
+    that a changed endpoint opens it again)."""
     import pyarrow.fs
 
     check = "check the bucket name, the credentials (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS) and AWS_ENDPOINT_URL"
@@ -109,7 +112,7 @@ def resolve(location: Location) -> tuple[pyarrow.fs.FileSystem, str]:
         return pyarrow.fs.LocalFileSystem(), normalize(location)
     uri = normalize(location)
     bucket_root = "/".join(uri.split("/")[:3])  # s3://bucket
-    return _remote_filesystem(bucket_root), uri.split("://", 1)[1]
+    return _remote_filesystem(bucket_root, os.environ.get("AWS_ENDPOINT_URL")), uri.split("://", 1)[1]
 
 
 def _first_line(err: BaseException) -> str:
