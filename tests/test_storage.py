@@ -30,7 +30,7 @@ def test_files_and_folders_behave_the_same_on_disk_and_in_a_bucket(places, where
     assert storage.is_dir(root) and storage.is_dir(storage.join(root, "a")) and not storage.is_file(root)
     assert storage.list_names(root) == ["a", "c.txt"]
     assert storage.file_sizes(root) == {"a/b.bin": 2000, "c.txt": 3}
-    assert storage.read_text(storage.join(root, "c.txt")) == "é\n"
+    assert storage.read_text(storage.join(root, "c.txt")) == "é\n" and storage.size(storage.join(root, "a/b.bin")) == 2000
     copy = storage.download(root, tmp_path / f"copy-{where}")
     assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == ["a/b.bin", "c.txt"]
     storage.upload(copy / "a", storage.join(root, "again"))
@@ -45,6 +45,7 @@ def test_locations_are_named_plainly_and_other_schemes_refused():
     assert storage.normalize("s3://bucket//runs/") == "s3://bucket/runs"
     assert storage.join("s3://bucket/runs/", "r1", "/checkpoint_000002/") == "s3://bucket/runs/r1/checkpoint_000002"
     assert storage.basename("gs://bucket/runs/r1") == "r1" and storage.parent("s3://bucket/runs/r1") == "s3://bucket/runs"
+    assert storage.parent("s3://bucket/x") == "s3://bucket" == storage.parent("s3://bucket")
     assert storage.scheme("gcs://bucket/x") == "gs" and storage.scheme("relative/path") is None
     with pytest.raises(ValueError, match=r"hdfs://nn/x: unsupported storage scheme 'hdfs'; use a local path, s3://"):
         storage.scheme("hdfs://nn/x")
@@ -113,3 +114,20 @@ def test_a_missing_bucket_is_one_line_naming_it(object_store, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith("recfound: error: s3://rf-no-such-bucket: no such bucket; check the bucket name, the "
                             "credentials") and "\n" not in error
+
+
+def test_a_bucket_run_gets_its_own_copy_of_a_named_tokenizer(object_store, tmp_path):
+    """The workers of a run on a bucket may run on any node: the tokenizer they read is the run's copy."""
+    from recfound.data.prepare import prepare_tokenizer
+    from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer
+    from recfound.run_layout import RunLayout
+
+    named = build_corpus_tokenizer(["a small corpus of words", "more words here"] * 20, tmp_path / "tok", vocab_size=300)
+    layout = RunLayout(f"{object_store}/storage-test/tokenizer-run/r")
+    config = load_config(None, [f"data.tokenizer={named}", "run.output_dir=s3://x/y",
+                                "mlflow.tracking_uri=sqlite:///x.db"])
+    local, location = prepare_tokenizer(config, "unused", layout, tmp_path / "staging")
+    assert local == named.resolve() and location == layout.tokenizer
+    assert storage.list_names(layout.tokenizer) == sorted(p.name for p in named.iterdir())
+    assert load_tokenizer(location)[1].vocab_size == load_tokenizer(named)[1].vocab_size
+    storage.delete(layout.location)

@@ -68,6 +68,7 @@ class RunFolder:
         self.previous: dict[str, Any] | None = None  # that record, when that process was killed
         self._handle: Any = None
         self._record: dict[str, Any] = {}
+        self._mirrored = False  # the record of this process reached the bucket
 
     # --- lock ---------------------------------------------------------------------------------------
 
@@ -139,10 +140,15 @@ class RunFolder:
             self._mirror()
 
     def _mirror(self) -> None:
-        """The record, into the bucket; a store that fails here is reported, and never hides the run's own
-        outcome (this runs on the way out of every run, failed ones included)."""
+        """The record, into the bucket. A store that fails at the start stops the run there; later it is
+        reported and never hides the run's own outcome (this runs on the way out of every run)."""
+        marker = storage.join(self.location, MARKER_FILE)
+        if self._record.get("state") == "running" and not self._mirrored:
+            storage.write_bytes(marker, json.dumps(self._record).encode() + b"\n")
+            self._mirrored = True
+            return
         try:
-            storage.write_bytes(storage.join(self.location, MARKER_FILE), json.dumps(self._record).encode() + b"\n")
+            storage.write_bytes(marker, json.dumps(self._record).encode() + b"\n")
         except OSError as error:
             print(f"warning: the run's marker was not updated in the bucket: {error}", flush=True)
 

@@ -77,11 +77,9 @@ def basename(location: Location) -> str:
 
 
 def parent(location: Location) -> str:
-    """The location one level up (a bucket has none)."""
+    """The location one level up (a bucket is its own parent, as / is)."""
     if is_remote(location):
         head, _, rest = normalize(location).partition("://")
-        if "/" not in rest:
-            raise ValueError(f"{location}: a bucket has no parent folder")
         return f"{head}://{rest.rsplit('/', 1)[0]}"
     return str(Path(location).parent)
 
@@ -95,10 +93,13 @@ def _remote_filesystem(uri_root: str, endpoint: str | None) -> pyarrow.fs.FileSy
     check = "check the bucket name, the credentials (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS) and AWS_ENDPOINT_URL"
     try:
         filesystem, bucket = pyarrow.fs.FileSystem.from_uri(uri_root)
-        found = filesystem.get_file_info(bucket).type  # once per bucket and process: a missing one is named here
     except (OSError, ValueError) as err:
         raise StorageError(f"{uri_root}: cannot open the object store ({_first_line(err)}); {check}") from None
-    if found == pyarrow.fs.FileType.NotFound:
+    try:  # once per bucket and process: a missing one is named here, not as a missing file later
+        missing = filesystem.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound
+    except OSError:  # credentials for objects only may not look at the bucket: the operations will tell
+        missing = False
+    if missing:
         raise StorageError(f"{uri_root}: no such bucket; {check}")
     return filesystem
 

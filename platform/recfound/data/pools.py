@@ -24,7 +24,6 @@ from recfound.console import quiet_process
 from recfound.data.blocks import PROBLEM, split_problems
 from recfound.data.reader import RecordError, SkipReport
 from recfound.data.streams import TaskStream, TokenPool, table_fingerprint
-from recfound.error_chain import error_chain
 from recfound.progress import Progress
 
 if TYPE_CHECKING:
@@ -77,9 +76,15 @@ def build_pool(task: str, max_reasons: int, *blocks: pa.Table) -> tuple[pa.Table
 
 def read_error(error: BaseException) -> RecordError | OSError | None:
     """The error a read task raised for its file (a bad record, a missing file, a store that refused),
-    inside the error Ray raised in its place; None if none."""
-    return next((link for link in error_chain(error)
-                 if type(link) is RecordError or (isinstance(link, OSError) and link is not error)), None)
+    inside the error Ray raised in its place: the `cause` of a Ray task error, followed down through
+    Ray's own errors and explicit causes only; None if none."""
+    link: BaseException | None = error
+    while link is not None:
+        if not type(link).__module__.startswith("ray.") and isinstance(link, (RecordError, OSError)):
+            return link
+        task_cause = getattr(link, "cause", None)  # Ray's RayTaskError: what the task raised
+        link = task_cause if isinstance(task_cause, BaseException) else link.__cause__
+    return None
 
 
 class _DropReadErrorLogs(logging.Filter):
@@ -146,19 +151,17 @@ def materialize_pools(streams: dict[str, TaskStream], report: SkipReport | None 
     autoscaler would answer with nodes (GPU nodes, on the shipped clusters) just to tokenize. The first
     error in task order is raised once the streams running beside it have finished.
     """
-    import ray.data
+    import ray
 
     from recfound.cluster import has_autoscaler
 
-    # Ray Data's own progress bars and plan logs repeat ours, once per task (and, from an actor such as a
-    # sweep's trial driver, through the log monitor line by line): our progress line suffices.
-    ray.data.DataContext.get_current().enable_progress_bars = False
     quiet_process()
     _quiet_ray_data()
     bar = Progress(len(streams), "tokenized task", unit="records") if progress else None
     max_reasons = report.max_reasons if report else 0
     pools: dict[str, PoolRef] = {}
-    threads = ThreadPoolExecutor(1 if has_autoscaler() else STREAMS_AT_ONCE, thread_name_prefix=STREAM_THREAD)
+    autoscaled = ray.is_initialized() and has_autoscaler()  # not yet initialized: Ray Data starts a local Ray
+    threads = ThreadPoolExecutor(1 if autoscaled else STREAMS_AT_ONCE, thread_name_prefix=STREAM_THREAD)
     try:
         running = [(stream, threads.submit(pool_of, stream, max_reasons)) for stream in streams.values()]
         for stream, future in running:

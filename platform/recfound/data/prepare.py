@@ -40,15 +40,21 @@ def prepare_corpus(config: RunConfig) -> str:
 def prepare_tokenizer(config: RunConfig, root: str, layout: RunLayout, staging: Path,
                       resuming: bool = False) -> tuple[Path, str]:
     """(local tokenizer folder, its location for the workers). A 'corpus' tokenizer is trained on the
-    corpus into the run folder (a resumed run keeps the one it trained with); a named one is resolved."""
+    corpus into the run folder (a resumed run keeps the one it trained with); a named one is resolved
+    (and, for a run folder on a bucket, copied into it, where every worker finds it)."""
     from recfound.data.corpus_text import corpus_texts
     from recfound.data.tokenizer import build_corpus_tokenizer, resolve_tokenizer
 
+    remote = storage.is_remote(layout.location)
     if config.data.tokenizer != "corpus":
         local = Path(resolve_tokenizer(config.data.tokenizer)).resolve()
-        return local, str(local)
+        if not remote:
+            return local, str(local)
+        # A named tokenizer's folder (a cache folder, for smollm2) is on this machine only: the workers,
+        # on any node, read the run's copy.
+        storage.upload(local, layout.tokenizer, last=TOKENIZER_FILE)
+        return local, layout.tokenizer
     local = staging / Path(storage.basename(layout.tokenizer))
-    remote = storage.is_remote(layout.location)
     if resuming and not (local / TOKENIZER_FILE).is_file() and remote \
             and storage.is_file(storage.join(layout.tokenizer, TOKENIZER_FILE)):
         storage.download(layout.tokenizer, local)

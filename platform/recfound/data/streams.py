@@ -58,18 +58,13 @@ def task_stream(location: str, task: Task, tokenizer_path: str | Path, limits: T
     from recfound.data.task_source import TaskFileSource
 
     tokenize = partial(tokenize_block, tokenizer_path=str(tokenizer_path), kind=task.kind.value, limits=limits)
-    # A read task's output is joined into blocks of up to DataContext.target_max_block_size (128 MiB);
-    # a dataset keeps the context it was made in, so ours is made with small blocks: the tokenize tasks
-    # then start while the file is still being read and run in parallel, with no repartition barrier.
-    current = ray.data.DataContext.get_current()
-    small_blocks = current.copy()
-    small_blocks.target_max_block_size = READ_BLOCK_BYTES
-    ray.data.DataContext._set_current(small_blocks)  # Ray 2.60 (pinned)
-    try:
-        dataset = ray.data.read_datasource(TaskFileSource(location, task, policy), override_num_blocks=1) \
-            .map_batches(tokenize, batch_format="pyarrow", batch_size=TOKENIZE_BATCH_SIZE, zero_copy_batch=True)
-    finally:
-        ray.data.DataContext._set_current(current)
+    read = ray.data.read_datasource(TaskFileSource(location, task, policy), override_num_blocks=1)
+    # A dataset runs with the context it was made with (`Dataset.context`): here, blocks of 1 MiB, where the
+    # default joins a read task's output up to 128 MiB, so the tokenize tasks start while the file is still
+    # being read and run in parallel; and no progress bars of Ray Data's (ours suffices).
+    read.context.target_max_block_size = READ_BLOCK_BYTES
+    read.context.enable_progress_bars = False
+    dataset = read.map_batches(tokenize, batch_format="pyarrow", batch_size=TOKENIZE_BATCH_SIZE, zero_copy_batch=True)
     return TaskStream(task.name, location, dataset)
 
 

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from recfound import storage
+from recfound.cluster import has_autoscaler
 from recfound.config import RunConfig
 from recfound.console import train_log_level, verbose
 from recfound.run_layout import RunLayout
@@ -15,7 +16,6 @@ from recfound.tasks import Kind, get_task
 from recfound.train.errors import TrainingError
 from recfound.train.interrupt import abort_controller_on_signals, interruption, raise_on_signals
 from recfound.train.loop import train_loop_per_worker
-from recfound.cluster import has_autoscaler
 from recfound.train.placement import (is_placement_timeout, placement_error, placement_timeout, start_timeout,
                                       worker_resources)
 
