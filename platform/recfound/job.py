@@ -21,7 +21,8 @@ from recfound.config import RunConfig, save_config
 from recfound.job_report import TrainingReport, print_summary, summary_text
 from recfound.redact import without_password
 from recfound.run_folder import RunFolder
-from recfound.run_layout import ADAPTER_FILE, HISTORY_FILE, RATIO_PLOT, ROUTING_PLOT, RunLayout
+from recfound.run_layout import (ADAPTER_FILE, CONFIG_FILE, HISTORY_FILE, RATIO_PLOT, ROUTING_PLOT, SUMMARY_FILE,
+                                 RunLayout)
 from recfound.train.interrupt import RunInterrupted, interruption, stop_on_signals
 from recfound.train.resume import Resume, plan_restart
 
@@ -59,7 +60,8 @@ def _run_stages(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
     from recfound.train.placement import check_feasible
 
     layout = RunLayout(folder.location)
-    save_config(config, layout.config)
+    save_config(config, folder.path / CONFIG_FILE)
+    folder.publish(CONFIG_FILE)
     root = prepare_corpus(config)
     tokenizer, tokenizer_location = prepare_tokenizer(config, root, layout, folder.path, resuming=resume is not None)
     if config.eval.enabled:
@@ -76,14 +78,15 @@ def _run_stages(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
             history, checkpoints = fit_run(config, layout, tokenizer_location, pools, run_id, tracking_uri, callbacks)
             report = TrainingReport(folder.path, layout.location, run_id, tracking_uri, history,
                                     folder.local_copy(storage.join(checkpoints[-1], ADAPTER_FILE)), None)
-            _plots(config, layout, history)
+            initial = folder.local_copy(layout.init_adapter)  # written by a worker
+            _plots(config, folder, history)
             _merge(config, folder, layout, checkpoints, report)
-            _log_run_files(folder, layout, report)
+            _log_run_files(folder, layout, report, initial)
             _losses(report)
             if config.eval.enabled:
-                _evaluate(config, report, tokenizer, folder.local_copy(layout.init_adapter))
+                _evaluate(config, report, tokenizer, initial)
             _register(config, report, tokenizer, digest)
-            _summary(config, folder, layout, report)
+            _summary(config, folder, report)
             return report
         except BaseException as err:
             stopped = interruption(err)
@@ -162,12 +165,14 @@ def _reopened_run(config: RunConfig, resume: Resume | None) -> str | None:
 # --- after training -------------------------------------------------------------------------------
 
 
-def _plots(config: RunConfig, layout: RunLayout, history: dict) -> None:
+def _plots(config: RunConfig, folder: RunFolder, history: dict) -> None:
     from recfound.sched.plot import plot_ratios
 
     print("\n== merging, plotting, logging and registering", flush=True)
-    plot_ratios(history, layout.file(RATIO_PLOT), title=f"{config.run.name}: S2Sched sample ratios")
-    storage.write_bytes(layout.file(HISTORY_FILE), json.dumps(history).encode())
+    plot_ratios(history, folder.path / RATIO_PLOT, title=f"{config.run.name}: S2Sched sample ratios")
+    storage.write_bytes(folder.path / HISTORY_FILE, json.dumps(history).encode())
+    folder.publish(RATIO_PLOT)
+    folder.publish(HISTORY_FILE)
 
 
 def _merge(config: RunConfig, folder: RunFolder, layout: RunLayout, checkpoints: list[str],
@@ -183,12 +188,13 @@ def _merge(config: RunConfig, folder: RunFolder, layout: RunLayout, checkpoints:
     report.merged_adapter, report.merged_steps = folder.local_copy(layout.merged), len(merged)
 
 
-def _log_run_files(folder: RunFolder, layout: RunLayout, report: TrainingReport) -> None:
+def _log_run_files(folder: RunFolder, layout: RunLayout, report: TrainingReport, initial: Path) -> None:
     from recfound import tracking
 
-    names = (layout.config, layout.file(RATIO_PLOT), layout.file(HISTORY_FILE), layout.init_adapter,
-             layout.file(ROUTING_PLOT))
-    files = [folder.local_copy(name) for name in names if storage.is_file(name)]
+    files = [folder.path / CONFIG_FILE, folder.path / RATIO_PLOT, folder.path / HISTORY_FILE, initial]
+    routing = layout.file(ROUTING_PLOT)  # a worker's, when the adapter is TMoLE
+    if storage.is_file(routing):
+        files.append(folder.local_copy(routing))
     tracking.log_artifact_files(report.tracking_uri, report.run_id, files)
     tracking.log_artifact_files(report.tracking_uri, report.run_id, [report.final_adapter], artifact_path="adapter/final")
     if report.merged_adapter is not None:
@@ -240,10 +246,10 @@ def _register(config: RunConfig, report: TrainingReport, tokenizer: Path, digest
         dtype=config.model.dtype, embedding=config.embedding_config(), limits=config.token_limits())
 
 
-def _summary(config: RunConfig, folder: RunFolder, layout: RunLayout, report: TrainingReport) -> None:
+def _summary(config: RunConfig, folder: RunFolder, report: TrainingReport) -> None:
     """summary.txt, written last: a run folder with it is a finished run."""
     from recfound import tracking
 
-    storage.write_bytes(layout.summary, (summary_text(report, config.eval.split) + "\n").encode())
-    tracking.log_artifact_files(report.tracking_uri, report.run_id, [folder.local_copy(layout.summary)])
+    storage.write_bytes(folder.path / SUMMARY_FILE, (summary_text(report, config.eval.split) + "\n").encode())
+    tracking.log_artifact_files(report.tracking_uri, report.run_id, [folder.publish(SUMMARY_FILE)])
     tracking.finish_run(report.tracking_uri, report.run_id, "FINISHED")

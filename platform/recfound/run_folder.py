@@ -169,6 +169,14 @@ class RunFolder:
         except FileNotFoundError:
             return {}
 
+    def publish(self, name: str) -> Path:
+        """The file `name` this process wrote into the local folder, uploaded to the bucket for a run on one
+        (a local run's folder is the run folder itself); its local path."""
+        local = self.path / name
+        if self.remote:
+            storage.upload(local, storage.join(self.location, name))
+        return local
+
     def local_copy(self, location: str) -> Path:
         """A local copy of a file of the run folder (for a local run, the file itself): an object-store run's
         file is downloaded into the staging folder, at the same relative path."""

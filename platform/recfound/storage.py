@@ -135,7 +135,9 @@ def _info(location: Location):
 
 def exists(location: Location) -> bool:
     """A file, or a folder (on an object store: a prefix with at least one object under it)."""
-    return is_file(location) or is_dir(location)
+    import pyarrow.fs
+
+    return _info(location).type != pyarrow.fs.FileType.NotFound
 
 
 def is_file(location: Location) -> bool:
