@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -70,14 +72,36 @@ def timed(function, *args):
     return result, time.perf_counter() - started
 
 
+def timed_slices(function: Callable[[list], object], items: list, size: int,
+                 should_stop: Callable[[], bool] = lambda: False) -> tuple[int, float]:
+    """(items done, seconds) of `function` applied to `items` `size` at a time; `should_stop` ends it
+    between slices (never before the first)."""
+    done, seconds = 0, 0.0
+    for start in range(0, len(items), size):
+        if done and should_stop():
+            break
+        _, spent = timed(function, items[start:start + size])
+        done, seconds = done + len(items[start:start + size]), seconds + spent
+    return done, seconds
+
+
+def generation_rate(inference: Inference, records: list[dict], new_tokens: int, batch: int,
+                    slice_size: int | None = None, should_stop: Callable[[], bool] = lambda: False
+                    ) -> tuple[int, int, float]:
+    """(records answered, new tokens, seconds) of greedy generation in batches of `batch`, the records
+    handed to `generate` `slice_size` at a time (default: all at once); `should_stop` ends it between slices."""
+    inference.options = replace(inference.options, batch_size=batch)
+    inference.generated_tokens = 0
+    done, seconds = timed_slices(lambda part: inference.generate(part, new_tokens), records,
+                                 slice_size or len(records), should_stop)
+    return done, inference.generated_tokens, seconds
+
+
 def bench_generation(inference: Inference, records: list[dict], new_tokens: int, batch: int) -> list[list]:
     rows = []
     for size in (batch, 1):
-        inference.options = InferenceOptions(batch_size=size)
-        inference.generated_tokens = 0
-        _, seconds = timed(inference.generate, records, new_tokens)
-        rows.append([f"generate, batch {size}", len(records), inference.generated_tokens, seconds,
-                     inference.generated_tokens / seconds])
+        _, tokens, seconds = generation_rate(inference, records, new_tokens, size)
+        rows.append([f"generate, batch {size}", len(records), tokens, seconds, tokens / seconds])
     rows[0].append(f"{rows[0][4] / rows[1][4]:.1f}x")
     rows[1].append("1.0x")
     return rows
@@ -99,7 +123,7 @@ def bench_retrieval(inference: Inference, root: Path, pool_size: int, batch: int
     query_vectors, query_seconds = timed(inference.embed_queries, queries)
     _, full_seconds = timed(full_pool_ranks, query_vectors, doc_vectors, positives)
     total = time.perf_counter() - started
-    sample = CandidatePool("Q2I", tuple(documents), tuple(positives)).sampled_candidates(19, 0)
+    sample, _ = CandidatePool("Q2I", tuple(documents), tuple(positives)).sampled_candidates(19, 0)
     _, sampled_seconds = timed(sampled_ranks, query_vectors, doc_vectors, sample)
     return [
         [f"encode {len(documents):,} documents", len(documents), "", doc_seconds, len(documents) / doc_seconds, ""],

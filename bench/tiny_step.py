@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 from recfound.data.collate import collate_embedding, collate_generative
 from recfound.data.mixer import TaskMixer
@@ -31,8 +32,7 @@ def training_step_seconds(pools: dict[str, TokenPool], tokenizer_dir: str, embed
     torch.set_num_threads(os.cpu_count() or 1)
     _, info = load_tokenizer(tokenizer_dir)
     model = build_preset("tiny", info.vocab_size, info.pad_id, info.eos_id)
-    grouped = pools_by_kind(pools)
-    emb, gen = TaskMixer(grouped[Kind.EMBEDDING], seed=1), TaskMixer(grouped[Kind.GENERATIVE], seed=1)
+    batches = mixed_batches(pools, info.pad_id, embedding_batch, generative_batch)
 
     def pooled(ids, mask):
         hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -40,10 +40,7 @@ def training_step_seconds(pools: dict[str, TokenPool], tokenizer_dir: str, embed
 
     times, tokens = [], []
     for step in range(steps + WARMUP_STEPS):
-        g = {k: torch.from_numpy(v) for k, v in collate_generative(
-            gen.next_step(equal_counts(generative_batch, gen.tasks)).rows, info.pad_id).items()}
-        e = {k: torch.from_numpy(v) for k, v in collate_embedding(
-            emb.next_step(equal_counts(embedding_batch, emb.tasks)).rows, info.pad_id).items()}
+        e, g = next(batches)
         start = time.perf_counter()
         loss = model(input_ids=g["input_ids"], attention_mask=g["attention_mask"], labels=g["labels"]).loss
         queries = F.normalize(pooled(e["query_ids"], e["query_mask"]), dim=-1)
@@ -53,6 +50,25 @@ def training_step_seconds(pools: dict[str, TokenPool], tokenizer_dir: str, embed
         model.zero_grad(set_to_none=True)
         if step >= WARMUP_STEPS:
             times.append(time.perf_counter() - start)
-            tokens.append(int(g["attention_mask"].sum() + e["query_mask"].sum() + e["doc_mask"].sum()))
+            tokens.append(step_tokens(e, g))
     times.sort()
     return times[len(times) // 2], sum(tokens) / len(tokens)
+
+
+def mixed_batches(pools: dict[str, TokenPool], pad_id: int, embedding_batch: int, generative_batch: int,
+                  seed: int = 1) -> Iterator[tuple[dict, dict]]:
+    """Endless steps of (embedding batch, generative batch), collated as CPU tensors, drawn by the task
+    mixer with equal counts per task."""
+    import torch
+
+    grouped = pools_by_kind(pools)
+    emb, gen = TaskMixer(grouped[Kind.EMBEDDING], seed=seed), TaskMixer(grouped[Kind.GENERATIVE], seed=seed)
+    while True:
+        e = collate_embedding(emb.next_step(equal_counts(embedding_batch, emb.tasks)).rows, pad_id)
+        g = collate_generative(gen.next_step(equal_counts(generative_batch, gen.tasks)).rows, pad_id)
+        yield ({k: torch.from_numpy(v) for k, v in e.items()}, {k: torch.from_numpy(v) for k, v in g.items()})
+
+
+def step_tokens(embedding: dict, generative: dict) -> int:
+    """The non-pad tokens one step's batches put through the model (queries, documents, prompts + responses)."""
+    return int(generative["attention_mask"].sum() + embedding["query_mask"].sum() + embedding["doc_mask"].sum())

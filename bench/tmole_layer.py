@@ -29,6 +29,7 @@ from recfound.progress import format_table  # noqa: E402
 from recfound.tasks import Kind  # noqa: E402
 
 TASKS = 13
+WARMUP_ROUNDS = 3
 
 
 class LoopTMoLE(nn.Module):
@@ -92,6 +93,24 @@ def timed(fn: Callable[[], None], sync: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
+def round_times(variants: dict[str, nn.Module], x: torch.Tensor, grad: torch.Tensor, rounds: int,
+                sync: Callable[[], None], should_stop: Callable[[], bool] = lambda: False) -> dict[str, list[float]]:
+    """Seconds of one fwd+bwd per variant in each of up to `rounds` timed rounds (after the warm-up
+    rounds), the order rotating each round so that machine load hits all variants alike;
+    `should_stop` ends the rounds early (asked before each timed round after the first)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for round_ in range(rounds + WARMUP_ROUNDS):
+        if round_ > WARMUP_ROUNDS and should_stop():
+            break
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds = timed(lambda: step(variants[name], x, grad), sync)
+            if round_ >= WARMUP_ROUNDS:
+                times[name].append(seconds)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cuda = torch.cuda.is_available()
@@ -107,15 +126,8 @@ def main() -> None:
     variants = build(args.dim, args.rank, device, dtype, args.batch)
     x = torch.randn(args.batch, args.seq, args.dim, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn_like(x)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    median = {name: statistics.median(t) for name, t in round_times(variants, x, grad, args.rounds, sync).items()}
     names = list(variants)
-    for round_ in range(args.rounds + 3):
-        shift = round_ % len(names)  # rotate the order so that machine load hits all variants alike
-        for name in names[shift:] + names[:shift]:
-            seconds = timed(lambda: step(variants[name], x, grad), sync)
-            if round_ >= 3:  # warm-up
-                times[name].append(seconds)
-    median = {name: statistics.median(values) for name, values in times.items()}
     lora, fused, loop, base = (median[n] for n in ("peft LoRA", "fused TMoLE", "per-expert loop", "frozen base only"))
     where = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"one projection d={args.dim} {str(dtype).removeprefix('torch.')}, {args.batch}x{args.seq} tokens, "

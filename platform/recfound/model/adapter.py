@@ -157,8 +157,13 @@ class Adapter(nn.Module):
         the routing its forward saw (non-reentrant `torch.utils.checkpoint` with `context_fn`), even
         when other batches were routed in between, e.g. queries, documents and a generative batch
         before one backward. Use this rather than the HF model's own switch."""
-        self.model.activation_checkpointing_enable(
-            {"use_reentrant": False, "context_fn": self.checkpoint_contexts}, every_n_layers=every_n_layers)
+        options = {"use_reentrant": False, "context_fn": self.checkpoint_contexts}
+        # transformers renamed the switch (`gradient_checkpointing_enable`, deprecated since) after 5.17.
+        enable = getattr(self.model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(options, every_n_layers=every_n_layers)
+        else:
+            self.model.gradient_checkpointing_enable(options, every_n_layers=every_n_layers)
 
     def checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
         """(forward, recompute) contexts of one checkpointed layer call; plain LoRA has no routing."""
