@@ -5,6 +5,7 @@ ports and stopped by PID, never with `ray stop` (which stops every Ray of the us
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -34,9 +35,16 @@ RAY_CLIENT_ENV = ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", "RAY_AUTH_TOKEN", "RAY_A
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` free loopback ports, all different (bound together while they are chosen)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.5):
@@ -234,46 +242,149 @@ def fake_autoscaling_config(head_resources: dict[str, float], worker_type: str, 
     }
 
 
-@contextmanager
-def fake_autoscaling_cluster(folder: Path, head_resources: dict[str, float], worker_type: str, worker: dict,
-                             idle_timeout_minutes: float, head_env: dict[str, str]) -> Iterator[FakeCluster]:
-    """`RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=...` in `folder`, on free ports, with a
-    random token; `head_env` is added to the head's environment (as cluster.yaml's start command does)."""
+def _ray_environment(token_file: Path, extra: dict[str, str]) -> dict[str, str]:
+    """A cluster process's environment: none of the suite's own cluster's variables, token auth, `extra`."""
+    environment = {key: value for key, value in os.environ.items() if key not in RAY_CLIENT_ENV}
+    environment.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file), "RAY_worker_niceness": "0",
+                        "PATH": f"{BIN_DIR}{os.pathsep}{os.environ['PATH']}", **extra})
+    return environment
+
+
+def _node_ports(flags: tuple[str, ...]) -> dict[str, int]:
+    """A free port for each flag, and for the per-node ports `ray start` would otherwise take at their fixed
+    defaults (several nodes on one machine), all different."""
+    flags = (*flags, "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+             "runtime-env-agent-port")
+    return dict(zip(flags, free_ports(len(flags))))
+
+
+def _head_ports() -> dict[str, int]:
+    return _node_ports(("port", "dashboard-port", "ray-client-server-port"))
+
+
+def _gcs_address(ports: dict[str, int]) -> str:
     from ray._private.services import get_node_ip_address
 
+    return f"{get_node_ip_address()}:{ports['port']}"
+
+
+@contextmanager
+def _ray_head(folder: Path, ports: dict[str, int], head_resources: dict[str, float], extra_args: list[str],
+              extra_env: dict[str, str]) -> Iterator[FakeCluster]:
+    """`ray start --head --block` in `folder` on `ports` (`_head_ports`), with a random token; stopped (the
+    whole process tree, by PID) when the block ends."""
     folder.mkdir(parents=True, exist_ok=True)
     token_file = folder / "auth_token"
     token_file.write_text(os.urandom(32).hex())
-    gcs_address, dashboard_port = f"{get_node_ip_address()}:{free_port()}", free_port()
-    config_file = folder / "autoscaling.yaml"
-    config_file.write_text(yaml.safe_dump(fake_autoscaling_config(head_resources, worker_type, worker, gcs_address,
-                                                                  idle_timeout_minutes)))
-    environment = {key: value for key, value in os.environ.items() if key not in RAY_CLIENT_ENV}
-    environment.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "token",
-                        "RAY_AUTH_TOKEN_PATH": str(token_file), "RAY_worker_niceness": "0",
-                        "PATH": f"{BIN_DIR}{os.pathsep}{os.environ['PATH']}", **head_env})
+    gcs_address, dashboard_port = _gcs_address(ports), ports["dashboard-port"]
     ray_temp = tempfile.mkdtemp(prefix="rf-fc-")  # short: Ray's socket paths must fit in 107 bytes
-    command = [str(BIN_DIR / "ray"), "start", "--head", "--block", f"--port={gcs_address.rsplit(':', 1)[1]}",
-               f"--autoscaling-config={config_file}", f"--temp-dir={ray_temp}",
+    custom = {key: value for key, value in head_resources.items() if key not in ("CPU", "GPU")}
+    command = [str(BIN_DIR / "ray"), "start", "--head", "--block", f"--temp-dir={ray_temp}",
                f"--num-cpus={head_resources.get('CPU', 0):g}", f"--num-gpus={head_resources.get('GPU', 0):g}",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-               f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-               f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-               f"--runtime-env-agent-port={free_port()}"]
+               *([f"--resources={json.dumps(custom)}"] if custom else []), "--dashboard-host=127.0.0.1",
+               *(f"--{flag}={port}" for flag, port in ports.items()), *extra_args]
+    # Its own address in its processes' environment, as the product's private clusters do: Ray Train's
+    # placement-group cleaner finds its cluster by it, not by searching the machine (which holds other Rays).
+    extra_env = {"RAY_ADDRESS": gcs_address, **extra_env}
     with (folder / "head.log").open("wb") as log:
-        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, env=_ray_environment(token_file, extra_env), stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     cluster = FakeCluster(process, gcs_address, f"http://127.0.0.1:{dashboard_port}", token_file, folder)
     try:
         def answers() -> bool:
             if process.poll() is not None:
-                raise RuntimeError(f"the fake cluster's head exited: {(folder / 'head.log').read_text()[-3000:]}")
+                raise RuntimeError(f"the cluster's head exited: {(folder / 'head.log').read_text()[-3000:]}")
             try:
                 return bool(cluster.nodes())
             except (urllib.error.URLError, OSError, KeyError):
                 return False
 
-        wait_until(answers, START_TIMEOUT_S, "the fake cluster's dashboard")
+        wait_until(answers, START_TIMEOUT_S, "the cluster's dashboard")
         yield cluster
     finally:
         stop_tree(process, grace_s=3.0)  # a throwaway cluster: nothing in it to save
         shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+@contextmanager
+def fake_autoscaling_cluster(folder: Path, head_resources: dict[str, float], worker_type: str, worker: dict,
+                             idle_timeout_minutes: float, head_env: dict[str, str]) -> Iterator[FakeCluster]:
+    """`RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=...` in `folder`, on free ports, with a
+    random token; `head_env` is added to the head's environment (as cluster.yaml's start command does)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ports = _head_ports()
+    config_file = folder / "autoscaling.yaml"
+    config_file.write_text(yaml.safe_dump(fake_autoscaling_config(head_resources, worker_type, worker,
+                                                                  _gcs_address(ports), idle_timeout_minutes)))
+    with _ray_head(folder, ports, head_resources, [f"--autoscaling-config={config_file}"],
+                   {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", **head_env}) as cluster:
+        yield cluster
+
+
+# --- a Ray cluster of several nodes on this machine ------------------------------------------------
+
+
+@dataclass
+class MultiNodeCluster:
+    """A head and worker nodes, each a `ray start --block` process of its own (own temp folder, ports and
+    process group), as separate machines would run them; nodes come and go by PID."""
+
+    head: FakeCluster
+    environment: dict[str, str]
+    nodes: dict[str, subprocess.Popen]
+    temp_dirs: list[str]
+
+    def add_nodes(self, nodes: dict[str, dict[str, float]]) -> None:
+        """Start worker nodes (name -> CPU and custom resources) side by side; wait until the head lists them."""
+        before = self._alive()
+        for name, resources in nodes.items():
+            custom = {key: value for key, value in resources.items() if key != "CPU"}
+            ray_temp = tempfile.mkdtemp(prefix=f"rf-{name}-")
+            self.temp_dirs.append(ray_temp)
+            ports = _node_ports(("node-manager-port", "object-manager-port"))
+            command = [str(BIN_DIR / "ray"), "start", "--block", f"--address={self.head.gcs_address}",
+                       f"--temp-dir={ray_temp}", f"--num-cpus={resources.get('CPU', 0):g}", "--num-gpus=0",
+                       f"--resources={json.dumps(custom)}", *(f"--{flag}={port}" for flag, port in ports.items())]
+            with (self.head.folder / f"{name}.log").open("wb") as log:
+                self.nodes[name] = subprocess.Popen(command, env=self.environment, stdout=log,
+                                                    stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: len(self._alive() - before) >= len(nodes), START_TIMEOUT_S,
+                   f"nodes {', '.join(nodes)} joining the cluster")
+
+    def _alive(self) -> set[str]:
+        """The ids of the nodes the head lists as alive."""
+        return {node["node_id"] for node in self.head.nodes() if node["state"] == "ALIVE"}
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL node `name`'s process group and whatever of its tree left the group, as a lost machine."""
+        process = self.nodes.pop(name)
+        try:
+            tree = psutil.Process(process.pid).children(recursive=True)  # before the group goes
+        except psutil.NoSuchProcess:
+            tree = []
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for member in tree:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        stop_tree(process, stop_signal=signal.SIGKILL, grace_s=1.0)
+
+
+@contextmanager
+def multi_node_cluster(folder: Path, head_resources: dict[str, float], environment: dict[str, str]) -> Iterator[MultiNodeCluster]:
+    """A head (`head_resources`) to which worker nodes are added (`MultiNodeCluster.add_nodes`); `environment`
+    reaches every node's processes (object-store credentials, say). Everything is stopped by PID at the end."""
+    with _ray_head(folder, _head_ports(), head_resources, [], environment) as head:
+        cluster = MultiNodeCluster(head, _ray_environment(head.token_file, {"RAY_ADDRESS": head.gcs_address,
+                                                                             **environment}), {}, [])
+        try:
+            yield cluster
+        finally:
+            for name in list(cluster.nodes):
+                stop_tree(cluster.nodes.pop(name), grace_s=3.0)
+            for path in cluster.temp_dirs:
+                shutil.rmtree(path, ignore_errors=True)

@@ -47,6 +47,17 @@ def object_store():
 
 
 @pytest.fixture(scope="session")
+def baseline(ray_cluster, tmp_path_factory):
+    """The uninterrupted training run (test_train_job's settings) that the runs interrupted in various ways
+    (a worker, the scheduler actor, the driver, a whole node) must end like: (its folder, its report)."""
+    from recfound.job import run_training
+    from test_train_job import job_config
+
+    tmp = tmp_path_factory.mktemp("job")
+    return tmp, run_training(job_config(tmp, "baseline"))
+
+
+@pytest.fixture(scope="session")
 def ray_cluster(object_store):
     """A private local Ray cluster shared by the whole session (never attaches to a running one), started
     as the product starts its own (`recfound.cluster.private_cluster`: dashboard on loopback, its own

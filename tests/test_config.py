@@ -220,3 +220,22 @@ def test_sections_validate_on_construction_and_errors_pickle():
 def test_docs_list_every_key():
     text = (ROOT / "docs" / "config.md").read_text()
     assert [path for path, section in PATHS.items() if section is None and f"| `{path}` |" not in text] == []
+
+
+def test_num_workers_is_a_count_or_an_elastic_range():
+    from recfound.config import ConfigError, RunConfig
+
+    fixed, elastic = RunConfig(), RunConfig().with_overrides({"train.num_workers": [1, 4]})
+    assert (fixed.train.num_workers, fixed.train.min_workers, fixed.train.max_workers, fixed.train.elastic) == \
+        (2, 2, 2, False)
+    assert (elastic.train.num_workers, elastic.train.min_workers, elastic.train.max_workers) == ((1, 4), 1, 4)
+    assert elastic.train.describe_workers() == "1-4 (elastic)" and elastic.flat()["train.num_workers"] == "[1, 4]"
+    for value, reason in (([4, 1], r"\[min, max\] with 1 <= min <= max \(got \(4, 1\)\)"),
+                          ([2], "expected a list of 2 values"), ([True, 2], "expected an integer, got True"),
+                          (0, "must be an integer >= 1")):
+        with pytest.raises(ConfigError, match=rf"train\.num_workers: .*{reason}"):
+            RunConfig().with_overrides({"train.num_workers": value})
+    with pytest.raises(ConfigError, match=r"train\.num_workers: \[min, max\] \(elastic\) needs train\.zero_stage 1 or 2"):
+        RunConfig().with_overrides({"train.num_workers": [1, 2], "train.zero_stage": 3})
+    with pytest.raises(ConfigError, match=r"train\.embedding_batch: must be >= the 3 embedding tasks and the 20 workers"):
+        RunConfig().with_overrides({"train.num_workers": [1, 20]})  # batches hold the most workers

@@ -130,3 +130,48 @@ def test_a_failed_restore_at_start_leaves_no_actor_behind(actors, ray_cluster):
         start_scheduler("failed-restore", make_spec(2, total_steps=99), state=saved)
     client = actors("failed-restore", make_spec(2))  # the name is free again
     assert client.counts(1, timeout_s=5)["step"] == 1
+
+
+def test_a_restarted_actor_refuses_work_until_restored_and_then_takes_any_number_of_ranks(actors, ray_cluster):
+    """Its process killed, Ray starts the actor again from its spec: it knows it lost its state and fails the
+    workers' calls at once (Ray Train then restarts them from a checkpoint) until rank 0 restores a saved
+    state, here with 4 ranks reporting where 2 did (an elastic run resumed on more workers)."""
+    import os
+    import signal
+    import time
+
+    rng = np.random.default_rng(1)
+    reference, client = actors("never-killed", make_spec(2)), actors("killed", make_spec(2))
+    for step in range(1, 6):
+        report_all(client, step, 2, rng)
+        report_all(reference, step, 2, rng)
+    saved = client.state()
+    reference.restore(reference.state(), world_size=4)  # the same change of ranks, without a kill
+    pid = ray_cluster.get(client.handle.__ray_call__.remote(lambda actor: os.getpid()))
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:  # calls fail while it restarts, then with the lost-state error
+        try:
+            ray_cluster.get(client.handle.counts.remote(6, 1.0), timeout=5)
+        except Exception as error:  # noqa: BLE001 - RayActorError while restarting, GetTimeoutError
+            if "lost its state" in str(error):
+                break
+        assert time.monotonic() < deadline, "the actor did not come back within 60 s"
+        time.sleep(0.2)
+    for call in (lambda: client.report(6, 0, *samples(6, 2)[0][0]), client.state, client.history):
+        with pytest.raises(Exception, match="lost its state"):  # a checkpoint must not save an empty state
+            call()
+    client.restore(saved, world_size=4)
+    with pytest.raises(ValueError, match=r"rank must be an integer \[0, 3\], got 4"):
+        client.report(6, 4, *samples(6, 4)[0][0])
+    assert client.counts(6)["counts"] != {}
+    for step in range(6, 9):
+        shares, _ = samples(step, 4)
+        for rank in range(3):
+            client.report(step, rank, *shares[rank])
+        with pytest.raises(TimeoutError, match=r"ranks \[3\] of 4 have not reported"):
+            client.counts(step + 1, timeout_s=0.2)
+        client.report(step, 3, *shares[3])
+        report_all(reference, step, 4, rng)
+        assert client.counts(step + 1) == reference.counts(step + 1)
+    assert client.history() == reference.history()

@@ -138,6 +138,7 @@ def test_smollm2_gguf_tokenizer_converts_once_and_has_embed(smollm2_cache):
     assert (folder / "tokenizer.json").stat().st_mtime_ns == written
     tokenizer, info = load_tokenizer(folder)
     assert info.embed_id == info.vocab_size - 1  # appended after the 49,152 GGUF tokens
+    assert tokenizer.id_to_token(info.eos_id) == "<|im_end|>" and info.eos_id == 2  # the GGUF's own, any transformers
     ids = tokenizer.encode("Red running shoes", add_special_tokens=False).ids
     assert tokenizer.decode(ids) == "Red running shoes" and max(ids) < info.embed_id
 

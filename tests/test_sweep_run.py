@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import mlflow
 import pytest
@@ -113,3 +114,46 @@ def test_unfinished_sweep_resumes_and_finished_one_is_refused(sweep):
     assert client.get_run(report.parent_run_id).info.status == "FINISHED"
     experiment = client.get_experiment_by_name("sweeps").experiment_id
     assert len(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{report.parent_run_id}'")) == TRIALS
+
+
+@pytest.mark.timeout(600)  # two trial starts and a driver's start: about 80 s idle
+def test_an_interrupted_trial_resumes_from_its_checkpoint(ray_cluster, tmp_path):
+    """`recfound sweep` of one trial, interrupted (Ctrl-C) once the trial's training registered its first
+    checkpoint; the same sweep started again restores the trial, whose training resumes from that checkpoint
+    (not from step 0) into the same MLflow run, and finishes."""
+    import signal
+    from pathlib import Path
+
+    from recfound.run_layout import RunLayout
+    from recfound.train.resume import latest_registered_checkpoint
+    from recfound.tune import load_sweep, run_sweep
+    from test_train_job import _registered_checkpoints, start_recfound
+
+    path = Path(sweep_file(tmp_path))
+    definition = yaml.safe_load(path.read_text())
+    definition.update(name="resumed", trials=1, search="random", scheduler="none", max_concurrent_trials=1,
+                      space={"tmole.rank": {"type": "choice", "values": [4]}})
+    path.write_text(yaml.safe_dump(definition))
+    console = tmp_path / "console.txt"
+    driver = start_recfound(console, "sweep", str(path))
+    try:
+        deadline = time.monotonic() + 300
+        while not any(_registered_checkpoints(str(run)) for run in (tmp_path / "runs").glob("resumed-*")):
+            assert driver.poll() is None, console.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint of the trial within 300 s"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, console.read_text()[-3000:]
+    (run_dir,) = (tmp_path / "runs").glob("resumed-*")
+    stopped_at, _ = latest_registered_checkpoint(RunLayout(str(run_dir)))
+    report = run_sweep(load_sweep(str(path)))
+    assert report.resumed and [row.status for row in report.rows] == ["finished"]
+    (row,) = report.rows
+    client = mlflow.MlflowClient(report.tracking_uri)
+    assert stopped_at >= 2 and \
+        [m.value for m in client.get_metric_history(row.run_id, "resumed_from_step")] == [float(stopped_at)]
+    assert client.get_run(row.run_id).info.status == "FINISHED" and row.step == STEPS

@@ -34,6 +34,7 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
         run_split_cases(rank, world, Path(out) / "splits")
         for name, (stage, precision) in STEPS.items():
             _one_engine_step(rank, world, stage, precision, Path(out) / name)
+        _optimizer_state_round_trip(rank, world, "bf16", Path(out) / "adamw-bf16")  # the GPU path; fp32: test_worker_count
     finally:
         dist.barrier()  # no rank tears gloo down while the other is still in a collective
         dist.destroy_process_group()
@@ -42,14 +43,28 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     os._exit(0)
 
 
+def _backward_share(adapter, engine, rank: int, world: int, seed: int = 0) -> None:
+    """This rank's share of a batch of `rows(seed)` through the loop's path: many backwards, one coalesced
+    reduction (the caller then sets the LR and steps)."""
+    import numpy as np
+
+    from recfound.train.engine import accumulating
+    from recfound.train.step import StepOptions, train_step
+
+    embedding_rows, generative_rows = rows(seed)
+    mine = lambda table: table.take(np.arange(rank, table.num_rows, world))
+    embedding, generative = collated(mine(embedding_rows), mine(generative_rows))
+    with accumulating(engine):
+        train_step(adapter, embedding, generative, StepOptions(CONFIGS["defaults"], 2, 2),
+                   lambda loss: engine.backward(loss, scale_wrt_gas=False))
+
+
 def _one_engine_step(rank: int, world: int, stage: int, precision: str, out: Path) -> None:
     """A fresh adapter and engine, one GradCache step through the loop's path, the delta and a checkpoint."""
-    import numpy as np
     from safetensors.torch import save_file
 
     from recfound.train.checkpoint import LoopState, save_checkpoint
-    from recfound.train.engine import accumulating, build_engine, gathered, set_learning_rate
-    from recfound.train.step import StepOptions, train_step
+    from recfound.train.engine import build_engine, gathered, set_learning_rate
 
     adapter = model(dtype="float32")
     train = RunConfig().with_overrides({"train.zero_stage": stage, "train.max_grad_norm": 0.0,
@@ -57,12 +72,7 @@ def _one_engine_step(rank: int, world: int, stage: int, precision: str, out: Pat
     engine = build_engine(adapter, train, optimizer={"type": "SGD", "params": {"lr": 1.0}})
     with gathered(engine, adapter):
         before = {n: p.detach().clone() for n, p in adapter.trainable_state().items()}
-    embedding_rows, generative_rows = rows()
-    mine = lambda table: table.take(np.arange(rank, table.num_rows, world))
-    embedding, generative = collated(mine(embedding_rows), mine(generative_rows))
-    with accumulating(engine):  # the loop's path: many backwards, one coalesced reduction
-        train_step(adapter, embedding, generative, StepOptions(CONFIGS["defaults"], 2, 2),
-                   lambda loss: engine.backward(loss, scale_wrt_gas=False))
+    _backward_share(adapter, engine, rank, world)
     assert set_learning_rate(engine, LR_SCHEDULE, step=1) == LR  # the loop sets the LR before each step
     engine.step()
     with gathered(engine, adapter):
@@ -71,6 +81,63 @@ def _one_engine_step(rank: int, world: int, stage: int, precision: str, out: Pat
     if rank == 0:
         save_file(delta, str(out / "delta.safetensors"))
     dist.barrier()
+
+
+def _optimizer_state_round_trip(rank: int, world: int, precision: str, out: Path) -> None:
+    """Two AdamW steps under ZeRO-2 and a checkpoint; a fresh engine restored from its whole tensors (what a
+    resume on another number of workers reads: adapter.safetensors, optimizer.safetensors), and one built
+    from the weights alone; a third step on all three. Rank 0 saves the three results."""
+    from safetensors.torch import save_file
+
+    from recfound.model.state import load_adapter
+    from recfound.run_layout import ADAPTER_FILE, OPTIMIZER_FILE
+    from recfound.train.checkpoint import LoopState, save_checkpoint
+    from recfound.train.engine import build_engine, full_trainable_state, set_learning_rate
+    from recfound.train.optimizer_state import load_into_engine
+
+    train = RunConfig().with_overrides({"train.zero_stage": 2, "train.precision": precision, "train.lr": 0.01,
+                                        "train.lr_schedule": "constant", "train.lr_warmup_ratio": 0.0}).train
+
+    def step(adapter, engine, seed: int) -> None:
+        _backward_share(adapter, engine, rank, world, seed)
+        set_learning_rate(engine, train, step=seed + 1)
+        engine.step()
+
+    adapter = model(dtype="float32")
+    engine = build_engine(adapter, train)
+    for seed in (0, 1):
+        step(adapter, engine, seed)
+    save_checkpoint(out / "saved", engine, adapter, LoopState(step=2), {}, rank, world)
+    restored_adapter = model(dtype="float32")
+    restored = build_engine(restored_adapter, train)
+    load_into_engine(restored, restored_adapter, out / "saved" / ADAPTER_FILE, out / "saved" / OPTIMIZER_FILE)
+    weights_only_adapter = model(dtype="float32")
+    load_adapter(weights_only_adapter, out / "saved" / ADAPTER_FILE)
+    weights_only = build_engine(weights_only_adapter, train)
+    results = {}
+    for name, (each_adapter, each_engine) in {"continued": (adapter, engine), "restored": (restored_adapter, restored),
+                                              "weights_only": (weights_only_adapter, weights_only)}.items():
+        step(each_adapter, each_engine, 2)
+        results.update({f"{name}/{key}": value for key, value in full_trainable_state(each_engine, each_adapter).items()})
+    if rank == 0:
+        save_file(results, str(out / "third_step.safetensors"))
+    dist.barrier()
+
+
+def test_optimizer_state_moves_whole_into_a_new_engine(two_gloo_ranks):
+    """The whole-tensor optimizer state restores an engine exactly (ZeRO-2, bf16: the GPU path): its next
+    AdamW step is the one the trained engine takes (bit for bit), while an engine given the weights without
+    the moments steps elsewhere. The whole tensors do not depend on the number of ranks; moving them to
+    another number is checked end to end in test_worker_count (fp32)."""
+    from safetensors.torch import load_file
+
+    results = load_file(two_gloo_ranks / "adamw-bf16" / "third_step.safetensors")
+    names = [key.split("/", 1)[1] for key in results if key.startswith("continued/")]
+    assert names
+    for name in names:
+        torch.testing.assert_close(results[f"restored/{name}"], results[f"continued/{name}"], rtol=0, atol=0, msg=name)
+    moved = max((results[f"weights_only/{n}"] - results[f"continued/{n}"]).abs().max().item() for n in names)
+    assert moved > 1e-4, moved
 
 
 @pytest.mark.parametrize("stage", [1, 2, 3])

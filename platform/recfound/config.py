@@ -106,6 +106,8 @@ def matches(pattern: str, what: str | None = None) -> Rule:
 
 
 NOT_EMPTY = Rule(bool, "must not be empty")
+WORKER_COUNT = Rule(lambda value: (value >= 1) if isinstance(value, int) else 1 <= value[0] <= value[1],
+                    "must be an integer >= 1, or [min, max] with 1 <= min <= max")
 
 
 def _option(default: Any, *rules: Rule) -> Any:
@@ -172,17 +174,24 @@ _SCALARS: dict[Any, Callable[[Any], Any]] = {bool: as_bool, int: as_int, float: 
 
 
 def _coerce(value: Any, hint: Any) -> Any:
-    """`value` as the type `hint` names (a scalar, `tuple[str, ...]`, or either `| None`)."""
+    """`value` as the type `hint` names: a scalar, `tuple[X, ...]`, `tuple[X, Y]`, `int | tuple[int, int]` (a
+    list picks the tuple), or any of them `| None`."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None:
+        if value is None and type(None) in args:
             return None
-        (hint,) = [arg for arg in args if arg is not type(None)]
+        choices = [arg for arg in args if arg is not type(None)]
+        listed = isinstance(value, (list, tuple))  # `int | tuple[int, int]`: a list picks the tuple
+        (hint,) = [arg for arg in choices if len(choices) == 1 or (typing.get_origin(arg) is tuple) == listed]
         return _coerce(value, hint)
     if typing.get_origin(hint) is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(reason=f"expected a list, got {_show(value)}")
-        return tuple(_coerce(item, args[0]) for item in value)
+        if Ellipsis in args:  # tuple[X, ...]: any length
+            return tuple(_coerce(item, args[0]) for item in value)
+        if len(value) != len(args):
+            raise ConfigError(reason=f"expected a list of {len(args)} values, got {_show(value)}")
+        return tuple(_coerce(item, arg) for item, arg in zip(value, args))
     return _SCALARS[hint](value)
 
 
@@ -351,7 +360,9 @@ class TrainSection(Section):
     min_lr_ratio: float = _option(0.1, between(0, 1, high_open=False))
     max_grad_norm: float = _option(1.0, at_least(0))  # 0: no clipping
     max_bad_steps: int = _option(5, at_least(1))  # consecutive non-finite steps that stop the run
-    num_workers: int = _option(2, at_least(1))  # paper: 8 (GPUs)
+    # Ray Train workers (ranks); paper: 8 (GPUs). [min, max]: elastic, Ray Train runs as many as the
+    # cluster holds between the two and restarts from the latest checkpoint when that number changes.
+    num_workers: int | tuple[int, int] = _option(2, WORKER_COUNT)
     use_gpu: bool = False
     cpus_per_worker: float = _option(1.0, above(0))
     # A custom resource each worker also reserves one unit of: it keeps the workers on the node types
@@ -363,6 +374,31 @@ class TrainSection(Section):
     zero_stage: int = _option(2, between(1, 3, high_open=False))  # 0: no non-finite check, see training.md
     precision: str = _option("fp32", one_of("fp32", "bf16"))  # paper: bf16
     log_every: int = _option(1, at_least(1))
+    # Each rank writes the pool rows (per task) of every step it trained into <run>/record_trace/, at each
+    # checkpoint: what a step trained on, for audits (and the tests of the data order).
+    trace_records: bool = False
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers if isinstance(self.num_workers, int) else self.num_workers[0]
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers if isinstance(self.num_workers, int) else self.num_workers[1]
+
+    @property
+    def elastic(self) -> bool:
+        return not isinstance(self.num_workers, int)
+
+    def describe_workers(self) -> str:
+        """'2' or '1-4 (elastic)'."""
+        return f"{self.min_workers}-{self.max_workers} (elastic)" if self.elastic else str(self.num_workers)
+
+    def _check(self) -> None:
+        if self.elastic and self.zero_stage == 3:
+            raise ConfigError("num_workers", f"[min, max] (elastic) needs train.zero_stage 1 or 2: a ZeRO-3 "
+                                             f"checkpoint resumes on its own number of workers only (got "
+                                             f"{list(self.num_workers)} with zero_stage 3)")
 
 
 @dataclass(frozen=True)
@@ -432,7 +468,7 @@ class RunConfig(Section):
         keep, last = self.checkpoint.keep, self.merge.last
         if last > keep:
             raise ConfigError("merge.last", f"must be <= checkpoint.keep ({keep}) (got {last})")
-        workers = self.train.num_workers
+        workers = self.train.max_workers
         for kind in Kind:
             count, batch = len(self.task_names(kind)), getattr(self.train, f"{kind.value}_batch")
             if not count:
@@ -449,7 +485,7 @@ class RunConfig(Section):
     # --- reading ----------------------------------------------------------------------------------
 
     def _check_workers(self) -> None:
-        workers = self.train.num_workers
+        workers = self.train.max_workers
         if self.data.val_per_task < workers:
             raise ConfigError("data.val_per_task", f"must be >= the {workers} workers: each evaluates a share "
                                                    f"(got {self.data.val_per_task})")

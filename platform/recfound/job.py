@@ -113,7 +113,7 @@ def _tokenized_pools(config: RunConfig, root: str, tokenizer: str) -> dict[str, 
     print(f"{sum(len(p) for p in pools['train'].values()):,} train and "
           f"{sum(len(p) for p in pools['val'].values()):,} validation records in "
           f"{time.perf_counter() - started:.1f}s", flush=True)
-    check_validation_pools(pools["val"], config.train.num_workers, root)
+    check_validation_pools(pools["val"], config.train.max_workers, root)
     return pools
 
 

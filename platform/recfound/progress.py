@@ -11,10 +11,11 @@ class Progress:
     """Prints `label done/total | rate unit/s | ETA` at most every `interval` seconds, and at the end."""
 
     def __init__(self, total: int, label: str, unit: str = "items", interval: float = 2.0,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, already_done: int = 0) -> None:
+        """`already_done`: steps done before this loop began (a resumed run), counted in done/total only."""
         self.total, self.label, self.unit, self.interval = total, label, unit, interval
         self.stream = stream or sys.stderr
-        self.done = 0
+        self.done = self.already_done = already_done
         self.items = 0
         self.start = time.perf_counter()
         self._last_print = -float("inf")
@@ -32,7 +33,8 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         elapsed = max((now or time.perf_counter()) - self.start, 1e-9)
         rate = self.items / elapsed
-        remaining = (self.total - self.done) * elapsed / self.done if self.done else float("nan")
+        progressed = self.done - self.already_done
+        remaining = (self.total - self.done) * elapsed / progressed if progressed else float("nan")
         return (f"{self.label} {self.done}/{self.total} | {rate:,.0f} {self.unit}/s | "
                 f"elapsed {elapsed:.1f}s | ETA {remaining:.1f}s")
 

@@ -36,9 +36,11 @@ HISTORY_FILE = "scheduler_history.json"
 STOPPED_FILE = "stopped.txt"
 SUMMARY_FILE = "summary.txt"
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+RECORD_TRACE_DIR = "record_trace"  # train.trace_records: rank<R>-<first step>-<last step>.jsonl
 
 CHECKPOINT_PREFIX = "checkpoint_"
 ADAPTER_FILE = "adapter.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
 PROGRESS_FILE = "progress.json"
 SCHEDULER_FILE = "scheduler.json"
 ZERO_DIR = "zero"
@@ -124,6 +126,10 @@ class RunLayout:
 
     def checkpoint(self, name: str) -> str:
         return self.file(name)
+
+    def record_trace(self, rank: int, first: int, last: int) -> str:
+        """Where rank `rank` writes the pool rows of its steps `first`..`last` (`train.trace_records`)."""
+        return storage.join(self.file(RECORD_TRACE_DIR), f"rank{rank}-{first:06d}-{last:06d}.jsonl")
 
     def checkpoint_folders(self) -> list[str]:
         """Every checkpoint folder, complete or not, by name."""

@@ -45,7 +45,7 @@ def check_fit(cluster: dict[str, Any], config: Any) -> list[str]:
     # Each type up to its own max_workers nodes, and all types together up to the global max_workers.
     capacity = min(sum(count * types[name].get("max_workers", cluster["max_workers"]) for name, count in per_node.items()),
                    cluster["max_workers"] * max(per_node.values()))
-    if capacity < config.train.num_workers:
+    if capacity < config.train.min_workers:
         problems.append(f"max_workers: the worker types hold at most {capacity} training worker(s) of "
-                        f"{_describe(per_worker)}, the job asks for {config.train.num_workers}")
+                        f"{_describe(per_worker)}, the job asks for {config.train.describe_workers()}")
     return problems

@@ -134,10 +134,19 @@ def _remote_build_pool():
 
 
 def pool_of(stream: TaskStream, max_reasons: int) -> tuple[ray.ObjectRef, PoolSummary]:
-    """Run one task's stream and build its pool: (the pool table's ref, its summary)."""
-    import ray
+    """Run one task's stream and build its pool: (the pool table's ref, its summary).
 
-    table, summary = _remote_build_pool().remote(stream.task, max_reasons, *tokenized_blocks(stream))
+    The pool is built on this (the driver's) node, so it lives in that node's object store: a training
+    worker's node that goes away takes only copies with it, and the restarted workers fetch the pools
+    again (a pool built on a lost node would have to be rebuilt from Ray Data's blocks, which are gone).
+    It asks for no CPU: a short concatenation, on a head that may keep its CPUs for the drivers."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    blocks = tokenized_blocks(stream)  # (starts Ray when nothing did yet)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    table, summary = _remote_build_pool().options(num_cpus=0, scheduling_strategy=here).remote(
+        stream.task, max_reasons, *blocks)
     return table, ray.get(summary)
 
 

@@ -92,7 +92,18 @@ def _gguf_tokenizer_folder(gguf: Path, cache_dir: Path) -> Path:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    eos_id = _gguf_eos_id(gguf)
+    if eos_id is not None:  # the file's own: transformers 5.17 took SmolLM2's <|im_start|> for it
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
     return _save_folder(tokenizer, folder)
+
+
+def _gguf_eos_id(gguf: Path) -> int | None:
+    """The end-of-sequence token id a GGUF file declares, if any."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.eos_token_id")
+    return None if field is None else int(field.parts[field.data[0]][0])
 
 
 def _save_folder(tokenizer, out: Path) -> Path:

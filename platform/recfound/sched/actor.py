@@ -3,11 +3,18 @@
 The actor is async: `counts(step)` waits (on an asyncio condition, no polling) until the point that
 step needs is complete, and fails with a TimeoutError that names the missing ranks otherwise. It
 asks for no CPU (num_cpus=0), so it never competes with the training workers for a slot.
+
+When its process dies, Ray starts it again (`max_restarts=-1`) from its spec, empty: the workers'
+calls that were in flight fail, and so does every `report` or `counts` until it is restored (it knows
+it was restarted), and so do `state` (a checkpoint must not save the empty state) and `history`; Ray
+Train restarts the worker group from the latest checkpoint, and rank 0 restores the actor to that
+checkpoint's state (`restore`), as after the loss of a worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any, Mapping
 
 import ray
@@ -22,13 +29,21 @@ def actor_name(run_name: str) -> str:
     return f"recfound-s2sched-{run_name}"
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+@ray.remote(num_cpus=0, max_restarts=-1)
 class SchedulerActor:
     """Holds a run's `Scheduler`; every method is a thin wrapper around it (see scheduler.py)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self._scheduler = Scheduler(ScheduleSpec.from_dict(spec))
         self._changed: asyncio.Condition | None = None
+        with warnings.catch_warnings():  # Ray 2.60's property calls its own deprecated `actor_id`
+            warnings.simplefilter("ignore")
+            self._lost_state = ray.get_runtime_context().was_current_actor_reconstructed
+
+    def _check_state(self) -> None:
+        if self._lost_state:
+            raise RuntimeError("S2Sched: the scheduler actor's process was restarted and lost its state; the "
+                               "workers restart from the latest checkpoint, whose state rank 0 restores")
 
     def _condition(self) -> asyncio.Condition:
         if self._changed is None:  # created here so that it belongs to the actor's event loop
@@ -41,12 +56,14 @@ class SchedulerActor:
 
     async def report(self, step: int, rank: int, loss_sums: Mapping[str, float],
                      counts: Mapping[str, int]) -> dict[str, Any]:
+        self._check_state()
         result = self._scheduler.report(step, rank, loss_sums, counts)
         if result["complete"]:
             await self._notify()
         return result
 
     async def counts(self, step: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+        self._check_state()
         self._scheduler.ready(step)  # a bad step fails now, not after the timeout
         condition = self._condition()
         async with condition:
@@ -58,18 +75,21 @@ class SchedulerActor:
         return self._scheduler.counts(step)
 
     async def history(self) -> dict[str, Any]:
+        self._check_state()
         return self._scheduler.history()
 
     async def state(self) -> dict[str, Any]:
+        self._check_state()
         return self._scheduler.state()
 
-    async def restore(self, state: Mapping[str, Any]) -> None:
-        restored = Scheduler.from_state(state)
-        if restored.spec != self._scheduler.spec:
-            old, new = self._scheduler.spec.to_dict(), restored.spec.to_dict()
-            differing = sorted(key for key in old if old[key] != new[key])
+    async def restore(self, state: Mapping[str, Any], world_size: int | None = None) -> None:
+        restored = Scheduler.from_state(state, world_size)
+        old, new = self._scheduler.spec.to_dict(), restored.spec.to_dict()
+        differing = sorted(key for key in old if old[key] != new[key] and key != "world_size")
+        if differing:
             raise ValueError(f"the saved scheduler state was made with different settings: {differing}")
         self._scheduler = restored
+        self._lost_state = False
         await self._notify()
 
 
@@ -99,8 +119,9 @@ class SchedulerClient:
         """The state to save with a checkpoint (a JSON-able dict)."""
         return ray.get(self.handle.state.remote())
 
-    def restore(self, state: Mapping[str, Any]) -> None:
-        ray.get(self.handle.restore.remote(dict(state)))
+    def restore(self, state: Mapping[str, Any], world_size: int | None = None) -> None:
+        """Continue from `state`; `world_size`: the ranks that report from now on (see `Scheduler.from_state`)."""
+        ray.get(self.handle.restore.remote(dict(state), world_size))
 
 
 def start_scheduler(run_name: str, spec: ScheduleSpec, *, state: Mapping[str, Any] | None = None,

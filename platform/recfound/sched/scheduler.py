@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -192,11 +192,14 @@ class Scheduler:
                 "losses": {kind: schedule.losses.tolist() for kind, schedule in self._kinds.items()}}
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> Scheduler:
-        """A scheduler that continues exactly where `state` (from `state()`) left off."""
+    def from_state(cls, state: Mapping[str, Any], world_size: int | None = None) -> Scheduler:
+        """A scheduler that continues exactly where `state` (from `state()`) left off; `world_size`: the
+        ranks that report the points from now on, when not those of the state (an elastic run that
+        restarted on another number of workers: a point is the same whoever evaluates its shares)."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"scheduler state version {state.get('version')!r} is not {STATE_VERSION}")
-        scheduler = cls(ScheduleSpec.from_dict(state["spec"]))
+        spec = ScheduleSpec.from_dict(state["spec"])
+        scheduler = cls(spec if world_size is None else replace(spec, world_size=world_size))
         for kind, schedule in scheduler._kinds.items():
             rows = state["losses"][kind]
             if len(rows) != len(state["eval_steps"]):

@@ -17,7 +17,7 @@ from recfound.train.errors import TrainingError
 from recfound.train.interrupt import abort_controller_on_signals, interruption, raise_on_signals
 from recfound.train.loop import train_loop_per_worker
 from recfound.train.placement import (is_placement_timeout, placement_error, placement_timeout, start_timeout,
-                                      worker_resources)
+                                      waiting_reported, worker_resources)
 
 
 def schedule_spec(config: RunConfig, pools: dict[str, Any]) -> Any:
@@ -30,7 +30,8 @@ def schedule_spec(config: RunConfig, pools: dict[str, Any]) -> Any:
     for kind in (Kind.EMBEDDING, Kind.GENERATIVE):
         tasks = [t for t in pools if get_task(t).kind is kind]
         kinds[kind.value] = KindSpec(tuple(tasks), batch[kind], tuple(len(pools[t]) for t in tasks))
-    return ScheduleSpec(kinds, config.train.steps, config.train.num_workers, config.sched.eval_interval,
+    # The workers set the world size when they start (an elastic run's varies); the most is a placeholder.
+    return ScheduleSpec(kinds, config.train.steps, config.train.max_workers, config.sched.eval_interval,
                         config.sched_config())
 
 
@@ -63,7 +64,7 @@ def _trainer(config: RunConfig, payload: dict, callbacks: Sequence[Any] = (),
     filesystem, storage_path = storage.resolve(config.run.output_dir)
     return InterruptibleTrainer(
         train_loop_per_worker, train_loop_config=payload,
-        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,  # (min, max): elastic
                                      resources_per_worker=worker_resources(train)),
         torch_config=TorchConfig(backend="nccl" if train.use_gpu else "gloo"),
         run_config=RayRunConfig(name=config.run.name, storage_path=storage_path,
@@ -96,11 +97,12 @@ def fit_run(config: RunConfig, layout: RunLayout, tokenizer: str, pools: dict[st
                    "run_id": run_id, "tracking_uri": tracking_uri,
                    "scheduler_state": scheduler.state(), "verbose": verbose(),
                    "pools": {split: {t: p.ref for t, p in group.items()} for split, group in pools.items()}}
-        print(f"\n== training {config.train.steps} steps on {config.train.num_workers} "
+        print(f"\n== training {config.train.steps} steps on {config.train.describe_workers()} "
               f"{'GPU' if config.train.use_gpu else 'CPU'} worker(s), ZeRO-{config.train.zero_stage}", flush=True)
         timeout_s = placement_timeout(config.train, autoscaled=has_autoscaler())
         try:
-            with start_timeout(timeout_s) as controller_failure_limit:
+            with start_timeout(timeout_s) as controller_failure_limit, \
+                    waiting_reported(config.train, timeout_s):
                 result = _trainer(config, payload, callbacks, controller_failure_limit).fit()
             stopped = interruption()  # the handler aborted the controller, or a signal came as the run ended
             if stopped is not None:

@@ -12,6 +12,7 @@ that into an error, without the restarts a raised error would cost (a replay div
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -83,6 +84,7 @@ class Worker:
         self.initial_scheduler_state = payload["scheduler_state"]
         self.state = LoopState()
         self.last_validation: dict[str, float] = {}  # the latest point's means, reported with checkpoints
+        self.trace: list[dict[str, Any]] = []  # train.trace_records: this rank's rows since the last checkpoint
 
     def _build_adapter(self) -> Adapter:
         model = self.config.model
@@ -110,14 +112,15 @@ class Worker:
             if self.rank == 0:
                 save_adapter(self.adapter, self.layout.init_adapter, tensors)
             if self.rank == 0:
-                self.scheduler.restore(self.initial_scheduler_state)
+                self.scheduler.restore(self.initial_scheduler_state, self.world_size)
         else:
             with checkpoint.as_directory() as folder:
-                self.state, scheduler_state = load_checkpoint(Path(folder), self.engine)
+                self.state, scheduler_state = load_checkpoint(Path(folder), self.engine, self.adapter,
+                                                              self.world_size)
             for kind, mixer in self.mixers.items():
                 mixer.load_state_dict(self.state.mixers[kind.value])
             if self.rank == 0:
-                self.scheduler.restore(scheduler_state)
+                self.scheduler.restore(scheduler_state, self.world_size)
                 print(f"resumed from the checkpoint of step {self.state.step}", flush=True)
                 if self.logger is not None:
                     self.logger.log(self.state.step, {"resumed_from_step": float(self.state.step)})
@@ -133,7 +136,8 @@ class Worker:
     def _run_steps(self) -> None:
         train = self.config.train
         samples = train.embedding_batch + train.generative_batch
-        bar = Progress(train.steps - self.state.step, "train step", unit="samples", interval=0) if self.rank == 0 else None
+        bar = Progress(train.steps, "train step", unit="samples", interval=0,
+                       already_done=self.state.step) if self.rank == 0 else None
         for step in range(self.state.step + 1, train.steps + 1):
             started = time.perf_counter()
             metrics = self._train(step)
@@ -159,12 +163,15 @@ class Worker:
     def _train(self, step: int) -> dict[str, float]:
         torch.manual_seed(step_seed(self.config.run.seed, step, self.rank))
         published = self.scheduler.counts(step)
-        batches, drawn = {}, {}
+        batches, drawn, rows = {}, {}, {}
         for kind, mixer in self.mixers.items():
             share = mixer.next_step(published["counts"][kind.value])
             collate = collate_embedding if kind is Kind.EMBEDDING else collate_generative
             batches[kind] = self._tensors(collate(share.rows, self.tokenizer.pad_id))
             drawn.update(share.counts)
+            rows.update({task: indices.tolist() for task, indices in share.indices.items()})
+        if self.config.train.trace_records:
+            self.trace.append({"step": step, "rows": rows})
         with accumulating(self.engine):
             losses = train_step(self.adapter, batches[Kind.EMBEDDING], batches[Kind.GENERATIVE], self.options,
                                 lambda loss: self.engine.backward(loss, scale_wrt_gas=False))
@@ -215,6 +222,11 @@ class Worker:
         _barrier()  # every rank's validation report is in: the scheduler state below is complete
         if self.logger is not None:
             self.logger.flush()  # a resumed run re-logs only the steps after this checkpoint
+        if self.trace:
+            lines = "".join(json.dumps(entry) + "\n" for entry in self.trace)
+            storage.write_bytes(self.layout.record_trace(self.rank, self.trace[0]["step"], self.state.step),
+                                lines.encode())
+            self.trace = []
         self.state.mixers = {kind.value: mixer.state_dict() for kind, mixer in self.mixers.items()}
         scheduler_state = self.scheduler.state() if self.rank == 0 else None
         with tempfile.TemporaryDirectory(prefix="recfound-ckpt-") as folder:

@@ -17,6 +17,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from recfound import storage
 from recfound.data.atomic import atomic_write_bytes
 from recfound.run_layout import HASHED_ON_USE, MANIFEST_PREFIX
 
@@ -29,6 +30,11 @@ def write_manifest(folder: Path, rank: int, world_size: int) -> None:
              for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(MANIFEST_PREFIX)}
     record = {"rank": rank, "world_size": world_size, "files": files}
     atomic_write_bytes(folder / f"{MANIFEST_PREFIX}{rank}.json", json.dumps(record, indent=1).encode())
+
+
+def written_by(folder: storage.Location) -> int:
+    """The number of ranks that wrote a checkpoint folder (a local path or a URI), from rank 0's manifest."""
+    return int(json.loads(storage.read_text(storage.join(folder, f"{MANIFEST_PREFIX}0.json")))["world_size"])
 
 
 def _sha256(path: Path) -> str:

@@ -21,6 +21,7 @@ from recfound import storage
 from recfound.config import RunConfig, bounded_repr, load_config
 from recfound.run_folder import RunFolder, describe_holder
 from recfound.run_layout import CONFIG_FILE, SNAPSHOT_FILE, SUMMARY_FILE, RunLayout
+from recfound.train.manifest import written_by
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,22 @@ def plan_restart(config: RunConfig, folder: RunFolder, overwrite: bool) -> Resum
         raise FileExistsError(f"{layout.location}: run {config.run.name!r} was started with other settings "
                               f"({'; '.join(differences)}); rerun with its settings to resume it, or {start_over}")
     step, checkpoint = latest
+    _check_zero3_workers(config, layout, checkpoint)
     resume = Resume(step, checkpoint, folder.last.get("mlflow_run_id"), folder.last.get("data_hash"))
     print(f"== resuming run {config.run.name!r} from its checkpoint of step {step} ({checkpoint}); "
           "--overwrite would start it over", flush=True)
     return resume
+
+
+def _check_zero3_workers(config: RunConfig, layout: RunLayout, checkpoint: str) -> None:
+    """A ZeRO-3 checkpoint resumes on the number of workers that wrote it (see `recfound.train.optimizer_state`)."""
+    if config.train.zero_stage != 3:
+        return
+    ranks = written_by(layout.checkpoint(checkpoint))
+    if ranks != config.train.num_workers:
+        raise FileExistsError(f"{layout.checkpoint(checkpoint)} was written by {ranks} ZeRO-3 worker(s): set "
+                              f"train.num_workers={ranks} to resume it (ZeRO-3 checkpoints do not move to another "
+                              "number of workers)")
 
 
 def latest_registered_checkpoint(layout: RunLayout) -> tuple[int, str] | None:
@@ -87,14 +100,20 @@ def latest_registered_checkpoint(layout: RunLayout) -> tuple[int, str] | None:
     return max(found) if found else None
 
 
+# Where the workers run and how many there are, not what they compute: a run may resume with other values
+# (the data order and the scheduler do not depend on the number of workers; see docs/training.md).
+PLACEMENT_SETTINGS = ("train.num_workers", "train.cpus_per_worker", "train.worker_resource",
+                      "train.placement_timeout_s", "checkpoint.max_failures")
+
+
 def config_differences(saved_location: str, config: RunConfig) -> list[str]:
     """'key: saved -> now' for every setting of `config` that differs from the run's saved config.yaml
-    (URIs compared without their passwords, which are never saved)."""
+    (URIs compared without their passwords, which are never saved), but the placement settings."""
     if not storage.is_file(saved_location):
         return [f"no {CONFIG_FILE} was saved to compare with"]
     saved, now = load_config(saved_location, check_paths=False).flat(), config.flat()
     return [f"{key}: {bounded_repr(saved.get(key))} -> {bounded_repr(now.get(key))}"
-            for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+            for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key) and key not in PLACEMENT_SETTINGS]
 
 
 def _fail_orphaned_mlflow_run(config: RunConfig, run_id: str | None) -> None:

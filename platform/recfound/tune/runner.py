@@ -6,8 +6,8 @@ folder, `<storage>/<name>`, holds Tune's experiment state and `sweep_state.json`
 the parent run, whether the sweep ended). Started again with the same name:
 
 - an unfinished sweep (the driver died or was interrupted) is restored with `Tuner.restore`: trials
-  that ended are kept, the others run (an interrupted trial starts its training again), under the
-  same parent run; the definition must be the one it was started with;
+  that ended are kept, the others run (an interrupted trial resumes its training from its latest
+  checkpoint), under the same parent run; the definition must be the one it was started with;
 - a finished sweep is refused (its results stay), unless `overwrite`, which starts it afresh.
 """
 
@@ -289,7 +289,7 @@ def _print_plan(spec: SweepSpec, folder: Path, resumed: bool) -> None:
     print(f"== sweep {spec.name!r} ({spec.source}){': ' + spec.description if spec.description else ''}\n"
           f"{spec.total_trials()} trial(s), search {spec.search}, scheduler {spec.scheduler}, metric "
           f"{spec.metric} ({spec.mode}), at most {spec.max_concurrent_trials} at a time; each trial: "
-          f"{base.train.steps} steps on {base.train.num_workers} worker(s) x {base.train.cpus_per_worker} CPU"
+          f"{base.train.steps} steps on {base.train.describe_workers()} worker(s) x {base.train.cpus_per_worker} CPU"
           f"{' + 1 GPU' if base.train.use_gpu else ''}, the trial itself {spec.resources.trial_cpus} CPU\n"
           f"{'resuming from' if resumed else 'folder'}: {folder}", flush=True)
     for dimension in spec.space:

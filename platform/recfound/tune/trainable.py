@@ -4,7 +4,10 @@
 Train V2, where `Tuner(trainer)` is refused). It builds the trial's config and runs the training job
 with `TuneReportCallback`, which forwards every checkpoint's `ray.train.report` (step, validation
 losses) to the trial, so the search and ASHA see them; when the job returns, the trial reports once
-more: the final validation losses, the test-split scores and `finished: 1`.
+more: the final validation losses, the test-split scores and `finished: 1`. A trial started again (a
+restored sweep, a retried trial) finds its run folder and resumes its training from the latest
+checkpoint Ray Train registered there, as a rerun training job does (`recfound.train.resume`), into
+the same MLflow run; without one it starts over.
 
 Running a training job inside a trial: Tune schedules the trial in a placement group
 (`resources.trial_cpus`) that captures the trial's child tasks, so a Ray task the job starts (e.g. the
@@ -34,9 +37,14 @@ def run_trial(params: dict[str, Any], spec: SweepSpec, parent_run_id: str) -> No
     """The Tune function trainable: train the trial's config, nested under the sweep's parent run."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     config = trial_config(spec, params, tune.get_context().get_trial_id())
     callbacks = [TuneReportCallback(), TrialResources(janitor_name(spec.name), config.run.name)]
-    driver = TrialDriver.options(name=driver_name(config.run.name), scheduling_strategy="DEFAULT").remote()
+    # On the trial's node (the head, see runner._tuner): a restarted trial's driver runs on the host its
+    # run folder's marker names, which a run on a bucket requires (recfound.run_folder).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    driver = TrialDriver.options(name=driver_name(config.run.name), scheduling_strategy=here).remote()
     try:
         result = ray.get(driver.train.remote(config, parent_run_id, callbacks))
     finally:
@@ -50,8 +58,11 @@ class TrialDriver:
 
     def train(self, config: Any, parent_run_id: str, callbacks: list[Any]) -> dict[str, Any]:
         from recfound.job import run_training
+        from recfound.run_layout import RunLayout
+        from recfound.train.resume import latest_registered_checkpoint
 
-        report = run_training(config, overwrite=True, parent_run_id=parent_run_id, callbacks=callbacks)
+        start_over = latest_registered_checkpoint(RunLayout(config.run_dir())) is None  # nothing to resume from
+        report = run_training(config, overwrite=start_over, parent_run_id=parent_run_id, callbacks=callbacks)
         return final_result(config.train.steps, report)
 
 
