@@ -9,7 +9,7 @@ import secrets
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from recfound.console import quiet_process, ray_log_level
 
@@ -156,3 +156,12 @@ def has_autoscaler() -> bool:
         return False
     mapping = (json.loads(status).get("autoscaler_report") or {}).get("node_type_mapping") or {}
     return any(node_type != f"node_{node_id}" for node_id, node_type in mapping.items())
+
+
+def on_this_node() -> Any:
+    """A Ray scheduling strategy that keeps a task or actor on this process's node (the driver's): what
+    must outlive any worker node (the scheduler actor, the token pools, a trial's driver)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

@@ -141,11 +141,10 @@ def pool_of(stream: TaskStream, max_reasons: int) -> tuple[ray.ObjectRef, PoolSu
     again (a pool built on a lost node would have to be rebuilt from Ray Data's blocks, which are gone).
     It asks for no CPU: a short concatenation, on a head that may keep its CPUs for the drivers."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from recfound.cluster import on_this_node
 
     blocks = tokenized_blocks(stream)  # (starts Ray when nothing did yet)
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    table, summary = _remote_build_pool().options(num_cpus=0, scheduling_strategy=here).remote(
+    table, summary = _remote_build_pool().options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
         stream.task, max_reasons, *blocks)
     return table, ray.get(summary)
 

@@ -85,12 +85,12 @@ def fit_run(config: RunConfig, layout: RunLayout, tokenizer: str, pools: dict[st
     (`recfound.data.streams.PoolRef`: the tables stay in Ray's object store)."""
     import ray
     import ray.train
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from recfound.cluster import on_this_node
     from recfound.sched import start_scheduler
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    scheduler = start_scheduler(config.run.name, schedule_spec(config, pools["train"]), scheduling_strategy=here)
+    scheduler = start_scheduler(config.run.name, schedule_spec(config, pools["train"]),
+                                scheduling_strategy=on_this_node())
     try:
         payload = {"config": _with_absolute_backbone(config).to_dict(), "tokenizer": tokenizer,
                    "run_dir": storage.normalize(layout.location),  # absolute: the workers run elsewhere

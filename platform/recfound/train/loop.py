@@ -163,15 +163,16 @@ class Worker:
     def _train(self, step: int) -> dict[str, float]:
         torch.manual_seed(step_seed(self.config.run.seed, step, self.rank))
         published = self.scheduler.counts(step)
-        batches, drawn, rows = {}, {}, {}
+        batches, drawn, shares = {}, {}, []
         for kind, mixer in self.mixers.items():
             share = mixer.next_step(published["counts"][kind.value])
             collate = collate_embedding if kind is Kind.EMBEDDING else collate_generative
             batches[kind] = self._tensors(collate(share.rows, self.tokenizer.pad_id))
             drawn.update(share.counts)
-            rows.update({task: indices.tolist() for task, indices in share.indices.items()})
+            shares.append(share)
         if self.config.train.trace_records:
-            self.trace.append({"step": step, "rows": rows})
+            self.trace.append({"step": step, "rows": {task: indices.tolist() for share in shares
+                                                       for task, indices in share.indices.items()}})
         with accumulating(self.engine):
             losses = train_step(self.adapter, batches[Kind.EMBEDDING], batches[Kind.GENERATIVE], self.options,
                                 lambda loss: self.engine.backward(loss, scale_wrt_gas=False))

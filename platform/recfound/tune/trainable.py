@@ -37,14 +37,13 @@ def run_trial(params: dict[str, Any], spec: SweepSpec, parent_run_id: str) -> No
     """The Tune function trainable: train the trial's config, nested under the sweep's parent run."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from recfound.cluster import on_this_node
 
     config = trial_config(spec, params, tune.get_context().get_trial_id())
     callbacks = [TuneReportCallback(), TrialResources(janitor_name(spec.name), config.run.name)]
     # On the trial's node (the head, see runner._tuner): a restarted trial's driver runs on the host its
     # run folder's marker names, which a run on a bucket requires (recfound.run_folder).
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    driver = TrialDriver.options(name=driver_name(config.run.name), scheduling_strategy=here).remote()
+    driver = TrialDriver.options(name=driver_name(config.run.name), scheduling_strategy=on_this_node()).remote()
     try:
         result = ray.get(driver.train.remote(config, parent_run_id, callbacks))
     finally:
