@@ -70,7 +70,7 @@ def actor_round_trip(steps: int) -> float:
     from recfound.sched import start_scheduler
 
     kinds = {kind: KindSpec(task_names(kind), 64) for kind in ("embedding", "generative")}
-    client = start_scheduler("bench", ScheduleSpec(kinds, steps + 10, config=SchedConfig(warmup_ratio=0)))
+    client = start_scheduler("bench", ScheduleSpec(kinds, steps + 10, config=SchedConfig(warmup_ratio=0, preset="paper")))
     rng, names, times = np.random.default_rng(0), task_names(), []
     for step in range(1, steps + 1):
         sums = {t: float(rng.uniform(100, 200)) for t in names}

@@ -112,6 +112,17 @@ def extra_task():
     tasks._REGISTRY.pop("CTR")
 
 
+@pytest.fixture
+def restored_registry():
+    """The registry as it was before the test (declared tasks are process-wide)."""
+    from recfound import tasks
+
+    saved = dict(tasks._REGISTRY)
+    yield
+    tasks._REGISTRY.clear()
+    tasks._REGISTRY.update(saved)
+
+
 def held_resources() -> dict[str, float]:
     """Schedulable resources (CPU, GPU, custom) of the cluster that something holds right now."""
     import ray

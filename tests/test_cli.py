@@ -90,6 +90,17 @@ def test_tokenizer_command(corpus, tmp_path, capsys):
     assert (tmp_path / "tok" / "tokenizer.json").is_file()
 
 
+def test_the_command_lines_copies_of_names_match_their_sources():
+    """The CLI and the config name some choices without importing the modules that define them (readers,
+    torch): the copies must stay equal."""
+    from recfound.cli import LOG_SOURCES
+    from recfound.config import MERGE_METHODS
+    from recfound.data.logs.sources import SOURCES
+    from recfound.merge.ties import METHODS
+
+    assert LOG_SOURCES == SOURCES and MERGE_METHODS == tuple(METHODS)
+
+
 def test_unknown_scale_is_a_clear_error(tmp_path, capsys):
     from recfound.cli import SCALE_NAMES
     from recfound.data.synth import SCALES

@@ -99,7 +99,14 @@ def test_with_overrides():
     (["sched.eval_interval=121"], "sched.eval_interval", "must be <= train.steps (120)"),
     (["train.zero_stage=0"], "train.zero_stage", "must be in [1, 3]"),
     (["merge.last=4"], "merge.last", "must be <= checkpoint.keep (3)"),
-    (["sched.min_ratio=0.2"], "sched.min_ratio", "must be <= 1/10"),
+    (["merge.method=vote"], "merge.method", "must be one of ties, authors (got 'vote')"),
+    (["merge.trim_after_vote=true"], "merge.trim_after_vote",
+     "removed; use merge.method: ties (the default; what trim_after_vote: false did) or merge.method: authors"),
+    (["eval.scoring=paper"], "eval.scoring", "must be one of ours, authors (got 'paper')"),
+    (["sched.preset=paper", "sched.min_ratio=0.2"], "sched.min_ratio", "must be <= 1/10"),
+    (["sched.preset=mine"], "sched.preset", "must be one of paper, authors"),
+    (["sched.preset=authors", "sched.max_loss_slope=true"], "sched.max_loss_slope",
+     "cannot be set with preset authors, which sets every option as the authors' code does (got True)"),
     (["data.tasks=[U2I, NOPE]"], "data.tasks", "unknown task(s) NOPE; known tasks: U2I, Q2I"),
     (["data.tasks=[]"], "data.tasks", "must not be empty"),
     (["data.synth_scale=huge"], "data.synth_scale", "must be one of tiny, small, paper"),
@@ -129,6 +136,9 @@ def test_file_errors_name_the_file(tmp_path):
     typo = write(tmp_path / "demo.yaml", "sched:\n  windw: 32\n")
     with pytest.raises(ConfigError, match=r"demo\.yaml: sched\.windw: unknown key \(did you mean sched\.window\?\)"):
         load_config(typo)
+    old = write(tmp_path / "old.yaml", "merge:\n  density: 0.8\n  trim_after_vote: false\n")
+    with pytest.raises(ConfigError, match=r"old\.yaml: merge\.trim_after_vote: removed; use merge\.method: ties"):
+        load_config(old)
     small = write(tmp_path / "small.yaml", "train:\n  embedding_batch: 2\n")
     with pytest.raises(ConfigError, match=r"small\.yaml: train\.embedding_batch: must be >= the 3 embedding tasks"):
         load_config(small)
@@ -179,6 +189,8 @@ def test_converters():
     assert adapter.targets == ("q_proj", "k_proj", "v_proj", "o_proj") and adapter.alpha == 64.0
     sched = config.sched_config()
     assert (sched.window, sched.mode, sched.temperature, sched.warmup_ratio) == (8, "uniform", 10.0, 0.1)
+    assert sched.preset == "authors"
+    assert config.with_overrides({"sched.preset": "paper"}).sched_config().preset == "paper"
     assert config.embedding_config().temperature == 0.05
     limits = config.token_limits()
     assert (limits.max_prompt, limits.max_response, limits.max_text) == (512, 256, 64)

@@ -15,7 +15,7 @@ from recfound.data.corpus_text import corpus_texts
 from recfound.data.synth import synthesize
 from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer
 from recfound.eval.data import CandidatePool, category_of, load_split
-from recfound.eval.metrics import TaskScore, mrr_at_k
+from recfound.eval.metrics import TaskScore, mrr_at_k, score_generative
 from recfound.eval.report import (average_ranks, before_after_table, comparison_tables, improved_tasks,
                                   log_evaluations, read_logged_evaluations)
 from recfound.eval.retrieval import full_pool_ranks, sampled_ranks
@@ -150,6 +150,20 @@ def test_sharded_ray_evaluation_equals_in_process_and_scores_by_hand(ray_cluster
     assert here.retrieval["full"]["Q2I"].protocol == f"full pool ({len(pool.documents)})"
 
 
+def test_the_authors_scoring_reaches_every_score(run_dir, data):
+    """eval.scoring: authors scores the generative tasks and the sampled protocol by the authors' rules, and
+    the full pool (which their scripts do not have) by ours."""
+    subset = {"SR": data["SR"], "I2I": data["I2I"], "Q2I": data["Q2I"]}
+    evaluation = evaluate_model(ModelSource.from_run(run_dir, "merged"), subset,
+                                EvalSection(**{**vars(OPTIONS), "scoring": "authors"}))
+    assert evaluation.generative["SR"] == score_generative("SR", evaluation.answers["SR"], subset["SR"],
+                                                           scoring="authors")
+    assert {(t, s.metric, s.scoring) for t, s in evaluation.retrieval["sampled"].items()} == \
+        {("I2I", "ndcg", "authors"), ("Q2I", "mrr", "authors")}
+    assert {(t, s.metric, s.scoring) for t, s in evaluation.retrieval["full"].items()} == \
+        {("I2I", "ndcg@20", "ours"), ("Q2I", "mrr@20", "ours")}
+
+
 def test_base_adapter_equals_the_bare_backbone(run_dir, data):
     """The untrained adapter (B = 0) is the base model: same answers as the bare backbone zero-shot."""
     subset = {"SR": data["SR"], "I2I": data["I2I"]}
@@ -252,6 +266,10 @@ def test_cli_evaluates_a_run_and_a_bare_backbone(run_dir, tmp_path, capsys):
     assert answers == ["0-evalrun_merged.jsonl", "1-base_tiny.jsonl", "2-evalrun_adapter_init.safetensors.jsonl"]
     assert [json.loads(line)["answer"] for line in (out / "answers" / answers[1]).read_text().splitlines()] == \
         [json.loads(line)["answer"] for line in (out / "answers" / answers[2]).read_text().splitlines()]
+    assert main(["eval", "run", str(run_dir), *options, "--scoring", "authors", "--out", str(tmp_path / "theirs")]) == 0
+    assert "SR recall@1 [authors]" in capsys.readouterr().out
+    theirs = json.loads((tmp_path / "theirs" / "scores.json").read_text())["evalrun:merged"]
+    assert theirs["generative"]["SR"]["scoring"] == theirs["retrieval"]["sampled"]["Q2I"]["scoring"] == "authors"
     assert main(["eval", "run", str(run_dir), f"{run_dir}:merged", *options]) == 1
     assert "named twice: evalrun:merged" in capsys.readouterr().err
     assert main(["eval", "run", f"{run_dir}:fianl", "--data", str(data)]) == 1

@@ -1,4 +1,5 @@
-"""Model merge: TIES against peft's merge_utils and a worked example, the adapter files of a run, the CLI."""
+"""Model merge: TIES against peft's merge_utils, the authors' method against a transcription of their script,
+worked examples, the adapter files of a run, the CLI."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from peft.utils.merge_utils import calculate_majority_sign_mask, disjoint_merge, prune, ties
+from peft.utils.merge_utils import ties
 
 from recfound.cli import main
 from recfound.merge import merge_run, ties_merge
@@ -49,17 +50,88 @@ def test_ties_equals_peft(density):
         assert torch.equal(merged[name], origin + mean), name
 
 
-@pytest.mark.parametrize("density", DENSITIES)
-def test_trim_after_vote_equals_peft_parts_in_that_order(density):
-    base, checkpoints = random_states(3, seed=1)
-    merged = ties_merge(base, checkpoints, density, trim_after_vote=True)
-    for name, origin in base.items():
-        taus = torch.stack([state[name] - origin for state in checkpoints])
-        with density_one_allowed():
-            trimmed = torch.stack([prune(tau, density, method="magnitude") for tau in taus])
-        # signs elected on the untrimmed vectors; a kept entry keeps its sign, a trimmed one never agrees
-        agree = calculate_majority_sign_mask(taus, method="total") & (trimmed != 0)
-        assert torch.equal(merged[name], origin + disjoint_merge(trimmed, agree)), name
+def their_magnitude(tensor: torch.Tensor, density: float) -> torch.Tensor:
+    """The `magnitude` of the sparsify module their merge script imports (mergekit's, rescaling off), as
+    written there: argsort of the float32 magnitudes on CPU, the first k places kept."""
+    if density >= 1:
+        return tensor
+    k = int(density * tensor.numel())
+    assert k > 0, "not gonna zero out the whole tensor"
+    mask = torch.zeros_like(tensor)
+    w = tensor.abs().view(-1)
+    if w.device.type == "cpu":
+        w = w.float()
+    topk = torch.argsort(w, descending=True)[:k]
+    mask.view(-1)[topk] = 1
+    return tensor * mask
+
+
+def their_ties(base: dict, models: list[dict], density: float) -> dict:
+    """A transcription of the `ties` branch of the authors' merge/merge_moe.py with sparsify_method
+    'magnitude' (models_path[0] is `base`, the others `models`), loop for loop."""
+    vector_model = {key: torch.zeros_like(tensor) for key, tensor in base.items()}
+    final_model = {key: torch.zeros_like(tensor) for key, tensor in base.items()}
+    for model in models:
+        for key, tensor in model.items():
+            vector_model[key] += tensor - base[key]
+    sign_mask = {key: torch.sign(tensor) for key, tensor in vector_model.items()}
+    count_mask = {key: torch.zeros_like(tensor) for key, tensor in vector_model.items()}
+    for model in models:
+        for key, tensor in model.items():
+            tensor = tensor - base[key]
+            mask = torch.sign(tensor) != sign_mask[key]
+            count_mask[key] += torch.ones_like(mask).int() - mask.int()
+            tensor[mask] = 0
+            tensor = their_magnitude(tensor, density)
+            final_model[key] += tensor
+    return {key: tensor / (count_mask[key] + 1e-9) + base[key] for key, tensor in final_model.items()}
+
+
+AUTHORS_SHAPES = {"matrix": (6, 5), "vector": (7,), "cube": (2, 3, 4), "wide": (24, 40)}
+
+
+def authors_states(count: int, seed: int, conflicting: bool):
+    """A random base and `count` checkpoints. Normal task vectors, or (`conflicting`) small integers
+    -2..2: many equal magnitudes (over 16 entries, where torch's argsort is not stable), many exactly
+    cancelling sums (an elected sign of 0), many disagreeing signs."""
+    generator = torch.Generator().manual_seed(seed)
+    base = {name: torch.randn(shape, generator=generator, dtype=torch.float64)
+            for name, shape in AUTHORS_SHAPES.items()}
+
+    def task_vector(shape):
+        if conflicting:
+            return torch.randint(-2, 3, shape, generator=generator).double()
+        return torch.randn(shape, generator=generator, dtype=torch.float64)
+
+    return base, [{name: tensor + task_vector(tensor.shape) for name, tensor in base.items()} for _ in range(count)]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+@pytest.mark.parametrize("density", [0.3, 0.5, 0.8, 1.0])
+@pytest.mark.parametrize("conflicting", [False, True])
+def test_authors_equals_a_transcription_of_their_merge_script(count, density, conflicting):
+    base, checkpoints = authors_states(count, seed=count, conflicting=conflicting)
+    expected = their_ties(base, checkpoints, density)
+    merged = ties_merge(base, checkpoints, density, method="authors")
+    for name, tensor in expected.items():
+        assert torch.equal(merged[name], tensor), name
+
+
+def test_authors_differs_from_ties_where_signs_conflict():
+    base, checkpoints = authors_states(3, seed=7, conflicting=True)
+    authors, standard = ties_merge(base, checkpoints, 0.5, method="authors"), ties_merge(base, checkpoints, 0.5)
+    assert all(not torch.equal(authors[name], standard[name]) for name in base)
+
+
+def test_authors_in_bfloat16_is_the_float64_merge_rounded():
+    base, checkpoints = authors_states(3, seed=3, conflicting=True)
+    low_base = {name: tensor.bfloat16() for name, tensor in base.items()}
+    low_checkpoints = [{name: tensor.bfloat16() for name, tensor in state.items()} for state in checkpoints]
+    merged = ties_merge(low_base, low_checkpoints, 0.8, method="authors")
+    wide = their_ties({n: t.double() for n, t in low_base.items()},
+                      [{n: t.double() for n, t in state.items()} for state in low_checkpoints], 0.8)
+    for name, tensor in wide.items():
+        assert merged[name].dtype == torch.bfloat16 and torch.equal(merged[name], tensor.bfloat16()), name
 
 
 # A worked example: base 1 everywhere, three task vectors, density 0.5 (keep 2 of 4 entries each).
@@ -68,22 +140,28 @@ TAUS = [[[3.0, -1.5], [0.5, 2.0]],     # keeps 3 and 2
         [[2.5, -3.0], [-1.0, 0.25]]]   # keeps 2.5 and -3
 
 
-def worked_example(trim_after_vote: bool) -> torch.Tensor:
+def worked_example(method: str) -> torch.Tensor:
     base = {"w": torch.ones(2, 2, dtype=torch.float64)}
     checkpoints = [{"w": 1 + torch.tensor(tau, dtype=torch.float64)} for tau in TAUS]
-    return ties_merge(base, checkpoints, density=0.5, trim_after_vote=trim_after_vote)["w"]
+    return ties_merge(base, checkpoints, density=0.5, method=method)["w"]
 
 
-def test_worked_example_trim_then_vote():
+def test_worked_example_ties():
     # trimmed sums: [3 + 2.5, 4 - 3; 0, 2 - 2] = [5.5, 1; 0, 0] -> signs [+, +; +, +] (a zero sum elects +)
     # agreeing means: [(3 + 2.5) / 2, 4 (-3 disagrees); nothing kept -> 0, 2 (-2 disagrees)]
-    assert torch.equal(worked_example(False), 1 + torch.tensor([[2.75, 4.0], [0.0, 2.0]], dtype=torch.float64))
+    assert torch.equal(worked_example("ties"), 1 + torch.tensor([[2.75, 4.0], [0.0, 2.0]], dtype=torch.float64))
 
 
-def test_worked_example_vote_then_trim():
+def test_worked_example_authors():
     # untrimmed sums: [3 - 1 + 2.5, -1.5 + 4 - 3; 0.5 + 0.5 - 1, 2 - 2 + 0.25] = [4.5, -0.5; 0, 0.25]
-    # -> signs [+, -; +, +]; kept entries as above; agreeing means: [2.75, -3 (4 disagrees); 0, 2]
-    assert torch.equal(worked_example(True), 1 + torch.tensor([[2.75, -3.0], [0.0, 2.0]], dtype=torch.float64))
+    # -> signs [+, -; 0, +]; agreeing counts [2, 2; 0 (nothing has sign 0), 2]
+    # disagreeing entries zeroed: [3, -1.5; 0, 2], [0, 0; 0, 0], [2.5, -3; 0, 0.25]
+    # each trimmed to its 2 largest: [3, 0; 0, 2], zeros, [2.5, -3; 0, 0] -> sums [5.5, -3; 0, 2]
+    # divided by count + 1e-9 (the -1.5 and 0.25 were trimmed away but still count)
+    expected = torch.tensor([[5.5, -3.0], [0.0, 2.0]], dtype=torch.float64) / (
+        torch.tensor([[2.0, 2.0], [0.0, 2.0]], dtype=torch.float64) + 1e-9)
+    assert torch.equal(worked_example("authors"), 1 + expected)
+    assert torch.allclose(expected, torch.tensor([[2.75, -1.5], [0.0, 1.0]], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -118,6 +196,13 @@ def test_bad_arguments_are_refused_naming_what():
         ties_merge(base, [{n: t for n, t in checkpoints[0].items() if n != "cube"}])
     with pytest.raises(ValueError, match="checkpoint 0: tensor 'extra' is not in the base"):
         ties_merge(base, [{**checkpoints[0], "extra": torch.zeros(1)}])
+    with pytest.raises(ValueError, match="unknown merge method 'vote': use 'ties' or 'authors'"):
+        ties_merge(base, checkpoints, method="vote")
+    # their sparsify asserts that the trim keeps something: the 7 entries of "vector" at density 0.1 keep 0
+    with pytest.raises(ValueError, match=r"tensor 'vector' has 7 entries, of which density 0.1 keeps none; .*"
+                                         r"raise the density or use the method 'ties'"):
+        ties_merge({"vector": base["vector"]}, [{"vector": state["vector"]} for state in checkpoints], 0.1,
+                   method="authors")
 
 
 # Folder names out of step order, and steps whose text order differs from their numeric order.
@@ -167,9 +252,8 @@ def test_merge_run_writes_the_ties_merge_of_the_last_checkpoints(run_dir):
         assert torch.equal(state[name], tensor), name
     header, _ = read_adapter(out)
     info = header["merge"]
-    assert {k: info[k] for k in ("method", "density", "trim_after_vote", "base", "tensors")} == {
-        "method": "ties", "density": 0.8, "trim_after_vote": False, "base": "adapter_init.safetensors",
-        "tensors": len(expected)}
+    assert {k: info[k] for k in ("method", "density", "base", "tensors")} == {
+        "method": "ties", "density": 0.8, "base": "adapter_init.safetensors", "tensors": len(expected)}
     assert info["sources"] == [{"file": f"{name}/adapter.safetensors", "step": STEPS[name]}
                                for name in ("checkpoint_a", "checkpoint_d", "checkpoint_b")]
     assert 0.5 < info["changed"] <= 1
@@ -226,22 +310,25 @@ def test_incomplete_checkpoints_are_skipped_naming_them(run_dir, capsys):
 
 
 def test_cli_merges_a_run_and_chosen_checkpoints(run_dir, capsys):
-    assert main(["merge", str(run_dir), "--last", "2", "--density", "0.5", "--trim-after-vote"]) == 0
+    assert main(["merge", str(run_dir), "--last", "2", "--density", "0.5", "--method", "authors"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("merged 2 checkpoint(s) (step 200, step 1000) onto ")
-    assert "density 0.5, vote, then trim" in lines[0] and "of the entries changed from the base" in lines[0]
+    assert ": TIES as the authors merge, density 0.5;" in lines[0]
+    assert "of the entries changed from the base" in lines[0]
     assert lines[1] == f"wrote {run_dir / 'merged.safetensors'}"
     _, init = read_adapter(run_dir / "adapter_init.safetensors")
     chosen = [read_adapter(run_dir / name / "adapter.safetensors")[1] for name in ("checkpoint_d", "checkpoint_b")]
     _, merged = read_adapter(run_dir / "merged.safetensors")
-    expected = ties_merge(init, chosen, 0.5, trim_after_vote=True)
+    expected = ties_merge(init, chosen, 0.5, method="authors")
     assert all(torch.equal(merged[name], tensor) for name, tensor in expected.items())
 
     out = run_dir.parent / "picked.safetensors"
     assert main(["merge", str(run_dir / "checkpoint_c"), str(run_dir / "checkpoint_a" / "adapter.safetensors"),
                  "--out", str(out)]) == 0
-    assert "(step 50, step 100)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(step 50, step 100)" in printed
     assert read_adapter(out)[0]["merge"]["base"] == "run/adapter_init.safetensors"
+    assert read_adapter(out)[0]["merge"]["method"] == "ties" and ": TIES, density 0.8;" in printed
 
 
 @pytest.mark.parametrize("args, message", [

@@ -68,6 +68,28 @@ def test_loading_refuses_another_base_or_config(tmp_path):
         load_adapter(other_rows, path)
 
 
+
+def test_a_file_from_before_a_config_key_existed_loads_with_that_keys_default(tmp_path):
+    """An adapter written before `dropout_per_expert` existed (its header lacks the key) trained without it:
+    it loads into a model at the default, and is refused by one that sets the key."""
+    from safetensors.torch import save
+
+    from recfound.model.state import HEADER_KEY
+
+    _, adapter = tiny_adapter()
+    randomise(adapter)
+    header, tensors = read_adapter(save_adapter(adapter, tmp_path / "new.safetensors"))
+    del header["config"]["dropout_per_expert"]
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(save(tensors, metadata={HEADER_KEY: json.dumps(header)}))
+    _, fresh = tiny_adapter()
+    load_adapter(fresh, old)
+    assert all(torch.equal(fresh.trainable_state()[name], tensor) for name, tensor in tensors.items())
+    backbone = load_backbone("tiny", INFO, dtype="float64")
+    per_expert = attach_adapter(backbone, small_config(dropout_per_expert=True), token_ids=[INFO.embed_id])
+    with pytest.raises(ValueError, match="dropout_per_expert: file False vs model True"):
+        load_adapter(per_expert, old)
+
 def test_a_damaged_adapter_file_is_one_error_naming_it(tmp_path):
     from safetensors.torch import save_file
 

@@ -22,13 +22,13 @@ EXPERT_COUNTS = [(2, 2, 2), (1, 0, 3), (0, 2, 1), (2, 1, 0)]
 def small_config(counts=(2, 2, 2), **overrides) -> AdapterConfig:
     e, s, g = counts
     return AdapterConfig(rank=4, alpha=8.0, embedding_experts=e, shared_experts=s, generative_experts=g,
-                         task_dim=16, router_hidden=8, **overrides)
+                         **{"task_dim": 16, "router_hidden": 8, **overrides})
 
 
-def make_layer(counts, d_in=24, d_out=20):
+def make_layer(counts, d_in=24, d_out=20, **overrides):
     """A standalone float64 TMoLE projection with non-zero experts, its routing and a task table."""
     torch.manual_seed(0)
-    config = small_config(counts)
+    config = small_config(counts, **overrides)
     routing = Routing(config)
     layer = TMoLELinear(torch.nn.Linear(d_in, d_out, dtype=torch.float64), config, routing).double()
     torch.nn.init.normal_(layer.B, std=0.5)
@@ -44,14 +44,15 @@ def route(routing: Routing, table, names: list[str]) -> torch.Tensor:
     return ids
 
 
-def reference(layer: TMoLELinear, config: AdapterConfig, table, ids: torch.Tensor, x: torch.Tensor, kind: Kind):
+def reference(layer: TMoLELinear, config: AdapterConfig, table, ids: torch.Tensor, x: torch.Tensor, kind: Kind,
+              router=None):
     """o = W0 x + (alpha/r) sum_j v_j B_j A_j x with v = softmax(mask(router(e_task))), one sample at a time."""
     e, s, g, r = config.embedding_experts, config.shared_experts, config.generative_experts, config.rank
     group = ["E"] * e + ["S"] * s + ["G"] * g
     other = "G" if kind is Kind.EMBEDDING else "E"
     out = []
     for b, task_id in enumerate(ids.tolist()):
-        logits = layer.router(table.weight[task_id])
+        logits = (router or layer.router)(table.weight[task_id])
         v = torch.softmax(torch.where(torch.tensor([grp == other for grp in group]), float("-inf"), logits), -1)
         y = x[b] @ layer.base_layer.weight.T + layer.base_layer.bias
         for j in range(len(group)):
@@ -183,7 +184,111 @@ def test_dropout_in_training_mode_is_the_formula_with_a_rescaled_mask():
     assert ((fused - plain).norm() / plain.norm()).item() < 1e-10
 
 
-@pytest.mark.parametrize("field", ["alpha", "task_dim", "router_hidden"])
+@pytest.mark.parametrize("field", ["alpha", "task_dim"])
 def test_adapter_config_rejects_non_positive_sizes(field):
     with pytest.raises(ValueError, match=f"adapter {field} must be > 0"):
         AdapterConfig(**{field: 0})
+    with pytest.raises(ValueError, match="adapter router_hidden must be >= 0"):
+        AdapterConfig(router_hidden=-1)
+
+
+# ----- the authors' options: a one-layer router, one dropout mask per expert -----
+
+@pytest.mark.parametrize("names", [GENERATIVE, EMBEDDING])
+def test_linear_router_is_one_layer_and_the_layer_is_the_formula(names):
+    layer, routing, table, config = make_layer((2, 2, 2), router_hidden=0)
+    assert isinstance(layer.router, torch.nn.Linear)
+    assert {name: tuple(p.shape) for name, p in layer.router.named_parameters()} == {"weight": (6, 16), "bias": (6,)}
+    layer.eval()
+    ids = route(routing, table, names)
+    x = torch.randn(len(names), 5, 24, dtype=torch.float64)
+    weight, bias = layer.router.weight, layer.router.bias
+    kind = Kind.EMBEDDING if names is EMBEDDING else Kind.GENERATIVE
+    plain = reference(layer, config, table, ids, x, kind, router=lambda e: e @ weight.T + bias)
+    assert ((layer(x) - plain).norm() / plain.norm()).item() < 1e-10
+    layer(x).square().sum().backward()
+    masked = slice(4, 6) if names is EMBEDDING else slice(0, 2)
+    assert torch.count_nonzero(weight.grad[masked]) == 0 and torch.count_nonzero(weight.grad) > 0
+
+
+def test_linear_router_is_initialised_as_the_authors_do():
+    torch.manual_seed(0)
+    config = AdapterConfig(router_hidden=0)
+    layer = TMoLELinear(torch.nn.Linear(32, 32), config, Routing(config))
+    assert 0.95 < layer.router.weight.std().item() < 1.05  # nn.init.normal_: N(0, 1)
+    bound = 1 / config.task_dim ** 0.5  # the bias keeps nn.Linear's uniform(-1/sqrt(d), 1/sqrt(d))
+    assert layer.router.bias.abs().max().item() <= bound
+
+
+def test_adapter_with_linear_router_trains():
+    backbone = load_backbone("tiny", INFO, dtype="float32")
+    adapter = attach_adapter(backbone, small_config(router_hidden=0), token_ids=[INFO.embed_id])
+    adapter.train()
+    for _, _, layer in adapter.projections():
+        torch.nn.init.normal_(layer.B, std=0.1)
+    out = adapter(input_ids=torch.randint(5, INFO.vocab_size, (3, 8)), task_ids=[task_index(n) for n in EMBEDDING])
+    out.logits.square().mean().backward()
+    q = adapter.model.model.layers[0].self_attn.q_proj
+    assert q.router.weight.grad is not None and torch.count_nonzero(q.router.weight.grad[:4]) > 0
+
+
+def per_expert_layer(p=0.3):
+    layer, routing, table, config = make_layer((2, 2, 2), dropout=p, dropout_per_expert=True)
+    return layer.train(), routing, table, config
+
+
+def test_per_expert_dropout_draws_one_mask_per_expert():
+    layer, routing, table, config = per_expert_layer()
+    route(routing, table, GENERATIVE)  # experts 2..5 allowed
+    r, n = config.rank, 4
+    with torch.no_grad():  # every expert reads input dims 0..r-1 of a ones input: its hidden block is its mask
+        layer.A.zero_()
+        for j in range(6):
+            layer.A[j * r:(j + 1) * r, :r] = torch.eye(r, dtype=torch.float64)
+    hidden, rescale = layer.expert_inputs(torch.ones(4, 50, 24, dtype=torch.float64), 2 * r, 6 * r)
+    assert rescale == 1 / 0.7
+    blocks = [hidden[..., k * r:(k + 1) * r] for k in range(n)]
+    assert all(set(block.unique().tolist()) == {0.0, 1.0} for block in blocks)
+    assert all(not torch.equal(blocks[a], blocks[b]) for a in range(n) for b in range(a + 1, n))
+    assert all(0.25 < 1 - block.mean().item() < 0.35 for block in blocks)
+    layer.dropout_per_expert = False  # the shared mask: every block the same
+    hidden, _ = layer.expert_inputs(torch.ones(4, 50, 24, dtype=torch.float64), 2 * r, 6 * r)
+    assert all(torch.equal(hidden[..., :r], hidden[..., k * r:(k + 1) * r]) for k in range(n))
+
+
+def test_per_expert_dropout_is_the_formula_with_each_experts_mask():
+    """o = W0 x + (alpha/r) sum_j v_j B_j A_j (x * keep_j / (1 - p)), keep_j drawn for the allowed experts in order."""
+    layer, routing, table, config = per_expert_layer()
+    ids = route(routing, table, GENERATIVE)
+    x = torch.randn(len(GENERATIVE), 6, 24, dtype=torch.float64)
+    torch.manual_seed(11)
+    out = layer(x)
+    torch.manual_seed(11)
+    keep = (torch.rand((4, *x.shape), dtype=torch.float64) >= 0.3).double()
+    r, plain = config.rank, layer.base_layer(x)
+    for b, task_id in enumerate(ids.tolist()):
+        v = torch.softmax(layer.router(table.weight[task_id])[2:], -1)
+        for k, j in enumerate(range(2, 6)):
+            dropped = x[b] * keep[k, b] / 0.7
+            a_j, b_j = layer.A[j * r:(j + 1) * r], layer.B[:, j * r:(j + 1) * r]
+            plain[b] += (config.alpha / r) * v[k] * (dropped @ a_j.T @ b_j.T)
+    assert ((out - plain).norm() / plain.norm()).item() < 1e-10
+
+
+def test_per_expert_dropout_keeps_the_expectation_and_is_off_in_eval():
+    layer, routing, table, config = per_expert_layer()
+    draws = 4000  # the same 3 samples 4000 times in one batch
+    route(routing, table, EMBEDDING * draws)
+    x = torch.randn(len(EMBEDDING), 4, 24, dtype=torch.float64).repeat(draws, 1, 1)
+    layer.eval()
+    expected = layer(x)
+    assert torch.equal(layer(x), expected)  # no randomness in eval mode
+    layer.dropout_per_expert = False
+    assert torch.equal(layer(x), expected)  # the same output as the shared-mask layer
+    layer.dropout_per_expert = True
+    layer.train()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        mean = layer(x).view(draws, len(EMBEDDING), 4, 20).mean(0)
+    expected, base = expected[:len(EMBEDDING)], layer.base_layer(x[:len(EMBEDDING)])
+    assert ((mean - expected).norm() / (expected - base).norm()).item() < 0.03

@@ -17,7 +17,8 @@ WINDOW, TAU = 6, 10.0
 
 def make_spec(world_size, total_steps=30):
     kinds = {"embedding": KindSpec(TASKS["embedding"], 64), "generative": KindSpec(TASKS["generative"], 32)}
-    return ScheduleSpec(kinds, total_steps, world_size, 1, SchedConfig(window=WINDOW, temperature=TAU, warmup_ratio=0))
+    return ScheduleSpec(kinds, total_steps, world_size, 1, SchedConfig(window=WINDOW, temperature=TAU, warmup_ratio=0,
+                                                                           preset="paper"))
 
 
 def samples(step, world_size):

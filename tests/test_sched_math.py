@@ -228,6 +228,7 @@ def test_bad_history_is_rejected(history, match):
     ({"temperature": -1.0}, "temperature"), ({"temperature": float("nan")}, "temperature"),
     ({"min_ratio": 0.6}, "min_ratio"), ({"min_ratio": -0.1}, "min_ratio"), ({"size_prior": [1, 2, 3]}, "size_prior"),
     ({"size_prior": [1, 0]}, "size_prior"), ({"typo": True}, "unknown S2Sched option"),
+    ({"slope_history_start": 1}, "slope_history_start"), ({"slope_history_start": 2.0}, "slope_history_start"),
 ])
 def test_bad_parameters_are_rejected(kwargs, match):
     args = {"history": [[1.0, 1.0], [0.9, 1.0]], "window": 64, "temperature": 10.0, **kwargs}
@@ -265,7 +266,10 @@ def test_allocate_rejects_bad_input(batch, ratios, match):
 histories = st.integers(1, 5).flatmap(lambda k: st.lists(
     st.lists(st.floats(0.05, 20.0), min_size=k, max_size=k), min_size=1, max_size=25))
 options = st.fixed_dictionaries({}, optional={"logit_scale": st.booleans(), "max_loss_slope": st.booleans(),
-                                              "min_ratio": st.sampled_from([0.0, 0.01, 0.1])})
+                                              "min_ratio": st.sampled_from([0.0, 0.01, 0.1]),
+                                              "first_point_baseline": st.booleans(),
+                                              "slope_history_start": st.integers(2, 12),
+                                              "intra_step_index": st.booleans()})
 
 
 @settings(max_examples=60, deadline=None)

@@ -19,7 +19,7 @@ def make_spec(world_size=2, eval_interval=1, total_steps=40, **config):
     kinds = {"embedding": KindSpec(TASKS["embedding"], 32, (100, 400, 500)),
              "generative": KindSpec(TASKS["generative"], 16, (10, 30, 60))}
     config = {"window": 8, "temperature": 10.0, "warmup_ratio": 0.0, **config}
-    return ScheduleSpec(kinds, total_steps, world_size, eval_interval, SchedConfig(**config))
+    return ScheduleSpec(kinds, total_steps, world_size, eval_interval, SchedConfig(**{"preset": "paper", **config}))
 
 
 def shares(step, world_size, seed=0):
@@ -69,14 +69,14 @@ def test_kind_spec_and_pool_sizes_are_checked():
         KindSpec(["A"], 0)
     with pytest.raises(ValueError, match="pool_sizes"):
         KindSpec(["A", "B"], 4, (3,))
-    with pytest.raises(ValueError, match="need pool_sizes"):
-        KindSchedule(KindSpec(["A", "B"], 4), SchedConfig(mode="pool_size"), 0)
+    with pytest.raises(ValueError, match=r"mode pool_size need\(s\) the pool sizes of tasks"):
+        KindSchedule(KindSpec(["A", "B"], 4), SchedConfig(mode="pool_size", preset="paper"), 0)
 
 
 def test_warmup_then_s2sched_uniform_and_pool_size_modes():
     spec = KindSpec(["A", "B", "C"], 10, (1, 1, 2))
     history = [[1.0, 1.0, 1.0], [0.8, 0.99, 1.0], [0.7, 0.98, 1.01]]
-    schedules = {mode: KindSchedule(spec, SchedConfig(window=4, mode=mode), warmup_steps=5) for mode in
+    schedules = {mode: KindSchedule(spec, SchedConfig(window=4, mode=mode, preset="paper"), warmup_steps=5) for mode in
                  ("s2sched", "uniform", "pool_size")}
     for schedule in schedules.values():
         for row in history:
@@ -94,7 +94,7 @@ def test_warmup_then_s2sched_uniform_and_pool_size_modes():
 
 def test_size_prior_uses_the_kind_pool_sizes():
     spec = KindSpec(["A", "B"], 10, (1, 3))
-    schedule = KindSchedule(spec, SchedConfig(size_prior=True, warmup_ratio=0), 0)
+    schedule = KindSchedule(spec, SchedConfig(preset="paper", size_prior=True, warmup_ratio=0), 0)
     for row in [[1.0, 1.0], [0.8, 1.0], [0.6, 1.0]]:
         schedule.add_point(row)
     expected = s2sched_ratios([[1.0, 1.0], [0.8, 1.0], [0.6, 1.0]], 64, 10.0, size_prior=[1, 3])

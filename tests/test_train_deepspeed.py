@@ -29,12 +29,13 @@ STEPS = {"zero1": (1, "fp32"), "zero2": (2, "fp32"), "zero3": (3, "fp32"), "zero
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)  # one core each, as Ray gives a 1-CPU worker: two ranks of 2 threads on 2 cores crawl
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         run_split_cases(rank, world, Path(out) / "splits")
         for name, (stage, precision) in STEPS.items():
             _one_engine_step(rank, world, stage, precision, Path(out) / name)
-        _optimizer_state_round_trip(rank, world, "bf16", Path(out) / "adamw-bf16")  # the GPU path; fp32: test_worker_count
+        _optimizer_state_round_trip(rank, world, "bf16", Path(out) / "adamw-bf16")  # the GPU path; fp32: test_multinode
     finally:
         dist.barrier()  # no rank tears gloo down while the other is still in a collective
         dist.destroy_process_group()
@@ -128,7 +129,7 @@ def test_optimizer_state_moves_whole_into_a_new_engine(two_gloo_ranks):
     """The whole-tensor optimizer state restores an engine exactly (ZeRO-2, bf16: the GPU path): its next
     AdamW step is the one the trained engine takes (bit for bit), while an engine given the weights without
     the moments steps elsewhere. The whole tensors do not depend on the number of ranks; moving them to
-    another number is checked end to end in test_worker_count (fp32)."""
+    another number is checked end to end in test_multinode (fp32)."""
     from safetensors.torch import load_file
 
     results = load_file(two_gloo_ranks / "adamw-bf16" / "third_step.safetensors")

@@ -1,4 +1,4 @@
-"""The `recfound` command: `data synth|validate|convert|tokenizer`, `train`, `demo`, `merge`, `export`,
+"""The `recfound` command: `data synth|validate|convert|build|tokenizer`, `train`, `demo`, `merge`, `export`,
 `eval run|compare`, `sweep`, `cluster check`, `mlflow-server start|stop`."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from recfound.console import quiet_process, set_verbose
 from recfound.data.reader import POLICIES, SPLITS, RecordError, SkipReport
 
 SCALE_NAMES = ("tiny", "small", "paper")  # recfound.data.synth.SCALES, without importing the generator
+LOG_SOURCES = ("movielens", "amazon")  # recfound.data.logs.sources.SOURCES, without importing the readers
 TRACKING_URI_HELP = "MLflow (default: $MLFLOW_TRACKING_URI, else .cache/runs/mlflow.db)"
 MODEL_HELP = "RUN_DIR[:init|final|merged], an adapter file, or models:/NAME/VERSION (or ALIAS, latest)"
 
@@ -47,12 +48,55 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     _add_verbose(convert)
     convert.set_defaults(func=cmd_convert)
 
+    _add_build_command(data)
+
     tokenizer = data.add_parser("tokenizer", help="build a small BPE tokenizer from a dataset's train split")
     tokenizer.add_argument("root", help="dataset folder or URI whose train split the tokenizer learns from")
     tokenizer.add_argument("--out", type=Path, required=True, help="tokenizer folder to write (tokenizer.json, ...)")
     tokenizer.add_argument("--vocab-size", type=int, default=2048, help="tokens in the vocabulary (default 2048)")
     _add_verbose(tokenizer)
     tokenizer.set_defaults(func=cmd_tokenizer)
+
+
+def _add_build_command(data: argparse._SubParsersAction) -> None:
+    from recfound.data.logs.settings import MAX_OPTIONS, Settings
+
+    defaults = Settings()
+    build = data.add_parser("build", help="build instruction records (13-task format plus auxiliary tasks in "
+                                          "tasks.yaml) from interaction logs, split per user by time")
+    build.add_argument("input", type=Path, help="a MovieLens folder (ML-100K: u.data, u.item; ml-latest: ratings.csv, "
+                                                "movies.csv), or an Amazon reviews file (.jsonl or .jsonl.gz)")
+    build.add_argument("--source", required=True, choices=LOG_SOURCES, help="the layout family of the input")
+    build.add_argument("--meta", type=Path, help="Amazon item metadata (.jsonl or .jsonl.gz); needed with amazon")
+    build.add_argument("--out", type=Path, required=True, help="dataset folder to write (replaced whole, and only, "
+                                                               "when the build succeeds)")
+    build.add_argument("--seed", type=int, default=defaults.seed, help=f"every random choice (default {defaults.seed})")
+    build.add_argument("--min-interactions", type=int, default=defaults.min_interactions, metavar="N",
+                       help=f"drop users with fewer distinct items (default {defaults.min_interactions}, the least)")
+    build.add_argument("--history", type=int, default=defaults.history, metavar="N",
+                       help=f"items shown in a history (default {defaults.history})")
+    build.add_argument("--options", type=int, default=defaults.options, metavar="N",
+                       help=f"options of SR and MIM records (default {defaults.options}, at most {MAX_OPTIONS})")
+    build.add_argument("--negatives", type=int, default=defaults.negatives, metavar="N",
+                       help=f"negatives of embedding records (default {defaults.negatives})")
+    build.add_argument("--per-user", type=int, default=defaults.per_user, metavar="N",
+                       help=f"train records per user and task (default {defaults.per_user}; 0: every train event)")
+    build.add_argument("--encoding", help="MovieLens text encoding (default: latin-1 for ML-100K's u.item, "
+                                          "UTF-8 for the CSV files)")
+    _add_verbose(build)
+    build.set_defaults(func=cmd_build)
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    from recfound.data.logs.build import build_logs
+    from recfound.data.logs.settings import Settings
+
+    settings = Settings(seed=args.seed, min_interactions=args.min_interactions, history=args.history,
+                        options=args.options, negatives=args.negatives, per_user=args.per_user)
+    report = build_logs(args.source, args.input, args.out, settings, args.meta, args.encoding)
+    print(report.summary())
+    print(f"wrote {sum(sum(c.values()) for c in report.records.values()):,} records to {args.out} "
+          f"in {report.seconds:.1f} s")
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -123,22 +167,45 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     _add_config_arguments(train)
     train.set_defaults(func=cmd_train)
     demo = sub.add_parser("demo", help="the embedded end-to-end run on this machine (no GPU needed): tiny corpus, "
-                                       "tiny model, 2 CPU workers, S2Sched, merge, MLflow registry")
+                                       "tiny model, 2 CPU workers, S2Sched, merge, MLflow registry; with --source, "
+                                       "on tasks built from your interaction logs, beside two baselines")
+    demo.add_argument("input", type=Path, nargs="?", help="with --source: a MovieLens folder or an Amazon reviews "
+                                                          "file, as `recfound data build` reads them")
+    demo.add_argument("--source", choices=LOG_SOURCES, help="build the demo's tasks from these logs (into "
+                                                           "<run.output_dir>/<run.name>-data) instead of the "
+                                                           "synthetic corpus")
+    demo.add_argument("--meta", type=Path, help="Amazon item metadata (.jsonl or .jsonl.gz); needed with amazon")
     _add_config_arguments(demo)
     demo.set_defaults(func=cmd_train, config=None, demo=True)
+
+
+def _demo_config(args: argparse.Namespace):
+    """The demo's config: on the logs of --source (built first) or, without, the embedded defaults."""
+    from recfound.config import load_config
+
+    if (args.source is None) != (args.input is None):
+        raise ValueError("recfound demo: give --source and the logs together (e.g. recfound demo --source "
+                         "movielens ml-100k/), or neither for the synthetic corpus")
+    if args.source is None:
+        return load_config(None, args.overrides)
+    from recfound.logs_demo import logs_demo_config
+
+    return logs_demo_config(args.source, args.input, args.meta, args.overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from recfound.config import RunConfig, load_config
     from recfound.job import run_training
 
-    config = load_config(args.config, args.overrides)
+    config = _demo_config(args) if getattr(args, "demo", False) else load_config(args.config, args.overrides)
     # The demo replaces its own earlier run; any other run name needs --overwrite.
     demo_run = getattr(args, "demo", False) and config.run.name == RunConfig().run.name
     run_training(config, overwrite=args.overwrite or demo_run)
 
 
 def _add_merge_command(sub: argparse._SubParsersAction) -> None:
+    from recfound.config import MERGE_METHODS, MergeSection
+
     merge = sub.add_parser("merge", help="TIES-merge a run's last checkpoints (or chosen ones) into one adapter")
     merge.add_argument("inputs", nargs="+", metavar="RUN_OR_CHECKPOINT",
                        help="one run folder, or several checkpoint folders or adapter files")
@@ -149,8 +216,9 @@ def _add_merge_command(sub: argparse._SubParsersAction) -> None:
     merge.add_argument("--last", type=int, metavar="C", help="merge a run's last C checkpoints by step (default 3)")
     merge.add_argument("--density", type=float, default=0.8, metavar="D",
                        help="fraction of each checkpoint's changes kept, in (0, 1] (default 0.8)")
-    merge.add_argument("--trim-after-vote", action="store_true",
-                       help="elect the signs on the untrimmed changes, then trim (the authors' order)")
+    merge.add_argument("--method", choices=MERGE_METHODS, default=MergeSection().method,
+                       help="ties: standard TIES, as peft's (default); authors: as the RecFound authors' merge "
+                            "script (docs/merge.md)")
     _add_verbose(merge)
     merge.set_defaults(func=cmd_merge)
 
@@ -160,12 +228,12 @@ def cmd_merge(args: argparse.Namespace) -> None:
     from recfound.model.state import read_adapter
 
     plan = plan_merge(args.inputs, base=args.base, out=args.out, last=args.last)
-    out = merge_adapter_files(plan.base, plan.checkpoints, plan.out, args.density, args.trim_after_vote)
+    out = merge_adapter_files(plan.base, plan.checkpoints, plan.out, args.density, args.method)
     info = read_adapter(out)[0]["merge"]
     sources = ", ".join(s["file"] if s["step"] is None else f"step {s['step']}" for s in info["sources"])
-    order = "vote, then trim" if info["trim_after_vote"] else "trim, then vote"
-    print(f"merged {len(info['sources'])} checkpoint(s) ({sources}) onto {plan.base}: TIES, "
-          f"density {info['density']}, {order}; {info['tensors']} tensors, "
+    method = "TIES as the authors merge" if info["method"] == "authors" else "TIES"
+    print(f"merged {len(info['sources'])} checkpoint(s) ({sources}) onto {plan.base}: {method}, "
+          f"density {info['density']}; {info['tensors']} tensors, "
           f"{info['changed']:.1%} of the entries changed from the base")
     print(f"wrote {out}")
 
@@ -202,7 +270,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
-    from recfound.config import EvalSection
+    from recfound.config import EVAL_SCORINGS, EvalSection
 
     defaults = EvalSection()
     evaluate = sub.add_parser("eval", help="score models with the paper's per-task metrics; compare logged runs"
@@ -223,6 +291,8 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
                      help="retrieval: sampled same-category negatives (the authors'), the full pool, or both")
     run.add_argument("--negatives", type=int, default=defaults.sampled_negatives, help="sampled negatives per query")
     run.add_argument("--scorer", default=defaults.scorer, help="BERTScore encoder: minilm, none, or a HF folder")
+    run.add_argument("--scoring", default=defaults.scoring, choices=EVAL_SCORINGS,
+                     help="ours (default), or authors: the rules of the authors' eval scripts (docs/evaluation.md)")
     run.add_argument("--workers", type=int, default=defaults.workers, help="Ray tasks to shard over (0: here)")
     run.add_argument("--gpu", action="store_true", help="one GPU per worker")
     run.add_argument("--seed", type=int, default=0, help="sampled negatives; the seed of a preset backbone")
@@ -254,7 +324,8 @@ def cmd_eval_run(args: argparse.Namespace) -> None:
 
     options = EvalSection(split=args.split, max_records=args.max_records, max_new_tokens=args.max_new_tokens,
                           batch_size=args.batch_size, k=args.k, protocol=args.protocol,
-                          sampled_negatives=args.negatives, scorer=args.scorer, workers=args.workers)
+                          sampled_negatives=args.negatives, scorer=args.scorer, scoring=args.scoring,
+                          workers=args.workers)
     tracking_uri, artifact_root = _tracking_uri(args.tracking_uri)
     run_evaluation(args.models, args.data, options, args.tasks, tracking_uri, args.tokenizer, args.seed, args.gpu,
                    args.out, args.log, artifact_root)

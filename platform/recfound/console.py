@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 VERBOSE_ENV = "RECFOUND_VERBOSE"
@@ -87,6 +88,13 @@ def quiet_worker() -> None:
     # "Reporting training result N: TrainingReport(...)" for every checkpoint and rank, at INFO on a
     # logger Ray names by its file path (so outside "ray.train"), under the workers' INFO root logger.
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def worker_line(text: str) -> None:
+    """One line on a Ray Train worker's console. The workers' `print` is Ray Train's: it logs the line and,
+    where a library has wrapped stdout (MLflow does), prints it as well, so it would show twice."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def ray_log_level() -> int:

@@ -184,7 +184,7 @@ def _merge(config: RunConfig, folder: RunFolder, layout: RunLayout, checkpoints:
         return
     merged = checkpoints[-config.merge.last:]
     merge_adapter_files(layout.init_adapter, [storage.join(c, ADAPTER_FILE) for c in merged], layout.merged,
-                        config.merge.density, config.merge.trim_after_vote)
+                        config.merge.density, config.merge.method)
     report.merged_adapter, report.merged_steps = folder.local_copy(layout.merged), len(merged)
 
 
@@ -222,13 +222,14 @@ def _evaluate(config: RunConfig, report: TrainingReport, tokenizer: Path, initia
     trained_role, base_role = roles(config.eval.split)
     trained = report.merged_adapter or report.final_adapter
     try:
-        report.evaluations = evaluate_training_run(config, tokenizer, trained, initial)
-        log_evaluations(report.tracking_uri, report.run_id, report.evaluations)
+        report.evaluations, report.baselines = evaluate_training_run(config, tokenizer, trained, initial)
+        log_evaluations(report.tracking_uri, report.run_id, report.evaluations, report.baselines)
         points = {0: report.evaluations.get(base_role), config.train.steps: report.evaluations[trained_role]}
         log_evaluation_steps(report.tracking_uri, report.run_id, f"{config.eval.split}_by_step",
                              {step: evaluation for step, evaluation in points.items() if evaluation is not None})
     except Exception as err:  # noqa: BLE001 - whatever broke, the training results stand
-        report.evaluations, report.evaluation_error = {}, f"{type(err).__name__}: {err}"
+        report.evaluations, report.baselines = {}, {}
+        report.evaluation_error = f"{type(err).__name__}: {err}"
         print(f"warning: the evaluation failed: {report.evaluation_error}", flush=True)
         client(report.tracking_uri).set_tag(report.run_id, "evaluation_error", report.evaluation_error[:5000])
         return

@@ -33,6 +33,7 @@ class TrainingReport:
     merged_steps: int = 0
     seconds: float = 0.0
     evaluations: dict[str, Any] = field(default_factory=dict)  # role ("test", "test_base") -> ModelEvaluation
+    baselines: dict[str, Any] = field(default_factory=dict)  # role ("test_popularity") -> ModelEvaluation
     evaluation_error: str | None = None  # why the evaluation after training failed (the run itself did not)
     test_scores: dict[str, float] = field(default_factory=dict)  # task -> the trained model's headline metric
     test_averages: dict[str, float] = field(default_factory=dict)  # kind -> mean of test_scores over its tasks
@@ -50,13 +51,14 @@ class TrainingReport:
 
 
 def summary_text(report: TrainingReport, split: str) -> str:
-    """The loss table and, when evaluated, the before/after table of the `split` metrics."""
+    """The loss table and, when evaluated, the before/after table of the `split` metrics (and, on a root
+    built from logs, the full-catalog table of the models beside the baselines)."""
     if report.evaluation_error:
         return f"{report.table()}\n\nevaluation failed: {report.evaluation_error}"
     if not report.evaluations:
         return report.table()
     from recfound.eval.job import roles
-    from recfound.eval.report import before_after_table, improved_tasks
+    from recfound.eval.report import before_after_table, catalog_report, improved_tasks
 
     trained_role, base_role = roles(split)
     before, after = report.evaluations.get(base_role), report.evaluations[trained_role]
@@ -64,6 +66,9 @@ def summary_text(report: TrainingReport, split: str) -> str:
     if before is not None:
         text += f"\ntrained model better than the base on {len(improved_tasks(before, after))} of " \
                 f"{len(after.headline())} tasks"
+    if report.baselines:
+        models = [e for e in (before, after) if e is not None]
+        text += f"\n\n{catalog_report(models, list(report.baselines.values()))}"
     return text
 
 

@@ -1,14 +1,20 @@
 """The task registry: the 13 RecFound tasks and everything the pipeline needs to know about them.
 
-Adding a task is one `register(Task(...))` call (here or in user code) plus its data files
-`<root>/<split>/<NAME>.jsonl`: the reader, validator, streams and mixer only look tasks up
-here and never name a task themselves.
+Adding a task is one entry in a task file (`recfound.task_file`, e.g. `<root>/tasks.yaml`) or one
+`register(Task(...))` call, plus its data files `<root>/<split>/<NAME>.jsonl`: the reader, validator,
+streams and mixer only look tasks up here and never name a task themselves.
+
+The registry is per process. Values shipped to Ray workers that look tasks up there (the run config,
+an evaluation's model source) derive from `CarriesAddedTasks`: they carry the tasks added beyond the
+13 built-ins, and unpickling one registers them first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 
 class Kind(str, Enum):
@@ -63,6 +69,17 @@ def register(task: Task) -> Task:
     return task
 
 
+def register_all(tasks: Iterable[Task]) -> None:
+    """Register `tasks` in order, skipping those already registered as the same task (so receiving them
+    twice is harmless); a name registered as a different task is an error, and then nothing is registered."""
+    tasks = list(tasks)
+    for task in tasks:
+        if _REGISTRY.get(task.name, task) != task:
+            raise ValueError(f"task {task.name} is already registered with another definition")
+    for task in tasks:
+        _REGISTRY.setdefault(task.name, task)
+
+
 def get_task(name: str) -> Task:
     """The registered task called `name`, or a KeyError that lists the known names."""
     try:
@@ -92,6 +109,28 @@ def task_index(name: str) -> int:
     """A task's row in the model's task-embedding table (its position in the registry)."""
     get_task(name)
     return list(_REGISTRY).index(name)
+
+
+def added_tasks() -> tuple[Task, ...]:
+    """The tasks registered beyond the 13 built-ins (task files, `register` calls), in registration order."""
+    return tuple(task for name, task in _REGISTRY.items() if name not in BUILTIN_TASKS)
+
+
+class CarriesAddedTasks:
+    """Base of values sent to other processes that look tasks up there: the pickle carries this process's
+    `added_tasks()`, and unpickling registers them before the value is used. A fresh process (a Ray Train
+    worker) thus gets the sender's registry in the sender's order, and with it the same task indices."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, _ADDED: added_tasks()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        register_all(state.pop(_ADDED, ()))
+        self.__dict__.update(state)  # as pickle does by default (frozen dataclasses included)
+
+
+_ADDED = "_added_tasks"
 
 
 # --- the 13 RecFound tasks (wordings are ours) -------------------------------------------
@@ -216,3 +255,5 @@ register(Task(
         "Describe the key facts about this product for a shopper who has never seen it.",
     ),
 ))
+
+BUILTIN_TASKS: tuple[str, ...] = tuple(_REGISTRY)  # the 13 above, in registry order

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Literal
 from recfound import storage
 from recfound.data.records import Problem, check_record, normalize
 from recfound.data.released import ReleasedRowError, convert_row, is_released_row
+from recfound.task_file import load_root_tasks
 from recfound.tasks import Task, get_task, task_names
 
 Policy = Literal["strict", "skip"]
@@ -178,7 +179,8 @@ def read_records(path: storage.Location, task: Task | str, policy: Policy = "str
 
 def task_files(root: storage.Location, split: str) -> dict[str, str]:
     """{task name: file location} for `<root>/<split>/<TASK>.jsonl|.parquet` (`root` a local folder or a URI);
-    unknown task files are an error."""
+    unknown task files are an error. The tasks of `<root>/tasks.yaml` are registered first."""
+    load_root_tasks(root)
     folder = storage.join(root, split)
     if not storage.is_dir(folder):
         raise FileNotFoundError(f"{folder}: no such split folder (expected <root>/{split}/<TASK>.jsonl)")

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from recfound import storage
 from recfound.config import EvalSection
+from recfound.eval.catalog import load_catalog
 from recfound.eval.data import load_split
-from recfound.eval.job import make_scorer
-from recfound.eval.report import comparison_tables, log_evaluations, read_logged_evaluations, write_evaluation_files
+from recfound.eval.job import make_scorer, run_baselines
+from recfound.eval.report import (comparison_tables, evaluation_tables, log_evaluations, read_logged_evaluations,
+                                  write_evaluation_files)
 from recfound.eval.runner import ModelEvaluation, evaluate_model
 from recfound.eval.source import RUN_MODELS, ModelSource, run_config, run_tokenizer, serving_of
 from recfound.redact import without_password
@@ -78,9 +80,10 @@ def run_evaluation(models: Sequence[str], data_root: storage.Location, options: 
                    tracking_uri: str, tokenizer: str | None = None, seed: int = 0, use_gpu: bool = False,
                    out: Path | None = None, log: bool = False, artifact_root: str | None = None
                    ) -> dict[str, ModelEvaluation]:
-    """Evaluate every model on the same records and candidates; print the tables; write them to `out`
-    and/or log them to a new MLflow run of experiment `recfound-eval` (artifacts under `artifact_root`
-    when the experiment is new and one is given). Returns {label: evaluation}."""
+    """Evaluate every model on the same records and candidates (and, on a root built from logs, the whole
+    catalog beside the baselines); print the tables; write them to `out` and/or log them to a new MLflow run
+    of experiment `recfound-eval` (artifacts under `artifact_root` when the experiment is new and one is
+    given). Returns {label: evaluation}."""
     from recfound.cluster import ray_session
 
     sources = [model_source(spec, tracking_uri, tokenizer, seed) for spec in models]
@@ -89,12 +92,14 @@ def run_evaluation(models: Sequence[str], data_root: storage.Location, options: 
     if twice:
         raise ValueError(f"model(s) named twice: {', '.join(twice)} (each model is evaluated once)")
     data = load_split(data_root, options.split, tasks, options.max_records)
+    catalog = load_catalog(data_root, options.split, data)
     scorer = make_scorer(options.scorer)
     with ray_session(log_to_driver=True) if options.workers else nullcontext():
-        evaluations = {s.label: evaluate_model(s, data, options, scorer, seed, use_gpu) for s in sources}
-    print(comparison_tables(list(evaluations.values())))
+        evaluations = {s.label: evaluate_model(s, data, options, scorer, seed, use_gpu, catalog) for s in sources}
+    baselines = run_baselines(catalog, options.k)
+    print(evaluation_tables(list(evaluations.values()), list(baselines.values())))
     if out is not None:
-        write_evaluation_files(out, evaluations)
+        write_evaluation_files(out, evaluations, baselines)
         print(f"wrote {out / 'scores.json'}, {out / 'tables.txt'} and the answers under {out / 'answers'}")
     if log:
         from recfound import tracking
@@ -105,7 +110,7 @@ def run_evaluation(models: Sequence[str], data_root: storage.Location, options: 
                                     artifact_root=artifact_root)
         status = "FAILED"
         try:
-            log_evaluations(tracking_uri, run_id, evaluations)
+            log_evaluations(tracking_uri, run_id, evaluations, baselines)
             status = "FINISHED"
         finally:
             tracking.finish_run(tracking_uri, run_id, status)

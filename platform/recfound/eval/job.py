@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recfound.config import RunConfig
+from recfound.eval.catalog import Catalog, load_catalog
 from recfound.eval.data import load_split
 from recfound.eval.runner import ModelEvaluation, evaluate_model
 from recfound.eval.source import ModelSource, serving_of
@@ -33,6 +34,23 @@ def roles(split: str) -> tuple[str, str]:
     return split, f"{split}_base"
 
 
+def baseline_roles(split: str, baselines: dict[str, ModelEvaluation]) -> dict[str, ModelEvaluation]:
+    """The baselines under the names they are logged under, e.g. {"test_popularity": ...}."""
+    return {f"{split}_{name}": baseline for name, baseline in baselines.items()}
+
+
+def run_baselines(catalog: Catalog | None, k: int) -> dict[str, ModelEvaluation]:
+    """{name: baseline} on the catalog's targets, with a line saying what was computed; {} without a catalog."""
+    if catalog is None:
+        return {}
+    started = time.perf_counter()
+    baselines = catalog.baselines(k)
+    targets = sum(len(t.positives) for t in catalog.targets.values())
+    print(f"baselines ({', '.join(baselines)}) ranked {len(catalog.cards):,} items for {targets:,} "
+          f"{' and '.join(catalog.targets)} records in {time.perf_counter() - started:.1f}s", flush=True)
+    return baselines
+
+
 def check_evaluation(config: RunConfig) -> None:
     """Fail before training, not after it, when the evaluation could not run: the split's files, the
     candidate pools for the sampled protocol, the BERTScore encoder."""
@@ -42,6 +60,7 @@ def check_evaluation(config: RunConfig) -> None:
 
     options = config.eval
     data = load_split(config.data.root, options.split, config.task_names(), options.max_records)
+    load_catalog(config.data.root, options.split, data)
     if "sampled" in protocols(options):
         for task, records in data.items():
             if get_task(task).kind is Kind.EMBEDDING:
@@ -55,11 +74,14 @@ def check_evaluation(config: RunConfig) -> None:
                                 f"use {MINILM}, {NO_SCORER} or such a folder")
 
 
-def evaluate_training_run(config: RunConfig, tokenizer: Path, trained: Path, initial: Path) -> dict[str, ModelEvaluation]:
-    """{split: the trained adapter, split_base: the untrained one (when eval.base)} on eval.split."""
+def evaluate_training_run(config: RunConfig, tokenizer: Path, trained: Path, initial: Path
+                          ) -> tuple[dict[str, ModelEvaluation], dict[str, ModelEvaluation]]:
+    """({split: the trained adapter, split_base: the untrained one (when eval.base)}, {split_<name>: each
+    baseline, on a root built from logs}) on eval.split."""
     options = config.eval
     started = time.perf_counter()
     data = load_split(config.data.root, options.split, config.task_names(), options.max_records)
+    catalog = load_catalog(config.data.root, options.split, data)
     scorer = make_scorer(options.scorer)
     serving = serving_of(config)
     trained_role, base_role = roles(options.split)
@@ -69,7 +91,8 @@ def evaluate_training_run(config: RunConfig, tokenizer: Path, trained: Path, ini
     records = sum(len(r) for r in data.values())
     print(f"evaluating {', '.join(s.label for s in models.values())} on {records:,} {options.split} records "
           f"of {len(data)} tasks ({options.workers or 'no'} Ray worker(s))", flush=True)
-    evaluations = {role: evaluate_model(source, data, options, scorer, config.run.seed, config.train.use_gpu)
+    evaluations = {role: evaluate_model(source, data, options, scorer, config.run.seed, config.train.use_gpu, catalog)
                    for role, source in models.items()}
+    baselines = baseline_roles(options.split, run_baselines(catalog, options.k))
     print(f"evaluation done in {time.perf_counter() - started:.1f}s", flush=True)
-    return evaluations
+    return evaluations, baselines

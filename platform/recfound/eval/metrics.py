@@ -1,12 +1,13 @@
-"""Metrics as the RecFound authors score them (DESIGN.md, "Evaluation").
+"""The paper's metrics, in our reading of the authors' evaluation (DESIGN.md, "Evaluation"): `scoring="ours"`.
 
 SR: Recall@1 on the option letter. AP, PM: F1 of "yes". SA, PRP: macro F1 on the option letter.
 AVE: micro F1 over (attribute, value, source) triples with partial containment. QR, AG, UP, IP:
 BERTScore F1 (token F1 always reported too). I2I: NDCG@k; Q2I, U2I: MRR@k. An answer outside the
-valid set scores 0 and is counted as invalid; a bad generation (empty, None, unparseable) never
-raises.
+record's valid set scores 0 and is counted as invalid; a bad generation (empty, None, unparseable)
+never raises. `scoring="authors"` applies the rules of their scripts instead (`recfound.eval.authors`).
 
-Pure Python + numpy: BERTScore lives in `recfound.eval.bertscore` and is passed in as a scorer.
+Python + numpy (and the config's list of scorings): BERTScore lives in `recfound.eval.bertscore` and is passed
+in as a scorer.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import json
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from recfound.config import EVAL_SCORINGS
 from recfound.data.records import OPTION_LETTERS, TRIPLE_KEYS
 from recfound.tasks import AnswerType, Kind, Task, get_task
 
@@ -36,7 +38,8 @@ _RANKING_METRIC = re.compile(r"^(mrr|ndcg)@(\d+)$")
 
 @dataclass(frozen=True)
 class TaskScore:
-    """One task's score: the headline metric, how many records, how many invalid answers, extras."""
+    """One task's score: the headline metric, how many records, how many invalid answers, extras, the
+    retrieval protocol, and the scoring rules that produced it ("ours" or "authors")."""
 
     task: str
     metric: str
@@ -45,6 +48,7 @@ class TaskScore:
     invalid: int = 0
     extra: dict[str, float] = field(default_factory=dict)
     protocol: str | None = None
+    scoring: str = "ours"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -148,14 +152,14 @@ def triple_matches(predicted: Sequence[Triple | None], reference: Sequence[Tripl
 # --- generative metrics -----------------------------------------------------------------
 
 
-def _check_lengths(predictions: Sequence[Any], references: Sequence[Any]) -> None:
+def check_lengths(predictions: Sequence[Any], references: Sequence[Any]) -> None:
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
         raise ValueError("nothing to score: no predictions")
 
 
-def _per_record(n_options: int | Sequence[int], n: int) -> list[int]:
+def per_record(n_options: int | Sequence[int], n: int) -> list[int]:
     if isinstance(n_options, int):
         return [n_options] * n
     if len(n_options) != n:
@@ -167,7 +171,7 @@ def _f1(tp: int, fp: int, fn: int) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
-def _reference_letters(references: Sequence[str], n_options: list[int]) -> list[str]:
+def reference_letters(references: Sequence[str], n_options: list[int]) -> list[str]:
     letters = [parse_option(ref, n) for ref, n in zip(references, n_options)]
     for i, (letter, ref, n) in enumerate(zip(letters, references, n_options)):
         if letter is None:
@@ -194,7 +198,7 @@ def _class_f1(guessed: Sequence[str], truth: Sequence[str], label: str) -> tuple
     return _f1(tp, fp, fn), tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0
 
 
-def _accuracy(guessed: Sequence[str | None], truth: Sequence[str]) -> float:
+def accuracy(guessed: Sequence[str | None], truth: Sequence[str]) -> float:
     return sum(g == t for g, t in zip(guessed, truth)) / len(truth)
 
 
@@ -202,17 +206,17 @@ def recall_at_1(predictions: Sequence[str | None], references: Sequence[str],
                 n_options: int | Sequence[int]) -> MetricResult:
     """Share of records whose answer is exactly the reference's option letter (the authors' SR rule:
     the whole answer must be a valid letter; anything else is invalid and wrong)."""
-    _check_lengths(predictions, references)
-    counts = _per_record(n_options, len(references))
-    truth = _reference_letters(references, counts)
+    check_lengths(predictions, references)
+    counts = per_record(n_options, len(references))
+    truth = reference_letters(references, counts)
     guessed = [parse_option(p, n, whole=True) for p, n in zip(predictions, counts)]
-    return MetricResult(_accuracy(guessed, truth), guessed.count(None), {})
+    return MetricResult(accuracy(guessed, truth), guessed.count(None), {})
 
 
 def f1_yes(predictions: Sequence[str | None], references: Sequence[str]) -> MetricResult:
     """Binary F1 of the class "yes"; an invalid answer counts as the opposite of the reference (a missed
     yes, or a false yes). 0 when there is no yes anywhere."""
-    _check_lengths(predictions, references)
+    check_lengths(predictions, references)
     truth = [parse_yes_no(r) for r in references]
     for i, (label, ref) in enumerate(zip(truth, references)):
         if label is None:
@@ -220,7 +224,7 @@ def f1_yes(predictions: Sequence[str | None], references: Sequence[str]) -> Metr
     guessed = [parse_yes_no(p) for p in predictions]
     answered = _substituted(guessed, truth, lambda t: "no" if t == "yes" else "yes")
     value, precision, recall = _class_f1(answered, truth, "yes")
-    extra = {"precision": precision, "recall": recall, "accuracy": _accuracy(answered, truth)}
+    extra = {"precision": precision, "recall": recall, "accuracy": accuracy(answered, truth)}
     return MetricResult(value, guessed.count(None), extra)
 
 
@@ -229,20 +233,24 @@ def macro_f1(predictions: Sequence[str | None], references: Sequence[str],
     """Macro F1 over the option letters (the answer's first character), as sklearn's
     `f1_score(average="macro")` after the authors' substitution of a wrong letter for an invalid answer:
     the classes are the letters among the references and the (substituted) answers."""
-    _check_lengths(predictions, references)
-    counts = _per_record(n_options, len(references))
-    truth = _reference_letters(references, counts)
-    guessed = [parse_option(p, n) for p, n in zip(predictions, counts)]
+    check_lengths(predictions, references)
+    counts = per_record(n_options, len(references))
+    truth = reference_letters(references, counts)
+    return macro_f1_of([parse_option(p, n) for p, n in zip(predictions, counts)], truth)
+
+
+def macro_f1_of(guessed: Sequence[str | None], truth: Sequence[str]) -> MetricResult:
+    """Macro F1 of the letters read from the answers (None: invalid) against the reference letters."""
     answered = _substituted(guessed, truth, _wrong_letter)
     classes = sorted(set(truth) | set(answered))
     per_class = [_class_f1(answered, truth, c)[0] for c in classes]
-    return MetricResult(sum(per_class) / len(per_class), guessed.count(None), {"accuracy": _accuracy(answered, truth)})
+    return MetricResult(sum(per_class) / len(per_class), guessed.count(None), {"accuracy": accuracy(answered, truth)})
 
 
 def triple_f1(predictions: Sequence[str | None], references: Sequence[str]) -> MetricResult:
     """Micro F1 over all records' triples: precision = matches / predicted triples, recall =
     matches / reference triples. An unparseable answer predicts no triple and counts invalid."""
-    _check_lengths(predictions, references)
+    check_lengths(predictions, references)
     matched = n_predicted = n_reference = invalid = 0
     for i, (prediction, reference) in enumerate(zip(predictions, references)):
         truth = parse_triples(reference)
@@ -265,20 +273,28 @@ def label_accuracy(predictions: Sequence[str | None], references: Sequence[str],
                    labels: Sequence[str]) -> MetricResult:
     """Share of answers equal to the reference label (case-insensitive); answers outside `labels`
     are invalid."""
-    _check_lengths(predictions, references)
+    check_lengths(predictions, references)
     valid = {label.strip().lower() for label in labels}
     guessed = [p.strip().lower() if isinstance(p, str) else None for p in predictions]
     correct = sum(g == r.strip().lower() for g, r in zip(guessed, references))
     return MetricResult(correct / len(references), sum(g not in valid for g in guessed), {})
 
 
+def check_scoring(scoring: str) -> None:
+    """Refuse scoring rules other than those of EVAL_SCORINGS."""
+    if scoring not in EVAL_SCORINGS:
+        raise ValueError(f"unknown scoring {scoring!r}: use {' or '.join(map(repr, EVAL_SCORINGS))}")
+
+
 def score_generative(task_name: str, predictions: Sequence[str | None], records: Sequence[dict],
-                     scorer: BertScorer | None = None) -> TaskScore:
-    """Score one generative task's generations against its normalized records, by the task's metric.
+                     scorer: BertScorer | None = None, scoring: str = "ours") -> TaskScore:
+    """Score one generative task's generations against its normalized records, by the task's metric,
+    with our rules or (`scoring="authors"`) those of the authors' scripts/eval.py.
 
     Free-text tasks get BERTScore F1 when a scorer is given (metric "bertscore_f1"), token F1
     otherwise (metric "token_f1"); extra["token_f1"] is always there. Label-set tasks get accuracy.
     """
+    check_scoring(scoring)
     task = get_task(task_name)
     if task.kind is not Kind.GENERATIVE:
         raise ValueError(f"task {task.name} is an {task.kind.value} task: score it with score_retrieval")
@@ -292,25 +308,32 @@ def score_generative(task_name: str, predictions: Sequence[str | None], records:
     references = [r["output"] for r in records]
     n_options = [len(r.get("options") or []) for r in records]
     try:
-        metric, result = _score_by_metric(task, predictions, references, n_options, scorer)
+        metric, result = _score_by_metric(task, predictions, references, n_options, scorer, scoring)
     except ValueError as err:
         raise ValueError(f"task {task.name}: {err}") from None
-    return TaskScore(task.name, metric, result.value, len(records), result.invalid, result.extra)
+    return TaskScore(task.name, metric, result.value, len(records), result.invalid, result.extra, scoring=scoring)
 
 
-def _score_by_metric(task: Task, predictions: Sequence[str | None], references: list[str],
-                     n_options: list[int], scorer: BertScorer | None) -> tuple[str, MetricResult]:
+def _rules(scoring: str) -> dict[str, Callable[..., MetricResult]]:
+    """The metrics whose rules differ between the scorings (recall@1, macro_f1, triple_f1), under `scoring`."""
+    if scoring == "authors":
+        from recfound.eval import authors  # imported here: it builds on this module
+
+        return {"recall@1": authors.recall_at_1, "macro_f1": authors.macro_f1, "triple_f1": authors.triple_f1}
+    return {"recall@1": recall_at_1, "macro_f1": macro_f1, "triple_f1": triple_f1}
+
+
+def _score_by_metric(task: Task, predictions: Sequence[str | None], references: list[str], n_options: list[int],
+                     scorer: BertScorer | None, scoring: str) -> tuple[str, MetricResult]:
     """The metric name actually used and its result, dispatched on the task's answer type and metric."""
     if task.answer_type is AnswerType.LABEL_SET:
         return "accuracy", label_accuracy(predictions, references, task.labels)
-    if task.metric == "recall@1":
-        return task.metric, recall_at_1(predictions, references, n_options)
+    if task.metric in ("recall@1", "macro_f1"):
+        return task.metric, _rules(scoring)[task.metric](predictions, references, n_options)
     if task.metric == "f1_yes":
         return task.metric, f1_yes(predictions, references)
-    if task.metric == "macro_f1":
-        return task.metric, macro_f1(predictions, references, n_options)
     if task.metric == "triple_f1":
-        return task.metric, triple_f1(predictions, references)
+        return task.metric, _rules(scoring)[task.metric](predictions, references)
     if task.metric == "bertscore_f1":
         texts = [p if isinstance(p, str) else "" for p in predictions]
         token = float(np.mean([token_f1(p, r) for p, r in zip(texts, references)]))
@@ -359,10 +382,15 @@ def recall_at_k(ranks: Sequence[int] | np.ndarray, k: int = 20) -> float:
 
 
 def score_retrieval(task_name: str, ranks: Sequence[int] | np.ndarray, k: int | None = None, *,
-                    protocol: str) -> TaskScore:
+                    protocol: str, scoring: str = "ours", skipped: int = 0) -> TaskScore:
     """Score one embedding task from the rank of each query's positive, by the task's metric
     ("mrr@20", "ndcg@20"); `k` overrides the registry's cut-off. `protocol` names how the ranks were
-    obtained (e.g. sampled negatives or the full pool) and is kept in the result."""
+    obtained (e.g. sampled negatives or the full pool) and is kept in the result.
+
+    `scoring="authors"` (ranks from `recfound.eval.authors.sampled_ranks`): MRR or NDCG without a
+    cut-off, as their eval_emb.py; the `skipped` queries (left out for a NaN embedding) are counted in
+    extra["skipped"], and the value is NaN ("no valid samples") when every query was left out."""
+    check_scoring(scoring)
     task = get_task(task_name)
     if task.kind is not Kind.EMBEDDING:
         raise ValueError(f"task {task.name} is a {task.kind.value} task: score it with score_generative")
@@ -372,6 +400,10 @@ def score_retrieval(task_name: str, ranks: Sequence[int] | np.ndarray, k: int | 
     if not isinstance(protocol, str) or not protocol.strip():
         raise ValueError(f"task {task.name}: name the retrieval protocol (e.g. 'sampled-19' or 'full-pool')")
     kind = match.group(1)
+    if scoring == "authors":
+        return _authors_retrieval(task.name, kind, ranks, protocol, skipped)
+    if skipped:
+        raise ValueError(f"task {task.name}: only the authors' scoring leaves queries out (got skipped={skipped})")
     if k is None:
         k = int(match.group(2))
     try:
@@ -382,3 +414,19 @@ def score_retrieval(task_name: str, ranks: Sequence[int] | np.ndarray, k: int | 
     other = "ndcg" if kind == "mrr" else "mrr"
     extra = {f"recall@{k}": recall_at_k(array, k), f"{other}@{k}": scores[other]}
     return TaskScore(task.name, f"{kind}@{k}", scores[kind], int(array.size), 0, extra, protocol)
+
+
+def _authors_retrieval(task: str, kind: str, ranks: Sequence[int] | np.ndarray, protocol: str,
+                       skipped: int) -> TaskScore:
+    """MRR and NDCG of one positive per query without a cut-off, as eval_emb.py averages 1 / rank and
+    1 / log2(rank + 1)."""
+    if skipped and len(ranks) == 0:
+        return TaskScore(task, kind, float("nan"), 0, 0, {"skipped": float(skipped)}, protocol, "authors")
+    try:
+        array = _check_ranks(ranks, 1)
+    except ValueError as err:
+        raise ValueError(f"task {task}: {err}") from None
+    scores = {"mrr": float(np.mean(1.0 / array)), "ndcg": float(np.mean(1.0 / np.log2(array + 1.0)))}
+    other = "ndcg" if kind == "mrr" else "mrr"
+    return TaskScore(task, kind, scores[kind], int(array.size), 0, {other: scores[other], "skipped": float(skipped)},
+                     protocol, "authors")

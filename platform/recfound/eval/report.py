@@ -6,9 +6,16 @@ column per task and the models' average rank over the tasks, "mean (std)", rank 
 `test/<kind>_avg`, prefixed by the model's role), and saved as artifacts under `evaluation/`:
 `scores.json` (every score of every model, which `recfound eval compare` reads back), `tables.txt`,
 `table.json` (an MLflow table for the UI) and `answers/<n>-<model>.jsonl` (every generated answer).
-A column whose models were scored differently (another metric or protocol) says so in its header.
+A column whose models were scored differently (another metric, protocol or scoring) says so in its header;
+a number scored by the authors' rules (`eval.scoring: authors`) is marked `[authors]` wherever its metric
+is named, and `table.json` has a `scoring` column.
 `log_evaluation_steps` logs models under one key per task at given steps (a training run: the base at
 step 0, the trained model at its last step), which MLflow's charts show side by side.
+
+On a data root built from logs, the full-catalog table (`catalog_report`) puts the models beside the
+baselines of `recfound.eval.catalog` (Recall@10, NDCG@10, MRR@k per task, SR's recall@1) and names every
+metric on which a model is below a baseline; the baselines are logged beside the models (metrics under
+their role, `evaluation/baselines.json`, rows of `table.json`, the tag `below_baselines`).
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from recfound.eval.metrics import TaskScore
+from recfound.eval.retrieval import CATALOG
 from recfound.eval.runner import ModelEvaluation
 from recfound.progress import format_table
 from recfound.tasks import Kind, get_task, task_names
 
 SCORES_ARTIFACT = "evaluation/scores.json"
+BASELINES_FILE = "baselines.json"
 
 
 def average_ranks(rows: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
@@ -43,10 +52,15 @@ def average_ranks(rows: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
     return [(float(r.mean()), float(r.std())) for r in ranks]
 
 
+def metric_name(score: TaskScore) -> str:
+    """The score's metric, marked `[authors]` when the authors' scoring rules produced it."""
+    return score.metric if score.scoring == "ours" else f"{score.metric} [{score.scoring}]"
+
+
 def _column_name(evaluations: Sequence[ModelEvaluation], scores_of, task: str) -> str:
     """`TASK metric`, marked `(mixed: ...)` when the models were not scored alike on it (another metric,
-    e.g. token F1 without a BERTScore encoder, or another protocol)."""
-    kinds = sorted({(scores_of(e)[task].metric, scores_of(e)[task].protocol or "") for e in evaluations})
+    e.g. token F1 without a BERTScore encoder, another protocol or other scoring rules)."""
+    kinds = sorted({(metric_name(scores_of(e)[task]), scores_of(e)[task].protocol or "") for e in evaluations})
     name = f"{task} {kinds[0][0]}"
     return name if len(kinds) == 1 else f"{name} (mixed: {'; '.join(' '.join(k).strip() for k in kinds)})"
 
@@ -84,7 +98,7 @@ def before_after_table(before: ModelEvaluation | None, after: ModelEvaluation) -
     old = before.headline() if before else {}
     for task, score in after.headline().items():
         base = old.get(task)
-        rows.append([task, get_task(task).kind.value, score.metric, f"{base.value:.4f}" if base else "-",
+        rows.append([task, get_task(task).kind.value, metric_name(score), f"{base.value:.4f}" if base else "-",
                      f"{score.value:.4f}", f"{score.value - base.value:+.4f}" if base else "-",
                      f"{score.invalid}/{score.count}"])
     header = ["task", "kind", "metric", before.label if before else "base", after.label, "change", "invalid"]
@@ -95,6 +109,57 @@ def improved_tasks(before: ModelEvaluation, after: ModelEvaluation) -> list[str]
     """The tasks on which `after` scores strictly higher than `before`."""
     old = before.headline()
     return [task for task, score in after.headline().items() if task in old and score.value > old[task].value]
+
+
+def _catalog_values(evaluation: ModelEvaluation, tasks: Sequence[str]) -> dict[str, float]:
+    """`TASK metric` -> value of a model or baseline on the catalog tasks: its full-catalog ranking (Recall@10,
+    NDCG@10, MRR@k) where it ranked one, and the task's own generative score (SR's recall@1 on the options)."""
+    values = {}
+    for task in tasks:
+        ranking = evaluation.retrieval.get(CATALOG, {}).get(task)
+        if ranking is not None:
+            values.update({f"{task} {name}": value for name, value in ranking.extra.items()})
+            values[f"{task} {ranking.metric}"] = ranking.value
+        chosen = evaluation.generative.get(task)
+        if chosen is not None:
+            values[f"{task} {metric_name(chosen)}"] = chosen.value
+    return values
+
+
+def below_baselines(evaluation: ModelEvaluation, baselines: Sequence[ModelEvaluation]) -> list[str]:
+    """One line per baseline that scores higher than the model on some metric both have, naming them."""
+    tasks = _catalog_tasks(baselines)
+    mine, lines = _catalog_values(evaluation, tasks), []
+    for baseline in baselines:
+        theirs = _catalog_values(baseline, tasks)
+        worse = [f"{name} ({mine[name]:.4f} < {theirs[name]:.4f})" for name in mine
+                 if name in theirs and mine[name] < theirs[name]]
+        if worse:
+            lines.append(f"{evaluation.label} is below {baseline.label} on {', '.join(worse)}")
+    return lines
+
+
+def _catalog_tasks(baselines: Sequence[ModelEvaluation]) -> list[str]:
+    """The tasks the baselines scored."""
+    return list(dict.fromkeys(task for b in baselines for task in (*b.retrieval.get(CATALOG, {}), *b.generative)))
+
+
+def catalog_report(evaluations: Sequence[ModelEvaluation], baselines: Sequence[ModelEvaluation]) -> str:
+    """The full-catalog table (a row per model, then per baseline; `-` where a row has no such number) and,
+    per model, the baselines it is below and on what (or that it is below none)."""
+    tasks = _catalog_tasks(baselines)
+    rows = [*evaluations, *baselines]
+    values = [_catalog_values(row, tasks) for row in rows]
+    columns = list(dict.fromkeys(name for row in values[len(evaluations):] + values for name in row))
+    protocol = baselines[0].retrieval[CATALOG][tasks[0]].protocol
+    table = format_table(["model", *columns], [[row.label, *(f"{v[c]:.4f}" if c in v else "-" for c in columns)]
+                                               for row, v in zip(rows, values)])
+    verdicts = []
+    for evaluation in evaluations:
+        verdicts += below_baselines(evaluation, baselines) or \
+            [f"{evaluation.label} is below no baseline on any metric they share"]
+    title = f"{protocol[:1].upper()}{protocol[1:]}: the models beside the baselines"
+    return f"{title}\n{table}\n" + "\n".join(verdicts)
 
 
 def headline_metrics(evaluation: ModelEvaluation, prefix: str) -> dict[str, float]:
@@ -112,7 +177,23 @@ def evaluation_metrics(evaluation: ModelEvaluation, prefix: str) -> dict[str, fl
                     if get_task(task).kind is Kind.GENERATIVE})
     if "sampled" in evaluation.retrieval and "full" in evaluation.retrieval:
         metrics.update({f"{prefix}_full/{t}": s.value for t, s in evaluation.retrieval["full"].items()})
+    return {**metrics, **catalog_metrics(evaluation, prefix)}
+
+
+def catalog_metrics(evaluation: ModelEvaluation, prefix: str) -> dict[str, float]:
+    """`<prefix>_catalog/<task>` (MRR@k on the whole catalog) and `<prefix>_catalog/<task>_recall_at_10`,
+    `..._ndcg_at_10` of a model or baseline."""
+    metrics = {}
+    for task, score in evaluation.retrieval.get(CATALOG, {}).items():
+        metrics[f"{prefix}_{CATALOG}/{task}"] = score.value
+        metrics.update({f"{prefix}_{CATALOG}/{task}_{name.replace('@', '_at_')}": value
+                        for name, value in score.extra.items()})
     return metrics
+
+
+def baseline_metrics(baseline: ModelEvaluation, prefix: str) -> dict[str, float]:
+    """A baseline's catalog metrics and, under `<prefix>/<task>`, its generative scores (SR's option)."""
+    return {**catalog_metrics(baseline, prefix), **{f"{prefix}/{t}": s.value for t, s in baseline.generative.items()}}
 
 
 def _log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
@@ -136,21 +217,29 @@ def log_evaluation_steps(tracking_uri: str, run_id: str, prefix: str,
         _log_metrics(tracking_uri, run_id, headline_metrics(evaluation, prefix), step)
 
 
-def log_evaluations(tracking_uri: str, run_id: str, evaluations: Mapping[str, ModelEvaluation]) -> None:
-    """Log {role: evaluation} (e.g. {"test_base": ..., "test": ...}) to run `run_id`: metrics prefixed by
-    the role, and the artifacts of the module doc."""
-    from recfound.tracking.limits import valid_key
+def log_evaluations(tracking_uri: str, run_id: str, evaluations: Mapping[str, ModelEvaluation],
+                    baselines: Mapping[str, ModelEvaluation] | None = None) -> None:
+    """Log {role: evaluation} (e.g. {"test_base": ..., "test": ...}) and {role: baseline} (e.g.
+    {"test_popularity": ...}) to run `run_id`: metrics prefixed by the role, and the artifacts of the module
+    doc."""
+    from recfound.tracking.limits import MAX_TAG_LENGTH, truncate, valid_key
     from recfound.tracking.runs import log_artifact_dir
     from recfound.tracking.store import client
 
+    baselines = baselines or {}
     metrics = {}
     for role, evaluation in evaluations.items():
         metrics.update(evaluation_metrics(evaluation, valid_key(role)))
+    for role, baseline in baselines.items():
+        metrics.update(baseline_metrics(baseline, valid_key(role)))
     _log_metrics(tracking_uri, run_id, metrics)
     with tempfile.TemporaryDirectory() as folder:
-        write_evaluation_files(Path(folder) / "evaluation", evaluations)
+        write_evaluation_files(Path(folder) / "evaluation", evaluations, baselines)
         log_artifact_dir(tracking_uri, run_id, Path(folder) / "evaluation", "evaluation")
-    client(tracking_uri).log_table(run_id, _table_rows(evaluations), "evaluation/table.json")
+    client(tracking_uri).log_table(run_id, _table_rows({**evaluations, **baselines}), "evaluation/table.json")
+    below = [line for e in evaluations.values() for line in below_baselines(e, list(baselines.values()))]
+    if below:
+        client(tracking_uri).set_tag(run_id, "below_baselines", truncate("; ".join(below), MAX_TAG_LENGTH))
 
 
 def answers_file(index: int, role: str) -> str:
@@ -158,15 +247,27 @@ def answers_file(index: int, role: str) -> str:
     return f"{index}-{re.sub(r'[^A-Za-z0-9._-]+', '_', role).strip('_') or 'model'}.jsonl"
 
 
-def write_evaluation_files(folder: Path, evaluations: Mapping[str, ModelEvaluation]) -> None:
-    """scores.json, tables.txt and answers/<n>-<role>.jsonl of {role: evaluation} into `folder` (which
-    appears whole or not at all; an earlier evaluation folder there is replaced)."""
+def evaluation_tables(evaluations: Sequence[ModelEvaluation], baselines: Sequence[ModelEvaluation] = ()) -> str:
+    """Table 2 and 3 of the models and, with baselines, the full-catalog table."""
+    tables = comparison_tables(evaluations)
+    return f"{tables}\n\n{catalog_report(evaluations, baselines)}" if baselines else tables
+
+
+def write_evaluation_files(folder: Path, evaluations: Mapping[str, ModelEvaluation],
+                           baselines: Mapping[str, ModelEvaluation] | None = None) -> None:
+    """scores.json, tables.txt, answers/<n>-<role>.jsonl of {role: evaluation} and, with baselines,
+    baselines.json of {role: baseline} into `folder` (which appears whole or not at all; an earlier evaluation
+    folder there is replaced)."""
     from recfound.data.atomic import atomic_folder
 
     with atomic_folder(folder, "scores.json") as staging:
         scores = {role: e.to_dict() for role, e in evaluations.items()}
         (staging / "scores.json").write_text(json.dumps(scores, indent=1), encoding="utf-8")
-        (staging / "tables.txt").write_text(comparison_tables(list(evaluations.values())) + "\n", encoding="utf-8")
+        if baselines:
+            (staging / BASELINES_FILE).write_text(json.dumps({r: b.to_dict() for r, b in baselines.items()}, indent=1),
+                                                  encoding="utf-8")
+        tables = evaluation_tables(list(evaluations.values()), list((baselines or {}).values()))
+        (staging / "tables.txt").write_text(tables + "\n", encoding="utf-8")
         answers = staging / "answers"
         answers.mkdir()
         for index, (role, evaluation) in enumerate(evaluations.items()):
@@ -177,14 +278,15 @@ def write_evaluation_files(folder: Path, evaluations: Mapping[str, ModelEvaluati
 
 def _table_rows(evaluations: Mapping[str, ModelEvaluation]) -> dict[str, list]:
     """Columns of one row per (model, task, protocol) for MLflow's table view."""
-    rows: dict[str, list] = {"model": [], "role": [], "task": [], "metric": [], "protocol": [], "value": [],
-                             "invalid": [], "count": []}
+    rows: dict[str, list] = {"model": [], "role": [], "task": [], "metric": [], "protocol": [], "scoring": [],
+                             "value": [], "invalid": [], "count": []}
     for role, evaluation in evaluations.items():
         scores: list[TaskScore] = list(evaluation.generative.values())
         scores += [s for group in evaluation.retrieval.values() for s in group.values()]
         for score in scores:
             for key, value in (("model", evaluation.label), ("role", role), ("task", score.task),
-                               ("metric", score.metric), ("protocol", score.protocol or ""), ("value", score.value),
+                               ("metric", score.metric), ("protocol", score.protocol or ""),
+                               ("scoring", score.scoring), ("value", score.value),
                                ("invalid", score.invalid), ("count", score.count)):
                 rows[key].append(value)
     return rows

@@ -4,7 +4,8 @@ The model's work (generate an answer for every generative record; embed every qu
 candidate document) is cut into `workers` contiguous shards, run as Ray tasks (1 GPU each when asked,
 else `cpus_per_worker` CPUs) or, with 0 workers, in this process, and gathered in order; scoring runs
 here. Generation is greedy (batched, left-padded, stopping at EOS, at most `max_new_tokens`);
-retrieval ranks each query's positive under the protocols of `recfound.eval.retrieval`.
+retrieval ranks each query's positive under the protocols of `recfound.eval.retrieval` and, on a data
+root built from logs, against the whole item catalog (`recfound.eval.catalog`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import numpy as np
 
 from recfound.config import EvalSection
 from recfound.console import quiet_worker, verbose
+from recfound.eval import authors
 from recfound.eval.data import CandidatePool
 from recfound.eval.metrics import TaskScore, score_generative, score_retrieval
-from recfound.eval.retrieval import PROTOCOLS, full_pool_ranks, sampled_ranks
+from recfound.eval.retrieval import CATALOG, PROTOCOLS, full_pool_ranks, sampled_ranks
 from recfound.eval.source import ModelSource
 from recfound.progress import Progress
 from recfound.tasks import Kind, get_task
 
 if TYPE_CHECKING:
     from recfound.eval.bertscore import BertScorer
+    from recfound.eval.catalog import Catalog
 
 
 @dataclass
@@ -158,7 +161,8 @@ class ModelEvaluation:
 
     label: str
     generative: dict[str, TaskScore] = field(default_factory=dict)
-    retrieval: dict[str, dict[str, TaskScore]] = field(default_factory=dict)  # protocol -> task -> score
+    # protocol ("sampled", "full", "catalog") -> task -> score
+    retrieval: dict[str, dict[str, TaskScore]] = field(default_factory=dict)
     answers: dict[str, list[str]] = field(default_factory=dict)
     throughput: dict[str, float] = field(default_factory=dict)
 
@@ -194,34 +198,56 @@ def protocols(options: EvalSection) -> tuple[str, ...]:
     return PROTOCOLS if options.protocol == "both" else (options.protocol,)
 
 
+def _retrieval_score(task: str, pool: CandidatePool, output: Output,
+                     sampled: tuple[list[list[int]], float] | None, options: EvalSection) -> TaskScore:
+    """One embedding task's score: on the full pool (`sampled` None), or against the sampled candidates,
+    ranked and scored as `options.scoring` says (the authors' scripts have no full-pool protocol)."""
+    queries, documents = output.queries[task], output.documents[task][:len(pool.documents)]
+    if sampled is None:
+        ranks = full_pool_ranks(queries, documents, pool.positives, pool.own)
+        return score_retrieval(task, ranks, options.k, protocol=f"full pool ({len(pool.documents)})")
+    candidates, same_share = sampled
+    drawn = f"{options.sampled_negatives} negatives, {same_share:.0%} same-category"
+    if options.scoring == "authors":
+        ranks, skipped, negatives = authors.sampled_ranks(task, queries, documents, candidates)
+        name = f"sampled ({drawn})" if negatives == options.sampled_negatives else \
+            f"sampled (the first {negatives} of {drawn})"
+        return score_retrieval(task, ranks, options.k, protocol=name, scoring="authors", skipped=skipped)
+    return score_retrieval(task, sampled_ranks(queries, documents, candidates), options.k,
+                           protocol=f"sampled ({drawn})")
+
+
 def evaluate_model(source: ModelSource, data: Mapping[str, list[dict]], options: EvalSection = EvalSection(),
-                   scorer: BertScorer | None = None, seed: int = 0, use_gpu: bool = False) -> ModelEvaluation:
+                   scorer: BertScorer | None = None, seed: int = 0, use_gpu: bool = False,
+                   catalog: Catalog | None = None) -> ModelEvaluation:
     """Score `source` on `data` ({task: normalized records}, e.g. `load_split`); `scorer` is a
     `BertScorer` for the free-text tasks (None: token F1). The sampled negatives are drawn from `seed`,
-    so every model evaluated with the same seed ranks against the same candidates."""
+    so every model evaluated with the same seed ranks against the same candidates. With the `catalog` of a
+    root built from logs (`recfound.eval.catalog.load_catalog`), its embedding tasks are also ranked
+    against every item (protocol "catalog")."""
     pools = {t: CandidatePool.of(t, records) for t, records in data.items() if get_task(t).kind is Kind.EMBEDDING}
     # drawn before any inference: a pool too small for the sampled protocol fails now, not after the work
     sampled = {t: pool.sampled_candidates(options.sampled_negatives, seed) for t, pool in pools.items()
                if "sampled" in protocols(options)}
+    ranked = [t for t in pools if catalog is not None and t in catalog.targets]
+    documents = {t: catalog.documents(list(p.documents)) if t in ranked else list(p.documents)
+                 for t, p in pools.items()}
     work = Work(generate={t: list(r) for t, r in data.items() if get_task(t).kind is Kind.GENERATIVE},
-                queries={t: list(data[t]) for t in pools}, documents={t: list(p.documents) for t, p in pools.items()})
+                queries={t: list(data[t]) for t in pools}, documents=documents)
     started = time.perf_counter()
     output = _run_sharded(source, work, options, use_gpu)
     evaluation = ModelEvaluation(source.label, answers=output.answers)
     for task, answers in output.answers.items():
-        evaluation.generative[task] = score_generative(task, answers, work.generate[task], scorer)
+        evaluation.generative[task] = score_generative(task, answers, work.generate[task], scorer, options.scoring)
     queries = sum(len(v) for v in work.queries.values())
     for protocol in protocols(options):
         group = evaluation.retrieval.setdefault(protocol, {})
         for task, pool in pools.items():
-            if protocol == "full":
-                ranks = full_pool_ranks(output.queries[task], output.documents[task], pool.positives, pool.own)
-                name = f"full pool ({len(pool.documents)})"
-            else:
-                candidates, same_share = sampled[task]
-                ranks = sampled_ranks(output.queries[task], output.documents[task], candidates)
-                name = f"sampled ({options.sampled_negatives} negatives, {same_share:.0%} same-category)"
-            group[task] = score_retrieval(task, ranks, options.k, protocol=name)
+            group[task] = _retrieval_score(task, pool, output, sampled[task] if protocol == "sampled" else None,
+                                           options)
+    for task in ranked:
+        evaluation.retrieval.setdefault(CATALOG, {})[task] = catalog.model_score(
+            task, output.queries[task], work.documents[task], output.documents[task], options.k)
     evaluation.throughput = {  # per worker: the shards' times add up although they run side by side
         "seconds": time.perf_counter() - started,
         "generated_tokens_per_s_per_worker": output.generated_tokens / max(output.generate_seconds, 1e-9),

@@ -21,6 +21,7 @@ import torch
 from recfound import storage
 from recfound.model.inference import Inference
 from recfound.run_layout import ADAPTER_FILE, CONFIG_FILE, INIT_FILE, MERGED_FILE, TOKENIZER_DIR, RunLayout
+from recfound.tasks import CarriesAddedTasks
 from recfound.tracking.pyfunc import ServingConfig
 
 if TYPE_CHECKING:
@@ -30,9 +31,10 @@ RUN_MODELS = {"init": INIT_FILE, "merged": MERGED_FILE}  # and "final": the last
 
 
 @dataclass(frozen=True)
-class ModelSource:
+class ModelSource(CarriesAddedTasks):
     """A loadable model: backbone spec and seed, dtype, tokenizer files, inference options, adapter bytes
-    (None: the bare backbone)."""
+    (None: the bare backbone). Its pickle carries the tasks added to the registry: an evaluation worker
+    resolves the adapter's and the records' task names."""
 
     label: str
     serving: ServingConfig

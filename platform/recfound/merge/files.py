@@ -19,7 +19,7 @@ from typing import Sequence
 from torch import Tensor
 
 from recfound import storage
-from recfound.merge.ties import changed_fraction, check_density, state_mismatch, ties_merge
+from recfound.merge.ties import changed_fraction, check_density, check_method, state_mismatch, ties_merge
 from recfound.model.state import HEADER_KEY, read_adapter
 from recfound.run_layout import ADAPTER_FILE, CHECKPOINT_PREFIX, INIT_FILE, MERGED_FILE, PROGRESS_FILE, RunLayout, \
     checkpoint_step
@@ -109,19 +109,21 @@ def _checked_plan(base: storage.Location, checkpoints: Sequence[str], out: stora
 
 
 def merge_adapter_files(base: storage.Location, checkpoints: Sequence[storage.Location], out: storage.Location,
-                        density: float = 0.8, trim_after_vote: bool = False) -> str:
-    """TIES-merge adapter files onto the base adapter file and write `out` whole: the base's
-    header plus a "merge" entry (method, density, trim_after_vote, base, sources with their steps,
-    tensors, changed fraction). Every checkpoint must match the base's model, config, tasks and token rows."""
+                        density: float = 0.8, method: str = "ties") -> str:
+    """TIES-merge adapter files onto the base adapter file by `method` ("ties" or "authors", see
+    `recfound.merge.ties`) and write `out` whole: the base's header plus a "merge" entry (method,
+    density, base, sources with their steps, tensors, changed fraction). Every checkpoint must match
+    the base's model, config, tasks and token rows."""
     from safetensors.torch import save
 
     check_density(density)
+    check_method(method)
     base, out = str(base), str(out)
     base_header, base_state = read_adapter(base)
     states = [_read_matching(str(path), base, base_header, base_state) for path in checkpoints]
-    merged = ties_merge(base_state, states, density, trim_after_vote)
+    merged = ties_merge(base_state, states, density, method)
     header = {**base_header, "merge": {
-        "method": "ties", "density": density, "trim_after_vote": trim_after_vote,
+        "method": method, "density": density,
         "base": _relative(base, out),
         "sources": [{"file": _relative(str(path), out), "step": _source_step(str(path))} for path in checkpoints],
         "tensors": len(merged), "changed": changed_fraction(base_state, merged)}}
@@ -168,8 +170,8 @@ def _relative(location: str, out: str) -> str:
 
 
 def merge_run(run_dir: storage.Location, out: storage.Location | None = None, last: int = DEFAULT_LAST,
-              density: float = 0.8, trim_after_vote: bool = False) -> str:
-    """TIES-merge the last `last` checkpoints of a run onto its adapter_init.safetensors; `out` defaults
-    to <run_dir>/merged.safetensors."""
+              density: float = 0.8, method: str = "ties") -> str:
+    """TIES-merge (by `method`) the last `last` checkpoints of a run onto its adapter_init.safetensors;
+    `out` defaults to <run_dir>/merged.safetensors."""
     plan = plan_run(run_dir, out=out, last=last)
-    return merge_adapter_files(plan.base, plan.checkpoints, plan.out, density, trim_after_vote)
+    return merge_adapter_files(plan.base, plan.checkpoints, plan.out, density, method)

@@ -1,20 +1,28 @@
 """TIES-merging (Yadav et al., 2023) of checkpoints that share a base, one tensor at a time, torch only.
 
-For every tensor, with the task vectors tau_c = theta_c - base (c = 1..C):
+For every tensor, with the task vectors tau_c = theta_c - base (c = 1..C), two methods:
+
+`ties` (the default; equal to peft's `ties` with `majority_sign_method="total"` and unit weights):
 
 - TRIM: in each tau_c keep the k = floor(density * numel) entries of largest magnitude and set the
   rest to 0 (peft's `magnitude_based_pruning`, same k; equal magnitudes are split as `torch.topk`
   splits them). density 1 keeps every entry.
-- ELECT: the sign s = +1 where sum_c tau_c >= 0, else -1 (peft's `majority_sign_method="total"`).
+- ELECT: the sign s = +1 where sum_c tau_c >= 0, else -1.
 - MERGE: the mean of the tau_c entries whose sign equals s; a trimmed (zero) entry never agrees, and
   an entry no checkpoint agrees on gets 0 (peft's `disjoint_merge`).
 
-The result is base + merged tau, computed in float64 and cast back to the base tensor's dtype (for
-float32, bfloat16 and float16 tensors, one checkpoint at density 1 comes back bit for bit; float64
-ones within a rounding error).
+`authors` (the RecFound authors' `merge/merge_moe.py` with `sparsify_method='magnitude'`):
 
-`trim_after_vote=True` is the order of the RecFound authors' merge script: ELECT on the untrimmed
-tau_c, then TRIM each tau_c, then MERGE as above (the mean over the kept entries that agree).
+- ELECT on the untrimmed vectors: s = sign(sum_c tau_c), which is 0 where the sum is exactly 0.
+- COUNT n = the number of c whose sign(tau_c) equals s (before any trimming).
+- ZERO the entries of each tau_c whose sign differs from s, then TRIM what remains as their
+  sparsify's `magnitude` does: keep the entries at the first k places of
+  `torch.argsort(|tau_c| as float32, descending=True)`, k = int(density * numel) (k = 0 is refused).
+- MERGE: sum_c of the kept entries / (n + 1e-9).
+
+Either result is base + merged change, computed in float64 and cast back to the base tensor's dtype
+(for float32, bfloat16 and float16 tensors, one checkpoint at density 1 under `ties` comes back bit for
+bit; float64 ones within a rounding error). The authors' script works in the file's dtype instead.
 """
 
 from __future__ import annotations
@@ -64,31 +72,80 @@ def disjoint_mean(taus: Tensor, sign: Tensor) -> Tensor:
     return (taus * agree).sum(0) / agree.sum(0).clamp(min=1)
 
 
+def authors_trim(taus: Tensor, density: float) -> Tensor:
+    """Each `taus[c]` with only the entries at the first int(density * numel) places of
+    `torch.argsort(|taus[c]| as float32, descending=True)` kept: their sparsify's `magnitude` on CPU,
+    the same call, so equal magnitudes are split as that (unstable) sort splits them."""
+    if density >= 1:
+        return taus
+    kept = torch.zeros_like(taus)
+    for tau, out in zip(taus, kept):
+        flat = tau.reshape(-1)
+        order = torch.argsort(flat.abs().float(), descending=True)[:int(density * flat.numel())]
+        out.view(-1)[order] = flat[order]
+    return kept
+
+
+def running_sum(taus: Tensor) -> Tensor:
+    """sum_c taus[c] added one c after the other, as the authors' script accumulates (torch's sum over a
+    dimension may add in another order, which changes the last bit)."""
+    total = torch.zeros_like(taus[0])
+    for tau in taus:
+        total += tau
+    return total
+
+
+def authors_change(taus: Tensor, density: float) -> Tensor:
+    """The merged change of the authors' merge script (see the module doc)."""
+    sign = running_sum(taus).sign()
+    agree = taus.sign() == sign
+    kept = authors_trim(torch.where(agree, taus, 0.0), density)
+    return running_sum(kept) / (agree.sum(0).to(taus.dtype) + 1e-9)  # the count in float64, as 1e-9 needs
+
+
+def ties_change(taus: Tensor, density: float) -> Tensor:
+    """The merged change of standard TIES: trim, elect on the trimmed vectors, disjoint mean."""
+    taus = trim(taus, density)
+    return disjoint_mean(taus, elect_sign(taus))
+
+
+METHODS = {"ties": ties_change, "authors": authors_change}
+
+
+def check_method(method: str) -> None:
+    """Refuse a merge method other than those of METHODS."""
+    if method not in METHODS:
+        raise ValueError(f"unknown merge method {method!r}: use {' or '.join(map(repr, METHODS))}")
+
+
 def ties_merge_tensor(base: Tensor, thetas: Sequence[Tensor], density: float = 0.8,
-                      trim_after_vote: bool = False) -> Tensor:
-    """TIES-merge one tensor of several checkpoints onto its base (same shapes; no checks)."""
+                      method: str = "ties") -> Tensor:
+    """TIES-merge one tensor of several checkpoints onto its base by `method` ("ties" or "authors"; same
+    shapes, no other checks)."""
+    check_method(method)
     origin = base.to(_WORK_DTYPE)
     taus = torch.stack([theta.to(device=base.device, dtype=_WORK_DTYPE) - origin for theta in thetas])
-    if trim_after_vote:
-        sign = elect_sign(taus)
-        taus = trim(taus, density)
-    else:
-        taus = trim(taus, density)
-        sign = elect_sign(taus)
-    return (origin + disjoint_mean(taus, sign)).to(base.dtype)
+    return (origin + METHODS[method](taus, density)).to(base.dtype)
 
 
 def ties_merge(base: dict[str, Tensor], checkpoints: Sequence[dict[str, Tensor]], density: float = 0.8,
-               trim_after_vote: bool = False) -> dict[str, Tensor]:
+               method: str = "ties") -> dict[str, Tensor]:
     """TIES-merge `checkpoints` (each with the base's tensor names and shapes) onto `base`, tensor by tensor."""
     check_density(density)
+    check_method(method)
     if not checkpoints:
         raise ValueError("TIES needs at least one checkpoint")
     for index, state in enumerate(checkpoints):
         problem = state_mismatch(base, state)
         if problem:
             raise ValueError(f"checkpoint {index}: {problem}")
-    return {name: ties_merge_tensor(tensor, [state[name] for state in checkpoints], density, trim_after_vote)
+    if method == "authors" and density < 1:
+        for name, tensor in base.items():
+            if int(density * tensor.numel()) == 0:
+                raise ValueError(f"tensor {name!r} has {tensor.numel()} entries, of which density {density} keeps "
+                                 "none; the authors' merge refuses that (their sparsify asserts k > 0): raise the "
+                                 "density or use the method 'ties'")
+    return {name: ties_merge_tensor(tensor, [state[name] for state in checkpoints], density, method)
             for name, tensor in base.items()}
 
 

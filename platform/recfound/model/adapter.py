@@ -37,7 +37,8 @@ class AdapterConfig:
     shared_experts: int = 2
     generative_experts: int = 2
     task_dim: int = 512
-    router_hidden: int = 256  # the paper says "an MLP" and gives no width
+    router_hidden: int = 256  # the paper says "an MLP" and gives no width; 0: one linear layer (the authors')
+    dropout_per_expert: bool = False  # one dropout mask per expert (the authors' layer) instead of one for all
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -45,9 +46,11 @@ class AdapterConfig:
         object.__setattr__(self, "targets", tuple(self.targets))
         if self.rank < 1 or not 0 <= self.dropout < 1:
             raise ValueError(f"adapter rank must be >= 1 and dropout in [0, 1) (got {self.rank}, {self.dropout})")
-        for name in ("alpha", "task_dim", "router_hidden"):
+        for name in ("alpha", "task_dim"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"adapter {name} must be > 0, got {getattr(self, name)!r}")
+        if not self.router_hidden >= 0:
+            raise ValueError(f"adapter router_hidden must be >= 0 (0: one linear layer), got {self.router_hidden!r}")
         counts = (self.embedding_experts, self.shared_experts, self.generative_experts)
         if self.mode == "tmole" and (min(counts) < 0 or self.embedding_experts + self.shared_experts == 0
                                      or self.shared_experts + self.generative_experts == 0):

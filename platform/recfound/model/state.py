@@ -20,10 +20,13 @@ from torch import nn
 
 from recfound import storage
 from recfound.data.atomic import atomic_folder
-from recfound.model.adapter import Adapter
+from recfound.model.adapter import Adapter, AdapterConfig
+from recfound.task_file import task_entry, tasks_from_entries
+from recfound.tasks import added_tasks, register_all
 
 FORMAT = "recfound-adapter/1"
 HEADER_KEY = "recfound"
+DECLARED_TASKS = "declared_tasks"  # optional: files written before task files have none
 HEADER_FIELDS = {"config": dict, "tasks": list, "token_ids": list, "base_id": str, "base_fingerprint": str}
 _SAMPLES = 1024
 
@@ -49,6 +52,9 @@ def adapter_header(adapter: Adapter) -> dict:
         "token_ids": adapter.token_rows.ids.tolist(),
         "base_id": adapter.base_id,
         "base_fingerprint": adapter.fingerprint,
+        # The definitions of its tasks beyond the 13 built-ins (task files): a process that loads the file
+        # registers them, so a model trained on declared tasks is served or evaluated without their task file.
+        DECLARED_TASKS: [task_entry(task) for task in added_tasks() if task.name in adapter.tasks.names],
     }
 
 
@@ -93,6 +99,7 @@ def _read_adapter_file(local: Path, path: str) -> tuple[dict, dict[str, torch.Te
         raise ValueError(f"{path}: not a readable safetensors file ({error}); it may be truncated: use another "
                          "checkpoint or train again") from None
     header = _parse_header(path, metadata[HEADER_KEY])
+    register_all(tasks_from_entries(header.get(DECLARED_TASKS, []), f"{path}: header {DECLARED_TASKS}"))
     broken = [name for name, tensor in tensors.items() if not torch.isfinite(tensor).all()]
     if broken:
         raise ValueError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values (e.g. {broken[0]}): the "
@@ -125,8 +132,10 @@ def load_adapter(adapter: Adapter, path: Path | str) -> None:
                          f"but this model is {own['base_id']!r} (fingerprint {own['base_fingerprint']}); "
                          "with the same name, the base's weights differ (another seed, file or version of "
                          "the preset): load it as it was trained, or train the adapter again")
-    changed = [f"{key}: file {header['config'].get(key)!r} vs model {value!r}"
-               for key, value in own["config"].items() if header["config"].get(key) != value]
+    # A key the file lacks was added to AdapterConfig after the file was written: its default is what it trained with.
+    written = {**AdapterConfig().to_dict(), **header["config"]}
+    changed = [f"{key}: file {written.get(key)!r} vs model {value!r}"
+               for key, value in own["config"].items() if written.get(key) != value]
     if changed:
         raise ValueError(f"{path}: adapter config differs: {'; '.join(changed)}")
     for key in ("tasks", "token_ids"):

@@ -5,6 +5,10 @@
 generative ones. The experts of one projection are stored concatenated (A: [N*r, d_in],
 B: [d_out, N*r]); a batch holds tasks of one kind, so its allowed experts are one contiguous slice
 and a forward is two rank-(n_allowed*r) matmuls with the per-sample gate scaling the middle.
+The router is an MLP (the paper), or one linear layer with `router_hidden=0` (the authors' code);
+dropout draws one mask for all experts, or one per expert with `dropout_per_expert` (the authors'
+layer calls its dropout inside the loop over experts), which costs a batched matmul over n_allowed
+masked copies of the input instead of the first fused matmul.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class Routing:
 
 
 class TMoLELinear(nn.Module):
-    """One projection with N LoRA experts and its own router MLP (the task table is model-wide)."""
+    """One projection with N LoRA experts and its own router (the task table is model-wide)."""
 
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig, routing: Routing) -> None:
         super().__init__()
@@ -47,9 +51,13 @@ class TMoLELinear(nn.Module):
         self.B = nn.Parameter(torch.zeros(base_layer.out_features, n * r, **factory))
         for j in range(n):  # each expert's A initialised like a peft LoRA A (Kaiming-uniform, fan-in d_in)
             nn.init.kaiming_uniform_(self.A[j * r:(j + 1) * r], a=math.sqrt(5))
-        self.router = nn.Sequential(nn.Linear(config.task_dim, config.router_hidden, **factory), nn.GELU(),
-                                    nn.Linear(config.router_hidden, n, **factory))
-        self.dropout = config.dropout
+        if config.router_hidden:
+            self.router = nn.Sequential(nn.Linear(config.task_dim, config.router_hidden, **factory), nn.GELU(),
+                                        nn.Linear(config.router_hidden, n, **factory))
+        else:  # the authors' router: one linear layer, its weight drawn from N(0, 1) as their LoRA layer does
+            self.router = nn.Linear(config.task_dim, n, **factory)
+            nn.init.normal_(self.router.weight)
+        self.dropout, self.dropout_per_expert = config.dropout, config.dropout_per_expert
 
     def gates(self, task_embedding: torch.Tensor, allowed: slice) -> torch.Tensor:
         """[batch, n_allowed] softmax over the allowed experts (the masked ones are exactly 0)."""
@@ -63,6 +71,18 @@ class TMoLELinear(nn.Module):
             return x, 1.0
         return x * (torch.rand_like(x) >= self.dropout), 1.0 / (1.0 - self.dropout)
 
+    def expert_inputs(self, x: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, float]:
+        """(A_j dropout(x) of the experts in rows lo:hi of A, concatenated [.., hi - lo], without the dropout's
+        rescale; that rescale). With dropout_per_expert each expert gets its own mask."""
+        if not (self.dropout_per_expert and self.training and self.dropout > 0):
+            dropped, rescale = self.dropped(x)
+            return F.linear(dropped, self.A[lo:hi]), rescale
+        n, d_in = (hi - lo) // self.rank, x.shape[-1]
+        keep = torch.rand((n, *x.shape), device=x.device, dtype=x.dtype) >= self.dropout
+        masked = (x * keep).reshape(n, -1, d_in)  # [experts, tokens, d_in]
+        hidden = torch.bmm(masked, self.A[lo:hi].view(n, self.rank, d_in).transpose(1, 2))  # [experts, tokens, r]
+        return hidden.transpose(0, 1).reshape(*x.shape[:-1], hi - lo), 1.0 / (1.0 - self.dropout)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routing = self.routing
         if routing.task_embedding is None:
@@ -72,11 +92,11 @@ class TMoLELinear(nn.Module):
             raise ValueError(f"set_tasks gave {rows} task ids for a batch of {x.shape[0]} rows "
                              "(give one per row, or one for all)")
         lo, hi = routing.allowed.start * self.rank, routing.allowed.stop * self.rank
-        dropped, rescale = self.dropped(x)
+        hidden, rescale = self.expert_inputs(x, lo, hi)
         gate = self.gates(routing.task_embedding, routing.allowed) * (self.scale * rescale)
         # Per sample, the gate of expert j scales its r columns of the middle activation: [batch, 1.., n*r].
         gate = gate.repeat_interleave(self.rank, dim=-1).view(rows, *(1,) * (x.dim() - 2), hi - lo)
-        hidden = F.linear(dropped, self.A[lo:hi]) * gate
+        hidden = hidden * gate
         base = self.base_layer(x)
         # addmm adds the experts' product into the base output in one pass (no extra [.., d_out] sum).
         out = torch.addmm(base.reshape(-1, base.shape[-1]), hidden.reshape(-1, hi - lo), self.B[:, lo:hi].T)

@@ -1,4 +1,4 @@
-"""S2Sched: the paper's sample scheduler (pure math, incremental form, policy) and its Ray actor.
+"""S2Sched: the paper's sample scheduler (pure math, incremental form, presets, policy) and its Ray actor.
 
 The math (`s2sched_ratios`, `allocate`, `IncrementalS2Sched`, the policy) needs numpy only; the
 actor and the plot are imported on first use, so importing this package does not import Ray or
@@ -12,14 +12,16 @@ from typing import Any
 
 from recfound.sched.incremental import IncrementalS2Sched
 from recfound.sched.policy import MODES, KindSchedule, KindSpec, SchedConfig
+from recfound.sched.presets import PRESETS, authors_options
 from recfound.sched.s2sched import Options, Terms, allocate, s2sched_ratios, s2sched_terms
 from recfound.sched.scheduler import NotReady, Scheduler, ScheduleSpec
 
 _LAZY = {"SchedulerActor": "actor", "SchedulerClient": "actor", "start_scheduler": "actor", "actor_name": "actor",
          "plot_ratios": "plot"}
 
-__all__ = ["MODES", "IncrementalS2Sched", "KindSchedule", "KindSpec", "NotReady", "Options", "SchedConfig",
-           "ScheduleSpec", "Scheduler", "Terms", "allocate", "s2sched_ratios", "s2sched_terms", *_LAZY]
+__all__ = ["MODES", "PRESETS", "IncrementalS2Sched", "KindSchedule", "KindSpec", "NotReady", "Options",
+           "SchedConfig", "ScheduleSpec", "Scheduler", "Terms", "allocate", "authors_options", "s2sched_ratios",
+           "s2sched_terms", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,8 +2,8 @@
 
 Per point: the slopes come from a ring buffer of the last L normalized losses (O(K * L)), the
 intra-task denominators from a ring buffer of the last L slopes (O(K * L)), and Eq. 5's softmax over
-all t points from `ExpSum` (cost set by the spread of m(k), not by t) and a compensated running
-sum of its denominator. numpy only.
+the whole slope history from `ExpSum` (cost set by the spread of m(k), not by t) and a compensated
+running sum of its denominator. numpy only.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ class IncrementalS2Sched:
         self.points = 0
         self.terms = Terms(equal_ratios(num_tasks))
         self._first: np.ndarray | None = None
+        self._fitted = 0  # rows in the slope fits so far: every point, or all but the first (first_point_baseline)
         self._losses = np.zeros((window, num_tasks + 1))  # normalized losses + their row maximum
-        self._abs_alphas = np.zeros((window, num_tasks))
-        self._m = ExpSum()
+        self._abs_alphas = np.zeros((window, num_tasks))  # |alpha(p)| of point p at row p % L
+        self._m = ExpSum()  # m(k) of the slope history of Eq. 5
         self._big_m = _CompensatedSum()
 
     def add(self, losses: Any) -> Terms:
@@ -58,37 +59,45 @@ class IncrementalS2Sched:
         row = check_losses(losses, "losses", ndim=1)
         if len(row) != self.num_tasks:
             raise ValueError(f"losses has {len(row)} values for {self.num_tasks} tasks")
-        if self._first is None:
+        first = self._first is None
+        if first:
             self._first = row.copy()  # the caller may reuse its buffer
-        normalized = row / self._first
-        self._losses[self.points % self.window] = np.append(normalized, normalized.max())
+        if not (first and self.options.first_point_baseline):
+            normalized = row / self._first
+            self._losses[self._fitted % self.window] = np.append(normalized, normalized.max())
+            self._fitted += 1
         self.points += 1
         if self.points >= 2:
             self.terms = self._next_terms(self._slopes())
         return self.terms
 
     def _slopes(self) -> np.ndarray:
-        """Slopes over the last min(points, L) points of each ring column (ring rows are in point order
+        """Slopes over the last min(fitted, L) fitted rows of each ring column (ring rows are in point order
         until the ring is full; afterwards the oldest row is the next one to be overwritten)."""
-        if self.points < self.window:
-            return window_slope(self._losses[: self.points])
-        return window_slope(np.roll(self._losses, -(self.points % self.window), axis=0))
+        if self._fitted < self.window:
+            return window_slope(self._losses[: self._fitted])
+        return window_slope(np.roll(self._losses, -(self._fitted % self.window), axis=0))
 
     def _next_terms(self, slopes: np.ndarray) -> Terms:
         alpha, max_loss_slope = slopes[:-1], slopes[-1]
-        t = self.points - 1  # points with a slope
-        self._abs_alphas[(t - 1) % self.window] = np.abs(alpha)
-        if self.options.max_loss_slope:
+        points, options = self.points, self.options
+        self._abs_alphas[points % self.window] = np.abs(alpha)
+        if options.max_loss_slope:
             m, big_m = max_loss_slope, abs(max_loss_slope)
         else:
             m, big_m = alpha.max(), np.abs(alpha).max()
-        self._m.append(float(m))
-        self._big_m.add(float(big_m))
-        return combine(alpha, self._abs_alphas.sum(axis=0), min(t, self.window), self._beta(t, float(m)), self.options)
+        if points >= options.slope_history_start:
+            self._m.append(float(m))
+            self._big_m.add(float(big_m))
+            beta = self._beta(float(m))
+        else:
+            beta = 1.0  # Eq. 5 over a history of one point: t * softmax of one value = 1
+        rows = [p % self.window for p in range(options.intra_start(points, self.window), points + 1)]
+        return combine(alpha, self._abs_alphas[rows].sum(axis=0), len(rows), beta, options)
 
-    def _beta(self, t: int, m_now: float) -> float:
-        """Eq. 5: min(t * exp(z(t)) / sum_k exp(z(k)), 1) with z(k) = scale * m(k)."""
-        total = self._big_m.value
+    def _beta(self, m_now: float) -> float:
+        """Eq. 5: min(t * exp(z(t)) / sum_k exp(z(k)), 1) with z(k) = scale * m(k), over the t values kept."""
+        total, t = self._big_m.value, len(self._m)
         if total == 0:
             return 1.0
         log_denominator = self._m.log_sum(-self.temperature * t / total, m_now)

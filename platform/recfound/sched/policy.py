@@ -1,8 +1,9 @@
-"""Which ratios a step uses: the scheduling mode, the warm-up, and the counts for one task kind.
+"""Which ratios a step uses: the scheduling mode, the preset, the warm-up, and the counts for one task kind.
 
 numpy only. Modes: "s2sched" (the paper), "uniform" (the "w/o S2Sched" ablation: equal ratios),
-"pool_size" (ratios proportional to the tasks' pool sizes). The S2Sched terms are computed in every
-mode so the logs and plots of an ablation show what S2Sched would have done.
+"pool_size" (ratios proportional to the tasks' pool sizes). Presets: "paper" (Eqs. 3-6, plus any of the
+option fields) and "authors" (the authors' code; see `presets.py`). The S2Sched terms are computed in
+every mode so the logs and plots of an ablation show what S2Sched would have done.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from recfound.sched.incremental import IncrementalS2Sched
+from recfound.sched.presets import authors_options, preset_conflict
 from recfound.sched.s2sched import Terms, allocate, check_params, equal_ratios
 
 MODES = ("s2sched", "uniform", "pool_size")
@@ -22,12 +24,14 @@ MODES = ("s2sched", "uniform", "pool_size")
 
 @dataclass(frozen=True)
 class SchedConfig:
-    """S2Sched hyper-parameters (paper defaults) and the authors'-code options (default off)."""
+    """S2Sched hyper-parameters (paper defaults), the preset, and the authors'-code options that the
+    `paper` preset takes one by one (default off; the `authors` preset sets them all)."""
 
     window: int = 64
     temperature: float = 10.0
     warmup_ratio: float = 0.1
     mode: str = "s2sched"
+    preset: str = "authors"
     logit_scale: bool = False
     min_ratio: float = 0.0
     size_prior: bool = False
@@ -39,11 +43,21 @@ class SchedConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        conflict = preset_conflict(self.preset, asdict(self))
+        if conflict:
+            raise ValueError(f"{conflict[0]} {conflict[1]}")
 
     def warmup_steps(self, total_steps: int) -> int:
         """ceil(warmup_ratio * total_steps), with the ratio read as the decimal it was written as
         (0.1 * 70 is 7.000000000000001 in floats, which would round up to 8)."""
         return math.ceil(Fraction(repr(float(self.warmup_ratio))) * total_steps)  # float(): numpy scalars too
+
+    def options(self, num_tasks: int, pool_sizes: tuple[int, ...] | None, warmup_points: int) -> dict[str, Any]:
+        """The `s2sched_terms` options of one task kind (pool sizes: needed by `authors` and `size_prior`)."""
+        if self.preset == "authors":
+            return authors_options(num_tasks, pool_sizes, warmup_points)
+        return {"logit_scale": self.logit_scale, "min_ratio": self.min_ratio, "max_loss_slope": self.max_loss_slope,
+                "size_prior": pool_sizes if self.size_prior else None}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,14 +115,17 @@ class KindSchedule:
 
     TERMS = ("alpha", "inter", "intra", "ratios")
 
-    def __init__(self, spec: KindSpec, config: SchedConfig, warmup_steps: int) -> None:
-        if spec.pool_sizes is None and (config.mode == "pool_size" or config.size_prior):
-            raise ValueError(f"mode {config.mode!r} / size_prior need pool_sizes for tasks {list(spec.tasks)}")
+    def __init__(self, spec: KindSpec, config: SchedConfig, warmup_steps: int, eval_interval: int = 1) -> None:
+        """warmup_steps: steps with equal ratios; eval_interval: steps per validation point (with the
+        warm-up, it tells the `authors` preset the points its first scheduled step sees)."""
+        needs = [reason for reason, on in (("mode pool_size", config.mode == "pool_size"),
+                                           ("size_prior", config.size_prior), ("preset authors", config.preset == "authors"))
+                 if on]
+        if spec.pool_sizes is None and needs:
+            raise ValueError(f"{' and '.join(needs)} need(s) the pool sizes of tasks {list(spec.tasks)}")
         self.spec, self.config, self.warmup_steps = spec, config, warmup_steps
-        self.estimator = IncrementalS2Sched(
-            len(spec.tasks), config.window, config.temperature, logit_scale=config.logit_scale,
-            min_ratio=config.min_ratio, max_loss_slope=config.max_loss_slope,
-            size_prior=spec.pool_sizes if config.size_prior else None)
+        options = config.options(len(spec.tasks), spec.pool_sizes, warmup_steps // eval_interval)
+        self.estimator = IncrementalS2Sched(len(spec.tasks), config.window, config.temperature, **options)
         k = len(spec.tasks)
         self._losses = _Rows(k)
         self._terms = {name: _Rows(k) for name in self.TERMS}

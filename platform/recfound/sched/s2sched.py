@@ -22,10 +22,16 @@ class Options:
     min_ratio: float = 0.0  # floor per task: w <- min_ratio + (1 - K * min_ratio) * w when any w < min_ratio
     size_prior: tuple[float, ...] | None = None  # task pool sizes: w <- w * size / mean(size), renormalized
     max_loss_slope: bool = False  # m(k) = slope of max_i l~_i instead of max_i alpha_i(k)
+    first_point_baseline: bool = False  # point 1 only normalizes: the slopes are fit to points 2..T
+    slope_history_start: int = 2  # the first point whose slopes enter the histories of Eqs. 4 and 5
+    intra_step_index: bool = False  # Eq. 4's window: the slope history from entry max(0, T - L) on
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.min_ratio) or self.min_ratio < 0:
             raise ValueError(f"min_ratio must be a finite number >= 0, got {self.min_ratio!r}")
+        start = self.slope_history_start
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 2:
+            raise ValueError(f"slope_history_start must be an integer >= 2 (a point with a slope), got {start!r}")
         if self.size_prior is not None:
             sizes = np.asarray(self.size_prior, dtype=np.float64)
             if sizes.ndim != 1 or not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
@@ -37,6 +43,18 @@ class Options:
             raise ValueError(f"min_ratio={self.min_ratio} is above 1/K for K={num_tasks} tasks")
         if self.size_prior is not None and len(self.size_prior) != num_tasks:
             raise ValueError(f"size_prior has {len(self.size_prior)} pool sizes for {num_tasks} tasks")
+
+    def history_start(self, points: int) -> int:
+        """The first point of the slope histories of Eqs. 4 and 5 when there are `points` >= 2 points
+        (before slope_history_start is reached the history holds the current point only)."""
+        return min(points, self.slope_history_start)
+
+    def intra_start(self, points: int, window: int) -> int:
+        """The first point of Eq. 4's window of slopes when there are `points` >= 2 points."""
+        start = self.history_start(points)
+        if self.intra_step_index:  # never empty: at least the current slope (the authors' slice can be)
+            return min(points, start + max(0, points - window))
+        return max(start, points - window + 1)
 
 
 @dataclass(frozen=True)
@@ -96,25 +114,28 @@ def equal_ratios(num_tasks: int) -> np.ndarray:
 
 
 def window_slope(window: np.ndarray) -> np.ndarray:
-    """Least-squares slope against the point index of each column of `window` [n >= 2, columns].
+    """Least-squares slope against the point index of each column of `window` [n, columns] (0 if n < 2).
 
     The sum is exact (math.fsum over x_j * y_j with integer x_j): the same bits however the window
     was stored, and exactly 0 for a constant or mirror-symmetric window, where a rounded sum would
     leave ~1e-17 that Eqs. 3-4 (invariant to the scale of the slopes) would blow up to O(1).
     """
     n = len(window)
+    if n < 2:
+        return np.zeros(window.shape[1])  # no slope from one point (the authors' fit returns 0 too)
     x = np.arange(-(n - 1), n, 2, dtype=np.float64)  # 2 * (j - mean of j)
     products = (window * x[:, None]).T.tolist()
     return np.array([math.fsum(column) for column in products]) / (n * (n * n - 1) / 6)  # sum x^2 / 2
 
 
-def window_slopes(series: np.ndarray, window: int) -> np.ndarray:
-    """Slopes of each column over points max(1, s-L+1)..s, for s = 2..T: shape [T-1, columns]."""
-    return np.array([window_slope(series[max(0, s - window): s]) for s in range(2, len(series) + 1)])
+def window_slopes(series: np.ndarray, window: int, skip: int = 0) -> np.ndarray:
+    """Slopes of each column over points max(1 + skip, s-L+1)..s, for s = 2..T: shape [T-1, columns]."""
+    return np.array([window_slope(series[max(skip, s - window): s]) for s in range(2, len(series) + 1)])
 
 
 def beta_weight(m: np.ndarray, big_m: np.ndarray, temperature: float) -> float:
-    """Eq. 5 from m(1..t) and the terms of its denominator (max_i |alpha_i(k)|, or |m(k)| with max_loss_slope)."""
+    """Eq. 5 from the slope history m(1..t) and the terms of its denominator (max_i |alpha_i(k)|, or |m(k)|
+    with max_loss_slope)."""
     t, total = len(m), math.fsum(big_m)
     z = np.zeros(t) if total == 0 else (-temperature * t / total) * m
     return min(float(t * softmax(z)[-1]), 1.0)
@@ -149,12 +170,15 @@ def s2sched_terms(history: Any, window: int, temperature: float, **options: Any)
     opts.check_tasks(losses.shape[1])
     if len(losses) < 2:
         return Terms(equal_ratios(losses.shape[1]))
+    points = len(losses)
     normalized = losses / losses[0]
-    slopes = window_slopes(np.column_stack([normalized, normalized.max(axis=1)]), window)
+    slopes = window_slopes(np.column_stack([normalized, normalized.max(axis=1)]), window,
+                           skip=int(opts.first_point_baseline))  # row p - 2: the slopes of point p = 2..T
     alphas, max_loss = slopes[:, :-1], slopes[:, -1]
     m, big_m = (max_loss, np.abs(max_loss)) if opts.max_loss_slope else (alphas.max(axis=1), np.abs(alphas).max(axis=1))
-    recent = np.abs(alphas[-window:])
-    return combine(alphas[-1], recent.sum(axis=0), len(recent), beta_weight(m, big_m, temperature), opts)
+    kept = slice(opts.history_start(points) - 2, None)
+    recent = np.abs(alphas[opts.intra_start(points, window) - 2:])
+    return combine(alphas[-1], recent.sum(axis=0), len(recent), beta_weight(m[kept], big_m[kept], temperature), opts)
 
 
 def s2sched_ratios(history: Any, window: int, temperature: float, **options: Any) -> np.ndarray:

@@ -56,7 +56,11 @@ class ScheduleSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScheduleSpec:
         kinds = {name: KindSpec(**spec) for name, spec in data["kinds"].items()}
-        return cls(kinds, data["total_steps"], data["world_size"], data["eval_interval"], SchedConfig(**data["config"]))
+        config = {"preset": LEGACY_PRESET, **data["config"]}  # a state saved before presets: the paper's formulas
+        return cls(kinds, data["total_steps"], data["world_size"], data["eval_interval"], SchedConfig(**config))
+
+
+LEGACY_PRESET = "paper"  # what runs saved before `sched.preset` existed computed
 
 
 def _integer(value: Any, name: str, low: int, high: float = math.inf) -> int:
@@ -81,7 +85,8 @@ class Scheduler:
     def __init__(self, spec: ScheduleSpec) -> None:
         self.spec = spec
         self.warmup_steps = spec.config.warmup_steps(spec.total_steps)
-        self._kinds = {name: KindSchedule(kind, spec.config, self.warmup_steps) for name, kind in spec.kinds.items()}
+        self._kinds = {name: KindSchedule(kind, spec.config, self.warmup_steps, spec.eval_interval)
+                       for name, kind in spec.kinds.items()}
         self._eval_steps: list[int] = []  # steps of the points that went in
         self._skipped: list[dict[str, Any]] = []  # {"step", "reason"} of points that could not
         self._done_through = 0  # the last evaluation step that went in or was skipped

@@ -92,7 +92,7 @@ def fit_run(config: RunConfig, layout: RunLayout, tokenizer: str, pools: dict[st
     scheduler = start_scheduler(config.run.name, schedule_spec(config, pools["train"]),
                                 scheduling_strategy=on_this_node())
     try:
-        payload = {"config": _with_absolute_backbone(config).to_dict(), "tokenizer": tokenizer,
+        payload = {"config": _with_absolute_backbone(config), "tokenizer": tokenizer,  # pickled with its tasks
                    "run_dir": storage.normalize(layout.location),  # absolute: the workers run elsewhere
                    "run_id": run_id, "tracking_uri": tracking_uri,
                    "scheduler_state": scheduler.state(), "verbose": verbose(),

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from recfound.config import RunConfig, config_from_dict
-from recfound.console import quiet_worker, set_verbose
+from recfound.config import RunConfig
+from recfound.console import quiet_worker, set_verbose, worker_line
 from recfound import storage
 from recfound.data.collate import collate_embedding, collate_generative
 from recfound.data.mixer import TaskMixer
@@ -54,7 +54,7 @@ def train_loop_per_worker(payload: Mapping[str, Any]) -> None:
     set_verbose(payload.get("verbose", False))  # on an attached cluster the workers do not inherit it
     quiet_worker()
     context = ray.train.get_context()
-    worker = Worker(config_from_dict(payload["config"]), payload, context.get_world_rank(), context.get_world_size())
+    worker = Worker(payload["config"], payload, context.get_world_rank(), context.get_world_size())
     worker.resume(ray.train.get_checkpoint())
     worker.run()
 
@@ -111,7 +111,6 @@ class Worker:
             tensors = full_trainable_state(self.engine, self.adapter)  # whole under ZeRO-3, fp32 under bf16
             if self.rank == 0:
                 save_adapter(self.adapter, self.layout.init_adapter, tensors)
-            if self.rank == 0:
                 self.scheduler.restore(self.initial_scheduler_state, self.world_size)
         else:
             with checkpoint.as_directory() as folder:
@@ -121,7 +120,7 @@ class Worker:
                 mixer.load_state_dict(self.state.mixers[kind.value])
             if self.rank == 0:
                 self.scheduler.restore(scheduler_state, self.world_size)
-                print(f"resumed from the checkpoint of step {self.state.step}", flush=True)
+                worker_line(f"resumed from the checkpoint of step {self.state.step} on {self.world_size} worker(s)")
                 if self.logger is not None:
                     self.logger.log(self.state.step, {"resumed_from_step": float(self.state.step)})
         _barrier()  # nobody asks the scheduler for counts before it is restored
@@ -196,8 +195,8 @@ class Worker:
         self.state.bad_in_a_row += 1
         if self.rank == 0:
             what = "the update was skipped" if not applied else "the update was applied (its gradients were finite)"
-            print(f"step {step}: non-finite loss or gradient (loss {loss}); {what} "
-                  f"({self.state.bad_in_a_row} in a row, {self.state.bad_steps} in all)", flush=True)
+            worker_line(f"step {step}: non-finite loss or gradient (loss {loss}); {what} "
+                        f"({self.state.bad_in_a_row} in a row, {self.state.bad_steps} in all)")
         if self.state.bad_in_a_row < self.config.train.max_bad_steps:
             return None
         return (f"{self.state.bad_in_a_row} steps in a row up to step {step} had a non-finite loss or gradient "

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 
 from recfound import storage
-from recfound.config import RunConfig, bounded_repr, load_config
+from recfound.config import RunConfig, bounded_repr, config_from_dict, read_yaml
 from recfound.run_folder import RunFolder, describe_holder
 from recfound.run_layout import CONFIG_FILE, SNAPSHOT_FILE, SUMMARY_FILE, RunLayout
 from recfound.train.manifest import written_by
@@ -111,9 +111,19 @@ def config_differences(saved_location: str, config: RunConfig) -> list[str]:
     (URIs compared without their passwords, which are never saved), but the placement settings."""
     if not storage.is_file(saved_location):
         return [f"no {CONFIG_FILE} was saved to compare with"]
-    saved, now = load_config(saved_location, check_paths=False).flat(), config.flat()
+    saved, now = _saved_config(saved_location).flat(), config.flat()
     return [f"{key}: {bounded_repr(saved.get(key))} -> {bounded_repr(now.get(key))}"
             for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key) and key not in PLACEMENT_SETTINGS]
+
+
+def _saved_config(location: str) -> RunConfig:
+    """A run's saved config.yaml; one saved before `sched.preset` existed trained with the paper's formulas."""
+    from recfound.sched.scheduler import LEGACY_PRESET
+
+    saved = read_yaml(location) or {}
+    if isinstance(saved, dict) and isinstance(saved.get("sched"), dict):
+        saved["sched"].setdefault("preset", LEGACY_PRESET)
+    return config_from_dict(saved, source=str(location))
 
 
 def _fail_orphaned_mlflow_run(config: RunConfig, run_id: str | None) -> None:

@@ -295,11 +295,14 @@ def _tracking(config: RunConfig, workdir: str) -> tuple[str, str | None]:
 
 
 def absolute_paths(config: RunConfig, workdir: str | Path) -> RunConfig:
-    """`config` with run.output_dir, data.root and any tokenizer/backbone folder resolved against `workdir`."""
+    """`config` with run.output_dir, data.root, data.tasks_file and any tokenizer/backbone folder resolved against
+    `workdir`."""
     def absolute(value: str) -> str:
         return value if storage.is_remote(value) else str((Path(workdir) / value).resolve())
 
     changes = {"run.output_dir": absolute(config.run.output_dir), "data.root": absolute(config.data.root)}
+    if config.data.tasks_file is not None:
+        changes["data.tasks_file"] = absolute(config.data.tasks_file)
     for key, value, names in (("data.tokenizer", config.data.tokenizer, (CORPUS_TOKENIZER, SMOLLM2)),
                               ("model.backbone", config.model.backbone, (*PRESETS, SMOLLM2))):
         if value not in names and Path(absolute(value)).exists():

@@ -7,7 +7,9 @@ losses) to the trial, so the search and ASHA see them; when the job returns, the
 more: the final validation losses, the test-split scores and `finished: 1`. A trial started again (a
 restored sweep, a retried trial) finds its run folder and resumes its training from the latest
 checkpoint Ray Train registered there, as a rerun training job does (`recfound.train.resume`), into
-the same MLflow run; without one it starts over.
+the same MLflow run; without one it starts over. One whose training had already finished (the sweep was
+interrupted after the run ended but before Tune recorded the trial's end) reports that run's final
+result, read back from its MLflow run, instead of training again.
 
 Running a training job inside a trial: Tune schedules the trial in a placement group
 (`resources.trial_cpus`) that captures the trial's child tasks, so a Ray task the job starts (e.g. the
@@ -19,7 +21,7 @@ a trial that Tune kills leaves behind is released by `recfound.tune.leftovers`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
@@ -56,23 +58,60 @@ class TrialDriver:
     """Runs one trial's training job outside the trial's placement group (see module doc)."""
 
     def train(self, config: Any, parent_run_id: str, callbacks: list[Any]) -> dict[str, Any]:
-        from recfound.job import run_training
-        from recfound.run_layout import RunLayout
-        from recfound.train.resume import latest_registered_checkpoint
-
-        start_over = latest_registered_checkpoint(RunLayout(config.run_dir())) is None  # nothing to resume from
-        report = run_training(config, overwrite=start_over, parent_run_id=parent_run_id, callbacks=callbacks)
-        return final_result(config.train.steps, report)
+        return train_trial(config, parent_run_id, callbacks)
 
 
-def final_result(steps: int, report: Any) -> dict[str, Any]:
+def train_trial(config: Any, parent_run_id: str, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train (or resume, see module doc) the trial's run; its final result."""
+    from recfound import storage
+    from recfound.job import run_training
+    from recfound.run_layout import RunLayout
+    from recfound.train.resume import latest_registered_checkpoint
+
+    layout = RunLayout(config.run_dir())
+    if storage.is_file(layout.summary):
+        return recorded_result(config, parent_run_id)
+    start_over = latest_registered_checkpoint(layout) is None  # nothing to resume from
+    report = run_training(config, overwrite=start_over, parent_run_id=parent_run_id, callbacks=callbacks)
+    return final_result(config.train.steps, report.run_id, report.last_val_loss, report.test_scores,
+                        report.test_averages)
+
+
+def final_result(steps: int, run_id: str, val_losses: Mapping[str, float], test_scores: Mapping[str, float],
+                 test_averages: Mapping[str, float]) -> dict[str, Any]:
     """The trial's last result: the final validation losses (the metric keys of every checkpoint
     report), each task's test score (`test/<task>`) and each kind's average (`test_avg/<kind>`)."""
-    result: dict[str, Any] = {"step": steps, FINISHED: 1, "run_id": report.run_id}
-    result.update(validation_means(report.last_val_loss))
-    result.update({f"test/{task}": value for task, value in report.test_scores.items()})
-    result.update({f"test_avg/{kind}": value for kind, value in report.test_averages.items()})
+    result: dict[str, Any] = {"step": steps, FINISHED: 1, "run_id": run_id}
+    result.update(validation_means(val_losses))
+    result.update({f"test/{task}": value for task, value in test_scores.items()})
+    result.update({f"test_avg/{kind}": value for kind, value in test_averages.items()})
     return result
+
+
+def recorded_result(config: Any, parent_run_id: str) -> dict[str, Any]:
+    """`final_result` of the trial's finished run, from the last values its MLflow run logged (the trial's
+    run, nested under the sweep's parent run under the trial's run name)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(config.tracking_uri())
+    experiment = client.get_experiment_by_name(config.mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id] if experiment else [],
+                              f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.run_name = '{config.run.name}'")
+    if len(runs) != 1:
+        raise RuntimeError(f"run {config.run.name!r} finished, but {len(runs)} MLflow runs of that name are under the "
+                           f"sweep's parent run {parent_run_id}: its result cannot be read back; rerun the sweep "
+                           "with another name")
+    from recfound.eval.job import roles
+
+    metrics = runs[0].data.metrics
+    tasks = config.task_names()
+    role = roles(config.eval.split)[0]  # the trained model's scores: <role>/<task>, <role>/<kind>_avg
+
+    def logged(prefix: str, names: list[str], suffix: str = "") -> dict[str, float]:
+        return {name: metrics[key] for name in names if (key := f"{prefix}{name}{suffix}") in metrics}
+
+    return final_result(config.train.steps, runs[0].info.run_id, logged("val_loss/", tasks), logged(f"{role}/", tasks),
+                        logged(f"{role}/", [kind.value for kind in Kind], "_avg"))
 
 
 def validation_means(losses: Mapping[str, float]) -> dict[str, float]:
