@@ -374,11 +374,17 @@ class MultiNodeCluster:
         stop_tree(process, stop_signal=signal.SIGKILL, grace_s=1.0)
 
 
+# The head declares a killed node dead after 5 missed health checks 1 s apart (Ray's default: 3 s apart), so
+# the placement attempts after a node loss stop counting it sooner; a live node under load answers within 5 s.
+NODE_DEATH_DETECTION = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "5000",
+                        "RAY_health_check_failure_threshold": "5"}
+
+
 @contextmanager
 def multi_node_cluster(folder: Path, head_resources: dict[str, float], environment: dict[str, str]) -> Iterator[MultiNodeCluster]:
     """A head (`head_resources`) to which worker nodes are added (`MultiNodeCluster.add_nodes`); `environment`
     reaches every node's processes (object-store credentials, say). Everything is stopped by PID at the end."""
-    with _ray_head(folder, _head_ports(), head_resources, [], environment) as head:
+    with _ray_head(folder, _head_ports(), head_resources, [], {**NODE_DEATH_DETECTION, **environment}) as head:
         cluster = MultiNodeCluster(head, _ray_environment(head.token_file, {"RAY_ADDRESS": head.gcs_address,
                                                                              **environment}), {}, [])
         try:

@@ -90,8 +90,9 @@ def test_a_job_on_three_nodes_loses_its_scheduler_actor_a_node_and_its_driver_an
     tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
     overrides = job_overrides(tmp, "multinode", "train.num_workers=[1, 4]", "train.cpus_per_worker=0.5",
                               f"train.worker_resource={SLOT}", "checkpoint.max_failures=4", "eval.enabled=false",
-                              # The placement group Ray Train asks for right after the node loss still counts
-                              # the lost node's resources: it fails after 30 / 3 s (not 120 / 3), then 2 workers.
+                              # The placement group Ray Train asks for right after the node loss may still count
+                              # the lost node's resources until the head declares it dead: that attempt fails after
+                              # 30 / 3 s (not 120 / 3), the next one starts the 2 workers.
                               "train.placement_timeout_s=30",
                               f"run.output_dir={root}/runs", f"data.root={root}/data",
                               f"mlflow.tracking_uri={tracking_uri}", f"mlflow.artifact_root={root}/mlartifacts")

@@ -47,11 +47,17 @@ def _trainer(config: RunConfig, payload: dict, callbacks: Sequence[Any] = (),
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from recfound.train.failure_policy import PlacementAttemptsPerRestart
+
     class InterruptibleTrainer(TorchTrainer):
         """Our signal handler (`recfound.train.interrupt`) aborts the controller, in place of Ray's."""
 
         def _register_sigint_handler(self, controller: Any) -> None:  # Ray 2.60 (pinned)
             abort_controller_on_signals(controller)
+
+        def _initialize_and_run_controller(self, **controller_init_kwargs: Any) -> Any:  # Ray 2.60 (pinned)
+            controller_init_kwargs["failure_policy"] = PlacementAttemptsPerRestart(self.run_config.failure_config)
+            return super()._initialize_and_run_controller(**controller_init_kwargs)
 
         def fit(self) -> Any:
             try:
