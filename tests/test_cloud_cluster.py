@@ -189,7 +189,7 @@ def test_zero3_adapters_are_saved_whole(cloud, submitted):
     merged, final = run_dir / "merged.safetensors", Path(RunLayout(run_dir).checkpoints()[-1].adapter)
     header, _ = read_adapter(merged)
     _, info = load_tokenizer(run_dir / "tokenizer")
-    fresh = attach_adapter(load_backbone("tiny", info, seed=0), AdapterConfig(**header["config"]),
+    fresh = attach_adapter(load_backbone(run_dir / "backbone", info), AdapterConfig(**header["config"]),
                            token_ids=header["token_ids"])
     expected = {name: tuple(p.shape) for name, p in fresh.trainable_state().items()}
     for path in (run_dir / INIT_FILE, final, merged):

@@ -37,6 +37,18 @@ def test_local_folder_loads_through_the_same_path_and_grows_the_vocabulary(tmp_p
     assert adapter.token_rows.ids.tolist() == [INFO.vocab_size, INFO.vocab_size + 1]
 
 
+def test_a_folder_in_a_bucket_loads_as_the_same_folder_on_disk(tmp_path, object_store):
+    """A worker on any node reads a run's pre-trained backbone/ from the run folder's bucket."""
+    from recfound import storage
+
+    saved = load_backbone("tiny", INFO, seed=5)
+    saved.model.save_pretrained(tmp_path / "backbone")
+    storage.upload(tmp_path / "backbone", f"{object_store}/backbones/run/backbone", last="config.json")
+    remote = load_backbone(f"{object_store}/backbones/run/backbone", INFO)
+    assert remote.base_id == "backbone" and remote.base_vocab == INFO.vocab_size
+    assert all(torch.equal(a, b) for a, b in zip(remote.model.parameters(), saved.model.parameters()))
+
+
 def test_missing_path_and_projectionless_model_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such model folder.*tiny"):
         load_backbone(tmp_path / "absent", INFO)

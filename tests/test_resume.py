@@ -53,6 +53,21 @@ def test_the_same_settings_resume_from_the_latest_registered_checkpoint(tmp_path
     resume.check_data("r", "feedface")
 
 
+def test_a_run_saved_before_presets_and_pretraining_resumes_only_as_it_trained(tmp_path):
+    """config.yaml written before `sched.preset` and `model.pretrain_steps` existed: that run trained with the
+    paper's formulas on the preset's random weights; today's defaults are refused naming both, its own resume."""
+    import yaml
+
+    _stopped_run(tmp_path)
+    path = tmp_path / "runs" / "r" / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    del saved["sched"]["preset"], saved["model"]["pretrain_steps"]
+    path.write_text(yaml.safe_dump(saved))
+    with pytest.raises(FileExistsError, match=r"other settings \(model\.pretrain_steps: 0 -> 150; sched\.preset: "
+                                              r"'paper' -> 'authors'\)"):
+        _plan(_settings(tmp_path))
+    assert _plan(_settings(tmp_path, "model.pretrain_steps=0", "sched.preset=paper")).step == 4
+
 def test_other_settings_are_refused_naming_each_difference(tmp_path):
     _stopped_run(tmp_path)
     with pytest.raises(FileExistsError, match=r"run 'r' was started with other settings \(train\.lr: 0\.005 -> 0\.001; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from recfound import storage
 from recfound.config import ConfigError, load_config
@@ -130,4 +131,31 @@ def test_a_bucket_run_gets_its_own_copy_of_a_named_tokenizer(object_store, tmp_p
     assert local == named.resolve() and location == layout.tokenizer
     assert storage.list_names(layout.tokenizer) == sorted(p.name for p in named.iterdir())
     assert load_tokenizer(location)[1].vocab_size == load_tokenizer(named)[1].vocab_size
+    storage.delete(layout.location)
+
+
+def test_a_bucket_run_gets_its_own_copy_of_the_pretrained_backbone(object_store, tmp_path, monkeypatch):
+    """A preset pre-trained for a run on a bucket is uploaded into the run folder: its workers, on any node,
+    and the run folder's model (run_serving) load it from there."""
+    from recfound.data.corpus_text import corpus_texts
+    from recfound.data.prepare import prepare_backbone
+    from recfound.data.synth import synthesize
+    from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer
+    from recfound.eval.source import run_serving
+    from recfound.model.backbone import load_backbone
+    from recfound.run_layout import RunLayout
+
+    monkeypatch.setenv("RECFOUND_CACHE", str(tmp_path / "cache"))
+    synthesize(tmp_path / "data", 0, "tiny")
+    tokenizer = build_corpus_tokenizer(corpus_texts(tmp_path / "data"), tmp_path / "tok", vocab_size=512)
+    layout = RunLayout(f"{object_store}/storage-test/backbone-run/r")
+    config = load_config(None, ["model.pretrain_steps=2", f"data.root={tmp_path / 'data'}", "run.output_dir=s3://x/y",
+                                "mlflow.tracking_uri=sqlite:///x.db"])
+    location = prepare_backbone(config, str(tmp_path / "data"), tokenizer, layout, tmp_path / "staging")
+    assert location == layout.backbone and run_serving(layout, config).backbone == layout.backbone
+    (cached,) = (tmp_path / "cache" / "backbones").iterdir()
+    assert storage.list_names(location) == sorted(p.name for p in cached.iterdir())
+    _, info = load_tokenizer(tokenizer)
+    remote, local = load_backbone(location, info), load_backbone(cached, info)
+    assert all(torch.equal(a, b) for a, b in zip(remote.model.parameters(), local.model.parameters()))
     storage.delete(layout.location)

@@ -11,7 +11,8 @@ import yaml
 
 from recfound.config import ConfigError, load_config
 from recfound.tune import best_config, load_sweep, searched_config, trial_config
-from recfound.tune.report import TrialRow, ablation_table, best_row, trial_row, trial_table, write_best_config
+from recfound.tune.report import (TrialRow, ablation_table, best_row, trial_row, trial_table, variant_summary,
+                                  write_best_config)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -248,6 +249,28 @@ def test_rows_tables_and_the_best_trial():
     stopped = trial_row("e", {}, {"step": 10, "val_loss/mean": 3.0, "done": True}, None, asha, ended=True)
     running = trial_row("f", {}, {"step": 10, "val_loss/mean": 3.0}, None, asha, ended=False)
     assert (stopped.status, running.status) == ("stopped by ASHA", "unfinished")
+
+
+def test_variants_run_over_seeds_get_their_mean_and_sample_spread():
+    """Table 4 with seeds: each variant's finished trials averaged; the spread is the sample standard
+    deviation (n - 1), worked by hand here; unfinished trials are left out; one trial per variant: no summary."""
+    spec = load_sweep("sweeps/ablation.yaml", ["space={run.seed: {type: grid, values: [0, 1, 2]}}"])
+
+    def row(trial_id, variant, generative, embedding, loss, status_metrics=None):
+        metrics = status_metrics if status_metrics is not None else {
+            "finished": 1, "val_loss/mean": loss, "test_avg/generative": generative, "test_avg/embedding": embedding}
+        return trial_row(trial_id, {"variant": variant}, metrics, None, spec, ended=True)
+
+    rows = [row("a", "RecFound", 0.10, 0.50, 2.0), row("b", "RecFound", 0.20, 0.70, 3.0),
+            row("c", "RecFound", 0.30, 0.60, 4.0), row("d", "w/o M.M.", 0.40, 0.30, 1.5),
+            row("e", "w/o M.M.", 0.9, 0.9, 9.0, {"step": 10, "val_loss/mean": 9.0})]  # stopped: left out
+    lines = variant_summary(spec, rows).splitlines()
+    assert lines[0].split() == ["variant", "trials", "generative", "(avg.)", "embedding", "(avg.)", "val_loss/mean"]
+    # RecFound: generative mean 0.2, sd sqrt((0.01 + 0 + 0.01) / 2) = 0.1; embedding 0.6, sd 0.1; loss 3, sd 1.
+    assert lines[2].split() == ["RecFound", "3", "0.200", "±", "0.100", "0.600", "±", "0.100", "3.0000", "±", "1.0000"]
+    assert lines[3].split() == ["w/o", "M.M.", "1", "0.400", "0.300", "1.5000"]
+    assert lines[4].split() == ["w/o", "M.M.", "&", "S2Sched", "0", "-", "-", "-"]
+    assert variant_summary(spec, rows[2:4]) is None
 
 
 def test_a_sweep_whose_runs_go_to_a_bucket_keeps_tunes_state_in_a_local_folder(tmp_path):

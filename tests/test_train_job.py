@@ -86,12 +86,13 @@ def test_short_run_is_tracked_merged_and_registered(baseline):
 
 
 # The first losses of the seeded baseline run (seed 0, the tiny corpus and model, 2 CPU workers, ZeRO-2,
-# the 5 tasks of TASKS, adapter dropout off, S2Sched preset authors), as this suite's run logged them on a 2-core x86-64 machine (2026-12-02). On the same machine a seeded
+# the 5 tasks of TASKS, adapter dropout off, S2Sched preset authors, the preset pre-trained 150 steps on the
+# corpus, the mean pooled without the instruction), as this suite's run logged them on a 2-core x86-64 machine (2026-12-02). On the same machine a seeded
 # run repeats them exactly (docs/training.md, "Reproducibility"); another CPU type may round its vector
 # kernels differently, hence 1e-3 (another seed moves them by percents). A change here means the code
 # changed what it trains on or how; re-pin them only for a change meant to do that.
-PINNED_LOSS_TOTAL = {1: 20.74142421290205, 2: 19.26703952476022, 3: 15.315867762994992}
-PINNED_VAL_LOSS_Q2I = {1: 10.299537658691406, 2: 7.523524761199951, 3: 4.819753646850586}
+PINNED_LOSS_TOTAL = {1: 9.762096294628575, 2: 8.849706963064591, 3: 8.032041990361508}
+PINNED_VAL_LOSS_Q2I = {1: 4.6437811851501465, 2: 4.373709440231323, 3: 4.128790616989136}
 
 
 def test_seeded_run_repeats_its_pinned_first_losses(baseline):
@@ -122,11 +123,11 @@ def test_registered_model_reproduces_the_merged_adapter(baseline):
     records = [{"task": "Q2I", "instruction": "Find the product.", "query": query, "positive": "unused",
                 "negatives": []} for query in ("red running shoes", "a lamp for the desk")]
     predicted = np.asarray(served.predict(records)["embedding"].tolist())
-    # By hand: the merged adapter file on the same seeded base, the training tokenization, mean pooling.
+    # By hand: the merged adapter file on the run's pre-trained backbone, the training tokenization, mean pooling.
     header, _ = read_adapter(report.merged_adapter)
     tokenizer_dir = report.run_dir / "tokenizer"
     _, info = load_tokenizer(tokenizer_dir)
-    adapter = attach_adapter(load_backbone("tiny", info, seed=0), AdapterConfig(**header["config"]),
+    adapter = attach_adapter(load_backbone(report.run_dir / "backbone", info), AdapterConfig(**header["config"]),
                              token_ids=header["token_ids"])
     load_adapter(adapter, report.merged_adapter)
     adapter.eval()

@@ -275,6 +275,9 @@ class ModelSection(Section):
     """The frozen backbone and how it runs."""
 
     backbone: str = "tiny"  # a preset, "smollm2", a .gguf file or a HF folder; paper: Mistral-7B-Instruct-v0.3
+    # A preset's causal-LM steps on the corpus's train texts before the run (cached; 0: its random weights).
+    # Other backbones are pre-trained already and ignore it.
+    pretrain_steps: int = _option(150, at_least(0))
     dtype: str = _option("float32", one_of("float32", "bfloat16", "float16"))  # paper: bfloat16
     attn_implementation: str = _option("sdpa", one_of("sdpa", "eager", "flash_attention_2"))
     gradient_checkpointing: bool = False
@@ -322,7 +325,7 @@ class EmbeddingSection(Section):
 
     temperature: float = _option(0.02, above(0))
     symmetric: bool = False
-    pool_instruction: bool = True
+    pool_instruction: bool = False  # as the authors' code; true pools <embed> + instruction too (docs/training.md)
     bidirectional: bool = False
     share_negatives: bool = True
 

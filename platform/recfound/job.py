@@ -55,7 +55,7 @@ def _run_stages(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
                 resume: Resume | None) -> TrainingReport:
     from recfound import tracking
     from recfound.cluster import ray_session
-    from recfound.data.prepare import prepare_corpus, prepare_tokenizer
+    from recfound.data.prepare import prepare_backbone, prepare_corpus, prepare_tokenizer
     from recfound.train.launch import fit_run, kept_checkpoints
     from recfound.train.placement import check_feasible
 
@@ -64,6 +64,10 @@ def _run_stages(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
     folder.publish(CONFIG_FILE)
     root = prepare_corpus(config)
     tokenizer, tokenizer_location = prepare_tokenizer(config, root, layout, folder.path, resuming=resume is not None)
+    backbone = prepare_backbone(config, root, tokenizer, layout, folder.path, resuming=resume is not None)
+    # What trains, evaluates and is registered: the run's pre-trained backbone in place of the preset's name
+    # (config.yaml and the MLflow params keep what was asked for).
+    trained_on = config if backbone == config.model.backbone else config.with_overrides({"model.backbone": backbone})
     if config.eval.enabled:
         from recfound.eval.job import check_evaluation
 
@@ -75,7 +79,8 @@ def _run_stages(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
         folder.note(mlflow_run_id=run_id, data_hash=digest)
         tracking_uri = config.tracking_uri()
         try:
-            history, checkpoints = fit_run(config, layout, tokenizer_location, pools, run_id, tracking_uri, callbacks)
+            history, checkpoints = fit_run(trained_on, layout, tokenizer_location, pools, run_id, tracking_uri,
+                                           callbacks)
             report = TrainingReport(folder.path, layout.location, run_id, tracking_uri, history,
                                     folder.local_copy(storage.join(checkpoints[-1], ADAPTER_FILE)), None)
             initial = folder.local_copy(layout.init_adapter)  # written by a worker
@@ -84,8 +89,8 @@ def _run_stages(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
             _log_run_files(folder, layout, report, initial)
             _losses(report)
             if config.eval.enabled:
-                _evaluate(config, report, tokenizer, initial)
-            _register(config, report, tokenizer, digest)
+                _evaluate(trained_on, report, tokenizer, initial)
+            _register(config, report, tokenizer, digest, backbone)
             _summary(config, folder, report)
             return report
         except BaseException as err:
@@ -238,12 +243,15 @@ def _evaluate(config: RunConfig, report: TrainingReport, tokenizer: Path, initia
     report.test_averages = trained_scores.averages()
 
 
-def _register(config: RunConfig, report: TrainingReport, tokenizer: Path, digest: str) -> None:
+def _register(config: RunConfig, report: TrainingReport, tokenizer: Path, digest: str, backbone: str) -> None:
+    """The served model loads `backbone` (the run's pre-trained copy of a preset, or model.backbone); its
+    version's base_model tag says what was asked for, as the run's tag does."""
     from recfound import tracking
 
     report.registered = tracking.log_and_register_adapter(
         report.tracking_uri, report.run_id, report.merged_adapter or report.final_adapter, tokenizer,
-        config.model.backbone, config.run.seed, config.mlflow.register_as, tags={"data_hash": digest},
+        backbone, config.run.seed, config.mlflow.register_as,
+        tags={"data_hash": digest, "base_model": config.model.backbone},
         dtype=config.model.dtype, embedding=config.embedding_config(), limits=config.token_limits())
 
 

@@ -4,6 +4,7 @@ A run folder is `run.output_dir/run.name`, a local path or an object-store URI (
 
   config.yaml                       the run's settings (compared on resume)
   tokenizer/                        the corpus tokenizer trained for the run (when data.tokenizer is 'corpus')
+  backbone/                         the preset pre-trained on the corpus for the run (model.pretrain_steps > 0)
   adapter_init.safetensors          the adapter at step 0 (the TIES base, the 'base' model of evaluations)
   checkpoint_<step>/                one per `checkpoint.every` steps, written by Ray Train:
       adapter.safetensors, progress.json, scheduler.json, zero/, manifest-rank<R>.json
@@ -28,6 +29,7 @@ from recfound import storage
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_DIR = "tokenizer"
+BACKBONE_DIR = "backbone"
 INIT_FILE = "adapter_init.safetensors"
 MERGED_FILE = "merged.safetensors"
 RATIO_PLOT = "ratios.png"
@@ -103,6 +105,10 @@ class RunLayout:
     @property
     def tokenizer(self) -> str:
         return self.file(TOKENIZER_DIR)
+
+    @property
+    def backbone(self) -> str:
+        return self.file(BACKBONE_DIR)
 
     @property
     def init_adapter(self) -> str:

@@ -1,8 +1,11 @@
-"""A run's data before training: the corpus (generated when asked for and absent) and its tokenizer."""
+"""A run's inputs before training: the corpus (generated when asked for and absent), its tokenizer, and
+for a preset backbone the preset pre-trained on the corpus (`model.pretrain_steps`)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +66,41 @@ def prepare_tokenizer(config: RunConfig, root: str, layout: RunLayout, staging: 
         if remote:
             storage.upload(local, layout.tokenizer, last=TOKENIZER_FILE)  # what marks the folder complete
     return local, layout.tokenizer if remote else str(local.resolve())
+
+
+def prepare_backbone(config: RunConfig, root: str, tokenizer: Path, layout: RunLayout, staging: Path,
+                     resuming: bool = False) -> str:
+    """The backbone the run trains on: `model.backbone` itself, or, for a preset with model.pretrain_steps
+    > 0, the run's `backbone/` folder (its location for the workers: an absolute path or a URI) holding the
+    preset pre-trained on the corpus's train texts, copied from the cache or trained now (a resumed run
+    keeps the one it trained with)."""
+    from recfound.model.presets import PRESETS
+
+    if config.model.backbone not in PRESETS or config.model.pretrain_steps == 0:
+        return config.model.backbone
+    from recfound.data.atomic import atomic_folder
+    from recfound.data.corpus_text import corpus_texts
+    from recfound.model.pretrain import MARKER, PretrainOptions, pretrained_preset
+
+    remote = storage.is_remote(layout.location)
+    location = layout.backbone if remote else str(Path(layout.backbone).resolve())
+    if resuming and storage.is_file(storage.join(layout.backbone, MARKER)):
+        return location
+    options = PretrainOptions(steps=config.model.pretrain_steps)
+    print(f"\n== backbone: the {config.model.backbone} preset pre-trained on the corpus ({options.steps} steps "
+          "of next-token prediction, cached)", flush=True)
+    cached, built = pretrained_preset(config.model.backbone, tokenizer, corpus_texts(root), options)
+    summary = json.loads((cached / MARKER).read_text(encoding="utf-8"))
+    how = f"built in {summary['seconds']:.0f}s" if built else "from the cache"
+    print(f"{cached}: next-token loss {summary['first_loss']:.2f} -> {summary['last_loss']:.2f} on "
+          f"{summary['tokens']:,} tokens of text ({how})", flush=True)
+    local = staging / Path(storage.basename(layout.backbone))
+    with atomic_folder(local, MARKER) as copy:
+        for item in cached.iterdir():
+            shutil.copy2(item, copy / item.name)
+    if remote:
+        storage.upload(local, layout.backbone, last=MARKER)
+    return location
 
 
 def data_hash(pools: dict[str, dict[str, Any]], tokenizer: Path) -> str:

@@ -23,7 +23,7 @@ from recfound.eval.job import make_scorer, run_baselines
 from recfound.eval.report import (comparison_tables, evaluation_tables, log_evaluations, read_logged_evaluations,
                                   write_evaluation_files)
 from recfound.eval.runner import ModelEvaluation, evaluate_model
-from recfound.eval.source import RUN_MODELS, ModelSource, run_config, run_tokenizer, serving_of
+from recfound.eval.source import RUN_MODELS, ModelSource, run_config, run_serving, run_tokenizer
 from recfound.redact import without_password
 from recfound.run_layout import RunLayout
 from recfound.tracking.pyfunc import ServingConfig
@@ -70,7 +70,7 @@ def model_source(spec: str, tracking_uri: str, tokenizer: str | None, seed: int)
         layout = RunLayout(run_dir)
         config = run_config(layout)
         label = "/".join((storage.basename(run_dir), storage.normalize(path)[len(storage.normalize(run_dir)) + 1:]))
-        return ModelSource.from_adapter_file(label, path, run_tokenizer(layout, config), serving_of(config))
+        return ModelSource.from_adapter_file(label, path, run_tokenizer(layout, config), run_serving(layout, config))
     if storage.is_dir(path):
         return ModelSource.from_run(path, which or "merged")
     raise FileNotFoundError(f"{spec}: no such run folder or adapter file (nor models:/NAME/VERSION or base:SPEC)")

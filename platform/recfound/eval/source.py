@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,7 +72,7 @@ class ModelSource(CarriesAddedTasks):
                 raise FileNotFoundError(f"{run_dir}: the run has no complete checkpoint folder")
             path = checkpoints[-1].adapter
         return cls.from_adapter_file(label or f"{storage.basename(run_dir)}:{which}", path,
-                                     run_tokenizer(layout, config), serving_of(config))
+                                     run_tokenizer(layout, config), run_serving(layout, config))
 
     @classmethod
     def from_registered(cls, tracking_uri: str, name: str, version: str, label: str | None = None) -> ModelSource:
@@ -132,6 +132,16 @@ class ModelSource(CarriesAddedTasks):
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def run_serving(layout: RunLayout, config: RunConfig) -> ServingConfig:
+    """What rebuilding a run folder's model needs: `serving_of` its config, on the backbone the run
+    pre-trained for itself when it did (`backbone/`, see recfound.data.prepare.prepare_backbone)."""
+    from recfound.model.pretrain import MARKER
+
+    serving = serving_of(config)
+    own = storage.is_file(storage.join(layout.backbone, MARKER))
+    return replace(serving, backbone=storage.normalize(layout.backbone)) if own else serving
+
+
 def serving_of(config: RunConfig) -> ServingConfig:
     """What rebuilding a run's model needs, from its RunConfig."""
     return ServingConfig(backbone=config.model.backbone, backbone_seed=config.run.seed, dtype=config.model.dtype,
@@ -141,8 +151,6 @@ def serving_of(config: RunConfig) -> ServingConfig:
 
 def _absolute_backbone(serving: ServingConfig) -> ServingConfig:
     """Workers do not run in this directory (see `portable_spec`)."""
-    from dataclasses import replace
-
     from recfound.model.backbone import portable_spec
 
     return replace(serving, backbone=portable_spec(serving.backbone))

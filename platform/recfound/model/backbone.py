@@ -7,11 +7,13 @@ its embeddings resized to the tokenizer (so `<embed>` has a row) and every weigh
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from recfound import storage
 from recfound.data.tokenizer import SMOLLM2, TokenizerInfo, default_cache_dir, smollm2_gguf
 from recfound.model.gguf import gguf_model_folder
 from recfound.model.presets import PRESETS, build_preset
@@ -31,8 +33,8 @@ class Backbone:
 def load_backbone(spec: str | Path, tokenizer: TokenizerInfo, dtype: str | torch.dtype = "float32",
                   attn_implementation: str = "sdpa", cache_dir: Path | None = None, seed: int = 0) -> Backbone:
     """Load `spec`: a preset name (e.g. 'tiny', built for the tokenizer's vocabulary from `seed`),
-    'smollm2', a .gguf file, or a HF model folder. fp32 + SDPA suit CPUs; bf16 + 'sdpa' or
-    'flash_attention_2' suit GPUs."""
+    'smollm2', a .gguf file, or a HF model folder (local, or a URI: downloaded for the load). fp32 + SDPA
+    suit CPUs; bf16 + 'sdpa' or 'flash_attention_2' suit GPUs."""
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or a torch.dtype), got {dtype!r}")
@@ -40,15 +42,23 @@ def load_backbone(spec: str | Path, tokenizer: TokenizerInfo, dtype: str | torch
     options = dict(dtype=dtype, attn_implementation=attn_implementation)
     if str(spec) in PRESETS:
         model = build_preset(str(spec), tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id, seed, **options)
+    elif storage.is_remote(spec):  # e.g. a run's pre-trained backbone/ in a bucket, read by a worker on any node
+        with tempfile.TemporaryDirectory(prefix="recfound-backbone-") as local:
+            model = _from_folder(storage.download(spec, Path(local) / "backbone"), options)
     else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(str(_model_folder(spec, cache_dir)), **options)
+        model = _from_folder(_model_folder(spec, cache_dir), options)
     base_vocab = model.get_input_embeddings().num_embeddings
     _fit_vocabulary(model, tokenizer.vocab_size)
     model.requires_grad_(False)
     model.eval()  # dropout-free until the training loop says otherwise
-    return Backbone(model, str(spec) if str(spec) in PRESETS or str(spec) == SMOLLM2 else Path(spec).name, base_vocab)
+    named = str(spec) in PRESETS or str(spec) == SMOLLM2
+    return Backbone(model, str(spec) if named else storage.basename(spec), base_vocab)
+
+
+def _from_folder(folder: Path, options: dict) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), **options)
 
 
 def portable_spec(spec: str) -> str:

@@ -117,12 +117,14 @@ def config_differences(saved_location: str, config: RunConfig) -> list[str]:
 
 
 def _saved_config(location: str) -> RunConfig:
-    """A run's saved config.yaml; one saved before `sched.preset` existed trained with the paper's formulas."""
+    """A run's saved config.yaml; one saved before `sched.preset` existed trained with the paper's formulas,
+    one saved before `model.pretrain_steps` on the preset's random weights (0)."""
     from recfound.sched.scheduler import LEGACY_PRESET
 
     saved = read_yaml(location) or {}
-    if isinstance(saved, dict) and isinstance(saved.get("sched"), dict):
-        saved["sched"].setdefault("preset", LEGACY_PRESET)
+    for section, key, legacy in (("sched", "preset", LEGACY_PRESET), ("model", "pretrain_steps", 0)):
+        if isinstance(saved, dict) and isinstance(saved.get(section), dict):
+            saved[section].setdefault(key, legacy)
     return config_from_dict(saved, source=str(location))
 
 

@@ -1,5 +1,6 @@
 """What a sweep ends with: one row per trial (searched values, metric, status), the trial table, the
-Table-4-shaped comparison of a sweep with variants, and the best config as a training config file."""
+Table-4-shaped comparison of a sweep with variants (and, when each variant ran more than once, its mean and
+spread), and the best config as a training config file."""
 
 from __future__ import annotations
 
@@ -89,6 +90,34 @@ def ablation_table(spec: SweepSpec, rows: list[TrialRow]) -> str:
              *(_number(row.test_averages.get(kind), 3) for kind in KINDS), _number(row.metric, 4), row.status]
             for row in ordered]
     return format_table(header, body)
+
+
+def variant_summary(spec: SweepSpec, rows: list[TrialRow]) -> str | None:
+    """Per variant over its finished trials (a sweep that repeats each variant, e.g. over `run.seed`):
+    the count, and the mean and sample standard deviation of the generative and embedding test averages
+    and of the metric; None unless some variant finished more than once."""
+    finished: dict[str, list[TrialRow]] = {name: [] for name in spec.variants}
+    for row in rows:
+        if row.status == FINISHED_STATUS and row.params.get(VARIANT_KEY) in finished:
+            finished[row.params[VARIANT_KEY]].append(row)
+    if all(len(group) < 2 for group in finished.values()):
+        return None
+    header = ["variant", "trials", "generative (avg.)", "embedding (avg.)", spec.metric]
+    body = [[name, str(len(group)), *(_spread([row.test_averages.get(kind) for row in group], 3) for kind in KINDS),
+             _spread([row.metric for row in group], 4)] for name, group in finished.items()]
+    return format_table(header, body)
+
+
+def _spread(values: list[float | None], digits: int) -> str:
+    """'mean ± sd' (sample standard deviation) of the values present; '-' when none are."""
+    present = [value for value in values if _finite(value)]
+    if not present:
+        return "-"
+    mean = sum(present) / len(present)
+    if len(present) < 2:
+        return f"{mean:.{digits}f}"
+    sd = math.sqrt(sum((value - mean) ** 2 for value in present) / (len(present) - 1))
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def write_best_config(spec: SweepSpec, best: TrialRow, path: Path) -> Path:

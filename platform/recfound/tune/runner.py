@@ -25,7 +25,7 @@ import yaml
 from recfound.config import ConfigError
 from recfound.data.atomic import atomic_write_bytes
 from recfound.redact import without_password, without_passwords
-from recfound.tune.report import (TrialRow, ablation_table, best_row, trial_row, trial_table,
+from recfound.tune.report import (TrialRow, ablation_table, best_row, trial_row, trial_table, variant_summary,
                                   write_best_config)
 from recfound.tune.spec import SweepSpec, absolute_paths
 from recfound.tune.trial import best_run_name, trial_run_name
@@ -56,8 +56,13 @@ class SweepReport:
         return trial_table(self.spec, self.rows, self.best)
 
     def ablation(self) -> str | None:
-        """The Table-4-shaped comparison, for a sweep with variants."""
-        return ablation_table(self.spec, self.rows) if self.spec.variants else None
+        """The Table-4-shaped comparison, for a sweep with variants: a row per trial, then each variant's
+        mean and spread when it ran more than once (over `run.seed`, say)."""
+        if not self.spec.variants:
+            return None
+        summary = variant_summary(self.spec, self.rows)
+        table = ablation_table(self.spec, self.rows)
+        return table if summary is None else f"{table}\n\nover the trials of each variant (mean ± sd):\n{summary}"
 
 
 @dataclass
