@@ -41,7 +41,7 @@ from recfound.train.validation import ValidationSet
 EMBEDDING, GENERATIVE = "I2I", "SR"
 STEPS = 20
 BATCH = 8  # I2I records per step (each brings its positive and 3 hard negatives)
-PRETRAIN = PretrainOptions()  # what a run of the tiny preset uses
+PRETRAIN = PretrainOptions(steps=RunConfig().model.pretrain_steps)  # what a run of the tiny preset uses
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,32 @@ def test_pretrained_preset_is_cached_and_learned_the_corpus(corpus, tmp_path):
     assert loss(folder) < loss("tiny") - 1.0
 
 
+def test_two_processes_asking_for_the_same_preset_build_it_once(corpus, tmp_path):
+    """Sweep trials or runs side by side: the second waits for the first's build, then reads the cache (a
+    folder replaced under a reader would leave a run without weights)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root, tokenizer = corpus
+    script = ("import json, sys\n"
+              "from pathlib import Path\n"
+              "from recfound.data.corpus_text import corpus_texts\n"
+              "from recfound.model.pretrain import PretrainOptions, pretrained_preset\n"
+              "texts = list(corpus_texts(sys.argv[1]))[:300]\n"
+              "folder, built = pretrained_preset('tiny', sys.argv[2], texts, PretrainOptions(steps=30, batch=8, "
+              "window=32), cache_dir=Path(sys.argv[3]))\n"
+              "print(json.dumps([str(folder), built, sorted(p.name for p in folder.iterdir())]))\n")
+    command = [sys.executable, "-c", script, str(root / "data"), tokenizer, str(tmp_path / "cache")]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+                 for _ in range(2)]
+    results = [json.loads(process.communicate(timeout=240)[0]) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0]
+    assert sorted(built for _, built, _ in results) == [False, True]
+    assert results[0][0] == results[1][0] and results[0][2] == results[1][2] == \
+        ["config.json", "generation_config.json", "model.safetensors", MARKER]
+
 def test_a_run_trains_on_its_own_copy_of_the_pretrained_preset(corpus, tmp_path, monkeypatch):
     """prepare_backbone puts the cached pre-trained preset into the run folder as backbone/ and the run
     uses that folder; a resumed run keeps it; no pre-training, or a backbone that is no preset, changes
@@ -123,7 +149,8 @@ def test_embedding_validation_loss_ends_well_below_the_collapsed_value(corpus, t
     root, tokenizer = corpus
     config = RunConfig().with_overrides({"train.steps": STEPS, "tmole.dropout": 0.0})
     _, info = load_tokenizer(tokenizer)
-    backbone, _ = pretrained_preset("tiny", tokenizer, corpus_texts(root / "data"), PRETRAIN, cache_dir=tmp_path)
+    # The machine's cache, as the training jobs of this suite use it (the same corpus and tokenizer: one build).
+    backbone, _ = pretrained_preset("tiny", tokenizer, corpus_texts(root / "data"), PRETRAIN)
     torch.manual_seed(0)
     adapter = attach_adapter(load_backbone(backbone, info), config.adapter_config(), [info.embed_id]).train()
     train, val = pools(root, "train", tokenizer, config), pools(root, "val", tokenizer, config)

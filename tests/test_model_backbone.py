@@ -47,6 +47,8 @@ def test_a_folder_in_a_bucket_loads_as_the_same_folder_on_disk(tmp_path, object_
     remote = load_backbone(f"{object_store}/backbones/run/backbone", INFO)
     assert remote.base_id == "backbone" and remote.base_vocab == INFO.vocab_size
     assert all(torch.equal(a, b) for a, b in zip(remote.model.parameters(), saved.model.parameters()))
+    with pytest.raises(ValueError, match=r"s3://\S+/model\.gguf: a GGUF file is read from a local path"):
+        load_backbone(f"{object_store}/backbones/model.gguf", INFO)
 
 
 def test_missing_path_and_projectionless_model_are_clear_errors(tmp_path):

@@ -67,6 +67,12 @@ def test_a_run_saved_before_presets_and_pretraining_resumes_only_as_it_trained(t
                                               r"'paper' -> 'authors'\)"):
         _plan(_settings(tmp_path))
     assert _plan(_settings(tmp_path, "model.pretrain_steps=0", "sched.preset=paper")).step == 4
+    # A run of another backbone ignored model.pretrain_steps: none is read for it, today's default resumes it.
+    saved["model"]["backbone"] = "smollm2"
+    path.write_text(yaml.safe_dump(saved))
+    with pytest.raises(FileExistsError, match=r"other settings \(sched\.preset: 'paper' -> 'authors'\)"):
+        _plan(_settings(tmp_path, "model.backbone=smollm2"))
+
 
 def test_other_settings_are_refused_naming_each_difference(tmp_path):
     _stopped_run(tmp_path)

@@ -271,6 +271,21 @@ def test_variants_run_over_seeds_get_their_mean_and_sample_spread():
     assert lines[3].split() == ["w/o", "M.M.", "1", "0.400", "0.300", "1.5000"]
     assert lines[4].split() == ["w/o", "M.M.", "&", "S2Sched", "0", "-", "-", "-"]
     assert variant_summary(spec, rows[2:4]) is None
+    # Another searched key besides the seed keeps its values apart; a trial that did not evaluate is counted
+    # in the metric but not in the test averages, and says so.
+    lr = load_sweep("sweeps/ablation.yaml", ["space={run.seed: {type: grid, values: [0, 1]}, "
+                                             "train.lr: {type: grid, values: [0.001, 0.01]}}"])
+    rows = [trial_row(str(i), {"variant": "RecFound", "train.lr": lr_value, "run.seed": seed},
+                      {"finished": 1, "val_loss/mean": loss, "test_avg/embedding": 0.5,
+                       **({} if generative is None else {"test_avg/generative": generative})}, None, lr, ended=True)
+            for i, (lr_value, seed, loss, generative) in enumerate([(0.001, 0, 1.0, 0.2), (0.001, 1, 3.0, None),
+                                                                      (0.01, 0, 5.0, 0.1), (0.01, 1, 5.0, 0.3)])]
+    lines = variant_summary(lr, rows).splitlines()
+    assert lines[0].split()[:3] == ["variant", "train.lr", "trials"]
+    assert lines[2].split() == ["RecFound", "0.001", "2", "0.200", "(n=1)", "0.500", "±", "0.000", "2.0000", "±",
+                                "1.4142"]
+    assert lines[3].split() == ["RecFound", "0.01", "2", "0.200", "±", "0.141", "0.500", "±", "0.000", "5.0000", "±",
+                                "0.0000"]
 
 
 def test_a_sweep_whose_runs_go_to_a_bucket_keeps_tunes_state_in_a_local_folder(tmp_path):

@@ -222,6 +222,33 @@ def test_unnamed_adapter_is_logged_but_not_registered(store, served):
     assert not client.search_model_versions(f"run_id = '{run_id}'")
 
 
+def test_a_model_carries_its_runs_backbone_and_serves_where_the_run_is_gone(store, served, tmp_path):
+    """A run of a preset pre-trained on its corpus trains on its own backbone/ folder; the registered model
+    carries that folder, so with the run folder deleted it still loads, through MLflow's pyfunc and through
+    recfound's own loader (`recfound eval run models:/...`, export), with the adapter's outputs."""
+    import shutil
+
+    from recfound.eval.source import ModelSource
+
+    uri, _ = store
+    tokenizer_dir, _, _ = served
+    _, info = load_tokenizer(tokenizer_dir)
+    folder = tmp_path / "run" / "backbone"
+    load_backbone("tiny", info, seed=SEED + 1).model.save_pretrained(folder)  # weights no preset seed gives
+    torch.manual_seed(2)
+    adapter = attach_adapter(load_backbone(folder, info), small_config(), token_ids=[info.embed_id])
+    randomise(adapter)
+    adapter.eval()
+    adapter_file = save_adapter(adapter, tmp_path / "adapter.safetensors")
+    expected = direct_embeddings(adapter.model, tokenizer_dir, adapter.set_tasks)
+    registered = log_and_register_adapter(uri, run_in(store, "carried"), adapter_file, tokenizer_dir, str(folder),
+                                          SEED, "rf-carried", {}, backbone_folder=folder)
+    shutil.rmtree(tmp_path / "run")
+    out = load_registered_adapter(uri, "rf-carried", registered.version).predict(EMBEDDING_RECORDS)
+    assert torch.allclose(torch.tensor(out.embedding.tolist()), expected, atol=1e-5)
+    dense = ModelSource.from_registered(uri, "rf-carried", registered.version).export_dense("Q2I", tmp_path / "dense")
+    assert (dense / "config.json").is_file()
+
 def test_a_missing_backbone_folder_is_named(served, tmp_path):
     tokenizer_dir, adapter_file, _ = served
     serving = ServingConfig(str(tmp_path / "no-such-model"), SEED)

@@ -244,15 +244,16 @@ def _evaluate(config: RunConfig, report: TrainingReport, tokenizer: Path, initia
 
 
 def _register(config: RunConfig, report: TrainingReport, tokenizer: Path, digest: str, backbone: str) -> None:
-    """The served model loads `backbone` (the run's pre-trained copy of a preset, or model.backbone); its
-    version's base_model tag says what was asked for, as the run's tag does."""
+    """The served model loads `backbone`: the run's pre-trained copy of a preset (carried inside the model, a
+    few MB), or model.backbone; its version's base_model tag says what was asked for, as the run's tag does."""
     from recfound import tracking
 
     report.registered = tracking.log_and_register_adapter(
         report.tracking_uri, report.run_id, report.merged_adapter or report.final_adapter, tokenizer,
         backbone, config.run.seed, config.mlflow.register_as,
         tags={"data_hash": digest, "base_model": config.model.backbone},
-        dtype=config.model.dtype, embedding=config.embedding_config(), limits=config.token_limits())
+        dtype=config.model.dtype, embedding=config.embedding_config(), limits=config.token_limits(),
+        backbone_folder=None if backbone == config.model.backbone else backbone)
 
 
 def _summary(config: RunConfig, folder: RunFolder, report: TrainingReport) -> None:

@@ -4,7 +4,6 @@ for a preset backbone the preset pre-trained on the corpus (`model.pretrain_step
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
 import time
@@ -74,13 +73,12 @@ def prepare_backbone(config: RunConfig, root: str, tokenizer: Path, layout: RunL
     > 0, the run's `backbone/` folder (its location for the workers: an absolute path or a URI) holding the
     preset pre-trained on the corpus's train texts, copied from the cache or trained now (a resumed run
     keeps the one it trained with)."""
-    from recfound.model.presets import PRESETS
+    from recfound.model.pretrain import MARKER, PretrainOptions, pretrained_preset, pretraining_summary, pretrains
 
-    if config.model.backbone not in PRESETS or config.model.pretrain_steps == 0:
+    if not pretrains(config.model):
         return config.model.backbone
     from recfound.data.atomic import atomic_folder
     from recfound.data.corpus_text import corpus_texts
-    from recfound.model.pretrain import MARKER, PretrainOptions, pretrained_preset
 
     remote = storage.is_remote(layout.location)
     location = layout.backbone if remote else str(Path(layout.backbone).resolve())
@@ -90,7 +88,7 @@ def prepare_backbone(config: RunConfig, root: str, tokenizer: Path, layout: RunL
     print(f"\n== backbone: the {config.model.backbone} preset pre-trained on the corpus ({options.steps} steps "
           "of next-token prediction, cached)", flush=True)
     cached, built = pretrained_preset(config.model.backbone, tokenizer, corpus_texts(root), options)
-    summary = json.loads((cached / MARKER).read_text(encoding="utf-8"))
+    summary = pretraining_summary(cached)
     how = f"built in {summary['seconds']:.0f}s" if built else "from the cache"
     print(f"{cached}: next-token loss {summary['first_loss']:.2f} -> {summary['last_loss']:.2f} on "
           f"{summary['tokens']:,} tokens of text ({how})", flush=True)

@@ -20,7 +20,8 @@ import torch
 
 from recfound import storage
 from recfound.model.inference import Inference
-from recfound.run_layout import ADAPTER_FILE, CONFIG_FILE, INIT_FILE, MERGED_FILE, TOKENIZER_DIR, RunLayout
+from recfound.run_layout import (ADAPTER_FILE, BACKBONE_DIR, CONFIG_FILE, INIT_FILE, MERGED_FILE, TOKENIZER_DIR,
+                                 RunLayout)
 from recfound.tasks import CarriesAddedTasks
 from recfound.tracking.pyfunc import ServingConfig
 
@@ -40,6 +41,7 @@ class ModelSource(CarriesAddedTasks):
     serving: ServingConfig
     tokenizer_files: dict[str, bytes]
     adapter: bytes | None = None
+    backbone_files: dict[str, bytes] | None = None  # a backbone folder the model carries (a registered model's)
 
     @classmethod
     def from_adapter_file(cls, label: str, adapter_file: storage.Location, tokenizer_dir: storage.Location,
@@ -78,14 +80,16 @@ class ModelSource(CarriesAddedTasks):
     def from_registered(cls, tracking_uri: str, name: str, version: str, label: str | None = None) -> ModelSource:
         """Version (a number, an alias, or 'latest': the highest number) of registered model `name`,
         downloaded from the registry."""
-        from recfound.tracking.pyfunc import ADAPTER, SERVING, TOKENIZER
+        from recfound.tracking.pyfunc import ADAPTER, BACKBONE, SERVING, TOKENIZER
         from recfound.tracking.registry import download_registered_adapter, resolve_version
 
         number = resolve_version(tracking_uri, name, version)
         with tempfile.TemporaryDirectory(prefix="recfound-eval-") as folder:
             artifacts = _model_artifacts(download_registered_adapter(tracking_uri, name, number, Path(folder)))
-            return cls.from_adapter_file(label or f"{name}/{number}", artifacts[ADAPTER], artifacts[TOKENIZER],
-                                         ServingConfig.read(artifacts[SERVING]))
+            source = cls.from_adapter_file(label or f"{name}/{number}", artifacts[ADAPTER], artifacts[TOKENIZER],
+                                           ServingConfig.read(artifacts[SERVING]))
+            carried = _folder_files(artifacts[BACKBONE], "config.json", "model") if BACKBONE in artifacts else None
+            return replace(source, backbone_files=carried)
 
     @contextmanager
     def opened(self, device: torch.device | str = "cpu") -> Iterator[Inference]:
@@ -94,15 +98,14 @@ class ModelSource(CarriesAddedTasks):
         from recfound.model.backbone import load_backbone
         from recfound.tracking.pyfunc import load_served_adapter
 
-        with self._unpacked() as folder:
-            tokenizer, options = folder / TOKENIZER_DIR, self.serving.options()
+        with self._unpacked() as (folder, serving):
+            tokenizer, options = folder / TOKENIZER_DIR, serving.options()
             if self.adapter is None:
                 _, info = load_tokenizer(tokenizer)
-                backbone = load_backbone(self.serving.backbone, info, dtype=self.serving.dtype,
-                                         seed=self.serving.backbone_seed)
+                backbone = load_backbone(serving.backbone, info, dtype=serving.dtype, seed=serving.backbone_seed)
                 yield Inference(backbone.model.to(device), str(tokenizer), options, device=device)
             else:
-                adapter = load_served_adapter(folder / ADAPTER_FILE, tokenizer, self.serving)
+                adapter = load_served_adapter(folder / ADAPTER_FILE, tokenizer, serving)
                 yield Inference.of_adapter(adapter, str(tokenizer), options, device)
 
     def export_dense(self, task: str, out: Path | str) -> Path:
@@ -113,32 +116,37 @@ class ModelSource(CarriesAddedTasks):
 
         if self.adapter is None:
             raise ValueError(f"{self.label}: a bare backbone has no adapter to merge")
-        with self._unpacked() as folder:
-            adapter = load_served_adapter(folder / ADAPTER_FILE, folder / TOKENIZER_DIR, self.serving)
+        with self._unpacked() as (folder, serving):
+            adapter = load_served_adapter(folder / ADAPTER_FILE, folder / TOKENIZER_DIR, serving)
             return export_dense(adapter, task, out, folder / TOKENIZER_DIR)
 
     @contextmanager
-    def _unpacked(self) -> Iterator[Path]:
-        """A temporary folder holding the tokenizer folder and, when there is one, the adapter file."""
+    def _unpacked(self) -> Iterator[tuple[Path, ServingConfig]]:
+        """(a temporary folder holding the tokenizer folder and, when there are, the adapter file and the
+        carried backbone folder; the serving config that loads from there)."""
         folder = Path(tempfile.mkdtemp(prefix="recfound-model-"))
         try:
-            (folder / TOKENIZER_DIR).mkdir()
-            for name, data in self.tokenizer_files.items():
-                (folder / TOKENIZER_DIR / name).write_bytes(data)
+            for subfolder, files in ((TOKENIZER_DIR, self.tokenizer_files), (BACKBONE_DIR, self.backbone_files)):
+                if files is not None:
+                    (folder / subfolder).mkdir()
+                    for name, data in files.items():
+                        (folder / subfolder / name).write_bytes(data)
             if self.adapter is not None:
                 (folder / ADAPTER_FILE).write_bytes(self.adapter)
-            yield folder
+            carried = self.backbone_files is not None
+            yield folder, replace(self.serving, backbone=str(folder / BACKBONE_DIR)) if carried else self.serving
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_serving(layout: RunLayout, config: RunConfig) -> ServingConfig:
     """What rebuilding a run folder's model needs: `serving_of` its config, on the backbone the run
-    pre-trained for itself when it did (`backbone/`, see recfound.data.prepare.prepare_backbone)."""
-    from recfound.model.pretrain import MARKER
+    pre-trained for itself when its config says it did (`backbone/`, see recfound.data.prepare.prepare_backbone;
+    a folder left by an earlier run of the same name is not used)."""
+    from recfound.model.pretrain import MARKER, pretrains
 
     serving = serving_of(config)
-    own = storage.is_file(storage.join(layout.backbone, MARKER))
+    own = pretrains(config.model) and storage.is_file(storage.join(layout.backbone, MARKER))
     return replace(serving, backbone=storage.normalize(layout.backbone)) if own else serving
 
 
@@ -156,9 +164,10 @@ def _absolute_backbone(serving: ServingConfig) -> ServingConfig:
     return replace(serving, backbone=portable_spec(serving.backbone))
 
 
-def _folder_files(folder: storage.Location) -> dict[str, bytes]:
-    if not storage.is_file(storage.join(folder, "tokenizer.json")):
-        raise FileNotFoundError(f"{folder}: not a tokenizer folder (no tokenizer.json)")
+def _folder_files(folder: storage.Location, required: str = "tokenizer.json", kind: str = "tokenizer") -> dict[str, bytes]:
+    """{name: bytes} of the files of `folder` (a tokenizer folder, or the `kind` folder holding `required`)."""
+    if not storage.is_file(storage.join(folder, required)):
+        raise FileNotFoundError(f"{folder}: not a {kind} folder (no {required})")
     return {name: storage.read_bytes(storage.join(folder, name)) for name in storage.list_names(folder)
             if storage.is_file(storage.join(folder, name))}
 

@@ -43,6 +43,8 @@ def load_backbone(spec: str | Path, tokenizer: TokenizerInfo, dtype: str | torch
     if str(spec) in PRESETS:
         model = build_preset(str(spec), tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id, seed, **options)
     elif storage.is_remote(spec):  # e.g. a run's pre-trained backbone/ in a bucket, read by a worker on any node
+        if str(spec).endswith(".gguf"):
+            raise ValueError(f"{spec}: a GGUF file is read from a local path; copy it to the machine first")
         with tempfile.TemporaryDirectory(prefix="recfound-backbone-") as local:
             model = _from_folder(storage.download(spec, Path(local) / "backbone"), options)
     else:

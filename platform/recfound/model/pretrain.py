@@ -5,7 +5,7 @@ query's positive below its negatives, and InfoNCE then shrinks every similarity 
 them (docs/training.md, "Why the embedding branch collapsed"). About 150 steps of next-token
 prediction on the corpus's own texts give the frozen layers something to adapt, as a real LLM's
 pre-training does. Each text is one document of a shuffled stream (texts separated by EOS, cut into
-fixed windows), so neighbouring texts are unrelated: a prompt is never followed by its answer, nor a
+fixed windows), so neighbouring texts are unrelated: a prompt is almost never followed by its answer, nor a
 query by its positive, and the base model learns the corpus's language, not its tasks.
 
 The result is an HF folder (config.json, model.safetensors, pretraining.json) in
@@ -15,6 +15,7 @@ tokenizer, texts, options), so a second run on the same corpus reuses it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +36,13 @@ from recfound.progress import Progress
 
 FORMAT = 1  # bump when the procedure changes what a key's folder holds
 MARKER = "pretraining.json"
+SUMMARY_KEYS = ("first_loss", "last_loss", "tokens", "seconds")
+
+
+def pretrains(model: Any) -> bool:
+    """Whether a run with these model settings (`RunConfig.model`) trains on its preset pre-trained on the
+    corpus: a preset backbone and `pretrain_steps` > 0 (other backbones are pre-trained already)."""
+    return model.backbone in PRESETS and model.pretrain_steps > 0
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,8 @@ def pretrain_preset(name: str, tokenizer_dir: str | Path, stream: np.ndarray,
     loss of every step). Progress lines go to stderr."""
     _, info = load_tokenizer(tokenizer_dir)
     if len(stream) <= options.window:
-        raise ValueError(f"pre-training needs more than {options.window} tokens of text, got {len(stream)}")
+        raise ValueError(f"pre-training the {name} preset needs more than {options.window} tokens of text, the "
+                         f"corpus's train texts hold {len(stream)}: add records, or set model.pretrain_steps=0")
     with one_thread():
         return _train(name, info, stream, options, label)
 
@@ -137,14 +147,42 @@ def pretrained_preset(name: str, tokenizer_dir: str | Path, texts: Iterable[str]
     stream = token_stream(texts, tokenizer_dir, options.seed)
     key = pretrained_key(name, tokenizer_dir, stream, options)
     folder = (cache_dir or default_cache_dir()) / "backbones" / f"{name}-lm-{key}"
-    if (folder / MARKER).is_file():
-        return folder, False
-    started = time.perf_counter()
-    model, losses = pretrain_preset(name, tokenizer_dir, stream, options, label=f"pre-training the {name} backbone")
-    with atomic_folder(folder, MARKER) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
-        summary = {"format": FORMAT, "preset": name, "options": asdict(options), "tokens": int(len(stream)),
-                   "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])),
-                   "seconds": time.perf_counter() - started}
-        (staging / MARKER).write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    with _held(folder.parent.parent / "locks" / f"{folder.name}.lock"):  # a second process waits, then reads it
+        if (folder / MARKER).is_file():
+            return folder, False
+        started = time.perf_counter()
+        model, losses = pretrain_preset(name, tokenizer_dir, stream, options,
+                                        label=f"pre-training the {name} backbone")
+        with atomic_folder(folder, MARKER) as staging:
+            model.save_pretrained(staging, safe_serialization=True)
+            summary = {"format": FORMAT, "preset": name, "options": asdict(options), "tokens": int(len(stream)),
+                       "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])),
+                       "seconds": time.perf_counter() - started}
+            (staging / MARKER).write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return folder, True
+
+
+@contextmanager
+def _held(lock_file: Path) -> Iterator[None]:
+    """An exclusive lock on `lock_file` (created if needed) for the block: processes building or reading the
+    same cache folder (sweep trials, runs side by side) take turns."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pretraining_summary(folder: Path) -> dict[str, Any]:
+    """What a pre-trained folder's MARKER says (first and last loss, tokens, seconds); a clear error naming
+    the file when it is not one of ours."""
+    path = Path(folder) / MARKER
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(summary, dict) or any(key not in summary for key in SUMMARY_KEYS):
+            raise ValueError(f"not an object with {', '.join(SUMMARY_KEYS)}")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a pre-training summary ({err}); delete {folder} and it is built again") from None
+    return summary

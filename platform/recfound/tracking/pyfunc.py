@@ -2,8 +2,9 @@
 
 Its artifacts are the adapter file (safetensors + header), the tokenizer folder and `serving.json`
 (the backbone spec, seed and dtype, and the embedding and length options the adapter was trained
-with). Loading rebuilds the frozen backbone (a preset such as 'tiny' is re-created from its seed;
-a HF folder or GGUF file must exist where the model is served), attaches the adapter and loads the
+with), and for a run of a preset pre-trained on its corpus that backbone's folder (a few MB). Loading
+rebuilds the frozen backbone (the carried folder; else a preset such as 'tiny' is re-created from its
+seed; a HF folder or GGUF file must exist where the model is served), attaches the adapter and loads the
 file, which checks the base model's fingerprint. Records are tokenized by the same functions as in
 training (`recfound.data.tokenize`).
 """
@@ -36,6 +37,7 @@ from recfound.model.state import load_adapter, read_adapter
 from recfound.tasks import Kind, get_task
 
 ADAPTER, TOKENIZER, SERVING = "adapter", "tokenizer", "serving"  # artifact keys
+BACKBONE = "backbone"  # artifact key of a backbone folder the model carries (a run's pre-trained preset)
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # models-from-code entry: no pickle in the model
 DEFAULT_PARAMS = {"max_new_tokens": 32, "batch_size": 32}
 SIGNATURE = ModelSignature(
@@ -71,7 +73,7 @@ class ServingConfig:
     backbone: str
     backbone_seed: int
     dtype: str = "float32"
-    pool_instruction: bool = True
+    pool_instruction: bool = False  # as a run's default (`embedding.pool_instruction`)
     bidirectional: bool = False
     limits: TokenLimits = field(default_factory=TokenLimits)
 
@@ -137,6 +139,8 @@ class RecfoundAdapterModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         serving = ServingConfig.read(context.artifacts[SERVING])
+        if BACKBONE in context.artifacts:  # carried inside the model: it loads wherever the model is served
+            serving = replace(serving, backbone=context.artifacts[BACKBONE])
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         adapter = load_served_adapter(context.artifacts[ADAPTER], context.artifacts[TOKENIZER], serving)
         self.inference = Inference.of_adapter(adapter, context.artifacts[TOKENIZER], serving.options(), device)

@@ -21,12 +21,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
+from recfound import storage
 from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import resolve_tokenizer
 from recfound.model.objectives import EmbeddingConfig
 from recfound.model.state import read_adapter
 from recfound.redact import without_password
-from recfound.tracking.pyfunc import (ADAPTER, INPUT_EXAMPLE, MODEL_CODE, SERVING, SIGNATURE, TOKENIZER,
+from recfound.tracking.pyfunc import (ADAPTER, BACKBONE, INPUT_EXAMPLE, MODEL_CODE, SERVING, SIGNATURE, TOKENIZER,
                                       ServingConfig)
 from recfound.tracking.store import client
 
@@ -65,11 +66,14 @@ def pip_requirements() -> list[str]:
 def log_and_register_adapter(tracking_uri: str, run_id: str, adapter_file: Path, tokenizer_dir: Path, backbone: str,
                              backbone_seed: int, name: str | None, tags: Mapping[str, str], dtype: str = "float32",
                              embedding: EmbeddingConfig = EmbeddingConfig(),
-                             limits: TokenLimits = TokenLimits()) -> RegisteredAdapter:
+                             limits: TokenLimits = TokenLimits(),
+                             backbone_folder: storage.Location | None = None) -> RegisteredAdapter:
     """Log `adapter_file` with its tokenizer and backbone (spec, seed, dtype) as the pyfunc model
     `merged_model` of run `run_id`, and register it as a new version of `name` (unless None) with the
     version tags run_id, base_model and `tags` (which should carry data_hash). `embedding` and `limits`
-    are the pooling and token-length options the adapter was trained with."""
+    are the pooling and token-length options the adapter was trained with. `backbone_folder` (a local
+    path or URI: a run's pre-trained preset, small) is carried inside the model and loaded in place of
+    `backbone`, so the model serves where the run folder is not."""
     read_adapter(adapter_file)  # refuse a file that is not an adapter before creating anything
     serving = ServingConfig(backbone=str(backbone), backbone_seed=int(backbone_seed), dtype=dtype,
                             pool_instruction=embedding.pool_instruction, bidirectional=embedding.bidirectional,
@@ -81,6 +85,8 @@ def log_and_register_adapter(tracking_uri: str, run_id: str, adapter_file: Path,
         with tempfile.TemporaryDirectory() as staging:
             artifacts = {ADAPTER: str(adapter_file), TOKENIZER: str(resolve_tokenizer(tokenizer_dir)),
                          SERVING: str(serving.write(Path(staging) / "serving.json"))}
+            if backbone_folder is not None:
+                artifacts[BACKBONE] = str(storage.download(backbone_folder, Path(staging) / "backbone"))
             local = Path(staging) / "model"
             mlflow.pyfunc.save_model(
                 str(local), python_model=str(MODEL_CODE), artifacts=artifacts, signature=SIGNATURE,

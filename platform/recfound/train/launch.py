@@ -47,7 +47,7 @@ def _trainer(config: RunConfig, payload: dict, callbacks: Sequence[Any] = (),
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from recfound.train.failure_policy import PlacementAttemptsPerRestart
+    from recfound.train.failure_policy import PlacementAttemptsPerRestart, WorkersRunning
 
     class InterruptibleTrainer(TorchTrainer):
         """Our signal handler (`recfound.train.interrupt`) aborts the controller, in place of Ray's."""
@@ -57,6 +57,7 @@ def _trainer(config: RunConfig, payload: dict, callbacks: Sequence[Any] = (),
 
         def _initialize_and_run_controller(self, **controller_init_kwargs: Any) -> Any:  # Ray 2.60 (pinned)
             controller_init_kwargs["failure_policy"] = PlacementAttemptsPerRestart(self.run_config.failure_config)
+            controller_init_kwargs["callbacks"] = [*controller_init_kwargs["callbacks"], WorkersRunning()]
             return super()._initialize_and_run_controller(**controller_init_kwargs)
 
         def fit(self) -> Any:

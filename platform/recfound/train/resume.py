@@ -118,13 +118,16 @@ def config_differences(saved_location: str, config: RunConfig) -> list[str]:
 
 def _saved_config(location: str) -> RunConfig:
     """A run's saved config.yaml; one saved before `sched.preset` existed trained with the paper's formulas,
-    one saved before `model.pretrain_steps` on the preset's random weights (0)."""
+    one of a preset saved before `model.pretrain_steps` on the preset's random weights (0)."""
+    from recfound.model.presets import PRESETS
     from recfound.sched.scheduler import LEGACY_PRESET
 
     saved = read_yaml(location) or {}
-    for section, key, legacy in (("sched", "preset", LEGACY_PRESET), ("model", "pretrain_steps", 0)):
-        if isinstance(saved, dict) and isinstance(saved.get(section), dict):
-            saved[section].setdefault(key, legacy)
+    if isinstance(saved, dict) and isinstance(saved.get("sched"), dict):
+        saved["sched"].setdefault("preset", LEGACY_PRESET)
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if isinstance(model, dict) and model.get("backbone", RunConfig().model.backbone) in PRESETS:
+        model.setdefault("pretrain_steps", 0)
     return config_from_dict(saved, source=str(location))
 
 

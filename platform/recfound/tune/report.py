@@ -18,6 +18,7 @@ from recfound.tune.trial import VARIANT_KEY, best_config
 
 FINISHED_STATUS, STOPPED_STATUS, ERROR_STATUS, UNFINISHED_STATUS = "finished", "stopped by ASHA", "error", "unfinished"
 KINDS = ("generative", "embedding")  # the columns of the paper's Table 4
+SEED_KEY = "run.seed"  # what a summary over repeated trials averages over
 
 
 @dataclass(frozen=True)
@@ -93,31 +94,39 @@ def ablation_table(spec: SweepSpec, rows: list[TrialRow]) -> str:
 
 
 def variant_summary(spec: SweepSpec, rows: list[TrialRow]) -> str | None:
-    """Per variant over its finished trials (a sweep that repeats each variant, e.g. over `run.seed`):
-    the count, and the mean and sample standard deviation of the generative and embedding test averages
-    and of the metric; None unless some variant finished more than once."""
-    finished: dict[str, list[TrialRow]] = {name: [] for name in spec.variants}
+    """Per variant (and value of every other searched key but `run.seed`) over its finished trials: their
+    count, and the mean and sample standard deviation of the generative and embedding test averages and of
+    the metric; None unless some group finished more than once (variants crossed with seeds, say)."""
+    keys = [key for key in _param_keys(spec) if key not in (VARIANT_KEY, SEED_KEY)]
+    groups: dict[tuple[str, ...], list[TrialRow]] = {}
     for row in rows:
-        if row.status == FINISHED_STATUS and row.params.get(VARIANT_KEY) in finished:
-            finished[row.params[VARIANT_KEY]].append(row)
-    if all(len(group) < 2 for group in finished.values()):
+        if row.status == FINISHED_STATUS and row.params.get(VARIANT_KEY) in spec.variants:
+            groups.setdefault((row.params[VARIANT_KEY], *(_cell(row.params.get(key)) for key in keys)), []).append(row)
+    if all(len(trials) < 2 for trials in groups.values()):
         return None
-    header = ["variant", "trials", "generative (avg.)", "embedding (avg.)", spec.metric]
-    body = [[name, str(len(group)), *(_spread([row.test_averages.get(kind) for row in group], 3) for kind in KINDS),
-             _spread([row.metric for row in group], 4)] for name, group in finished.items()]
+    for name in spec.variants:  # a variant that never finished still gets its row
+        if not any(group[0] == name for group in groups):
+            groups[(name, *["-"] * len(keys))] = []
+    order = {name: i for i, name in enumerate(spec.variants)}
+    header = ["variant", *keys, "trials", "generative (avg.)", "embedding (avg.)", spec.metric]
+    body = [[*group, str(len(trials)), *(_spread([row.test_averages.get(kind) for row in trials], 3) for kind in KINDS),
+             _spread([row.metric for row in trials], 4)]
+            for group, trials in sorted(groups.items(), key=lambda item: (order[item[0][0]], item[0][1:]))]
     return format_table(header, body)
 
 
 def _spread(values: list[float | None], digits: int) -> str:
-    """'mean ± sd' (sample standard deviation) of the values present; '-' when none are."""
+    """'mean ± sd' (sample standard deviation) of the values present, '(n=K)' after it when some are
+    missing (a trial that did not evaluate); '-' when none are."""
     present = [value for value in values if _finite(value)]
     if not present:
         return "-"
     mean = sum(present) / len(present)
-    if len(present) < 2:
-        return f"{mean:.{digits}f}"
-    sd = math.sqrt(sum((value - mean) ** 2 for value in present) / (len(present) - 1))
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    text = f"{mean:.{digits}f}"
+    if len(present) > 1:
+        sd = math.sqrt(sum((value - mean) ** 2 for value in present) / (len(present) - 1))
+        text += f" ± {sd:.{digits}f}"
+    return text if len(present) == len(values) else f"{text} (n={len(present)})"
 
 
 def write_best_config(spec: SweepSpec, best: TrialRow, path: Path) -> Path:
