@@ -95,31 +95,26 @@ def test_pretrained_preset_is_cached_and_learned_the_corpus(corpus, tmp_path):
     assert loss(folder) < loss("tiny") - 1.0
 
 
-def test_two_processes_asking_for_the_same_preset_build_it_once(corpus, tmp_path):
+def test_two_callers_asking_for_the_same_preset_build_it_once(corpus, tmp_path):
     """Sweep trials or runs side by side: the second waits for the first's build, then reads the cache (a
-    folder replaced under a reader would leave a run without weights)."""
-    import json
-    import os
-    import subprocess
-    import sys
+    folder replaced under a reader would leave a run without weights). Two threads, each with its own open
+    lock file, contend as two processes do (flock locks belong to the open file)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     root, tokenizer = corpus
-    script = ("import json, sys\n"
-              "from pathlib import Path\n"
-              "from recfound.data.corpus_text import corpus_texts\n"
-              "from recfound.model.pretrain import PretrainOptions, pretrained_preset\n"
-              "texts = list(corpus_texts(sys.argv[1]))[:300]\n"
-              "folder, built = pretrained_preset('tiny', sys.argv[2], texts, PretrainOptions(steps=30, batch=8, "
-              "window=32), cache_dir=Path(sys.argv[3]))\n"
-              "print(json.dumps([str(folder), built, sorted(p.name for p in folder.iterdir())]))\n")
-    command = [sys.executable, "-c", script, str(root / "data"), tokenizer, str(tmp_path / "cache")]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
-                 for _ in range(2)]
-    results = [json.loads(process.communicate(timeout=240)[0]) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0]
+    texts = list(corpus_texts(root / "data"))[:300]
+
+    def build(_) -> tuple:
+        folder, built = pretrained_preset("tiny", tokenizer, texts, PretrainOptions(steps=30, batch=8, window=32),
+                                          cache_dir=tmp_path / "cache")
+        return folder, built, sorted(p.name for p in folder.iterdir())
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(build, range(2)))
     assert sorted(built for _, built, _ in results) == [False, True]
     assert results[0][0] == results[1][0] and results[0][2] == results[1][2] == \
         ["config.json", "generation_config.json", "model.safetensors", MARKER]
+
 
 def test_a_run_trains_on_its_own_copy_of_the_pretrained_preset(corpus, tmp_path, monkeypatch):
     """prepare_backbone puts the cached pre-trained preset into the run folder as backbone/ and the run

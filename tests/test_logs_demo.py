@@ -49,6 +49,7 @@ def test_source_and_logs_go_together(arguments, capsys):
 def test_demo_on_movielens_logs_prints_the_model_beside_both_baselines(ray_cluster, tmp_path, restored_registry):
     overrides = ["run.output_dir=runs", "train.steps=2", "checkpoint.every=2", "merge.last=1", "sched.window=2",
                  "sched.eval_interval=1", "sched.warmup_ratio=0.5", "data.val_per_task=2", "data.corpus_vocab=256",
+                 "model.pretrain_steps=20",  # the fixture's own corpus: a short pre-training of its own
                  "eval.scorer=none", "eval.base=false", "eval.max_new_tokens=2",
                  "eval.workers=1",  # a Ray task: the model source carries the declared tasks there
                  "mlflow.register_as=null"]

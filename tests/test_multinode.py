@@ -78,6 +78,7 @@ def test_a_job_on_three_nodes_loses_its_scheduler_actor_a_node_and_its_driver_an
         baseline, object_store, tmp_path, monkeypatch):
     from recfound import storage
     from recfound.config import load_config
+    from recfound.data.tokenizer import default_cache_dir
     from recfound.job import run_training
     from recfound.run_folder import staging_folder
     from recfound.run_layout import RECORD_TRACE_DIR, RunLayout
@@ -97,6 +98,8 @@ def test_a_job_on_three_nodes_loses_its_scheduler_actor_a_node_and_its_driver_an
                               f"run.output_dir={root}/runs", f"data.root={root}/data",
                               f"mlflow.tracking_uri={tracking_uri}", f"mlflow.artifact_root={root}/mlartifacts")
     cache = tmp_path / "cache"  # the nodes' RECFOUND_CACHE (and this process's): the driver's staging folder
+    # The backbone pre-trained on this corpus for the baseline (the same key): built once per suite.
+    shutil.copytree(default_cache_dir() / "backbones", cache / "backbones")
     monkeypatch.setenv("RECFOUND_CACHE", str(cache))
     environment = {"RECFOUND_CACHE": str(cache), "RAY_JOB_STOP_WAIT_TIME_S": "60"}  # `ray job stop`: a clean stop
     layout = RunLayout(run_dir)

@@ -123,7 +123,8 @@ def test_registered_model_reproduces_the_merged_adapter(baseline):
     records = [{"task": "Q2I", "instruction": "Find the product.", "query": query, "positive": "unused",
                 "negatives": []} for query in ("red running shoes", "a lamp for the desk")]
     predicted = np.asarray(served.predict(records)["embedding"].tolist())
-    # By hand: the merged adapter file on the run's pre-trained backbone, the training tokenization, mean pooling.
+    # By hand: the merged adapter file on the run's pre-trained backbone, the training tokenization, the mean over
+    # the query's own tokens (the run's embedding.pool_instruction: false leaves <embed> + instruction out).
     header, _ = read_adapter(report.merged_adapter)
     tokenizer_dir = report.run_dir / "tokenizer"
     _, info = load_tokenizer(tokenizer_dir)
@@ -133,9 +134,11 @@ def test_registered_model_reproduces_the_merged_adapter(baseline):
     adapter.eval()
     tokens = tokenize_batch(records_table(records, get_task("Q2I")), str(tokenizer_dir), "embedding", TokenLimits())
     ids, mask = (torch.from_numpy(a) for a in pad(tokens.column("query_ids").to_pylist(), info.pad_id))
+    prefix_len = torch.tensor(tokens.column("query_prefix_len").to_pylist())
     adapter.set_tasks([adapter.task_id("Q2I")] * len(records))
     with torch.no_grad():
-        expected = embed(adapter.model, ids, mask).numpy()
+        expected = embed(adapter.model, ids, mask, prefix_len, pool_instruction=False).numpy()
+        assert not np.allclose(embed(adapter.model, ids, mask).numpy(), expected, atol=1e-3)  # the option matters
     np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
 
 
