@@ -58,6 +58,7 @@ def test_a_run_folder_in_a_bucket_keeps_its_record_there_and_its_lock_here(objec
     """The marker's record is mirrored into the bucket (a driver on another machine reads it); the lock is
     the staging folder's flock: a second process of the run is refused, naming the holder."""
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RECFOUND_CACHE", raising=False)  # the cache under HOME
     output = f"{object_store}/storage-test/runs"
     with RunFolder(output, "r1") as folder:
         folder.note(mlflow_run_id="abc")
