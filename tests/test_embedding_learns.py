@@ -31,7 +31,7 @@ from recfound.eval.source import run_serving
 from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.objectives import embed_batch
-from recfound.model.pretrain import MARKER, PretrainOptions, pretrained_preset
+from recfound.model.pretrain import MARKER, PretrainOptions, one_thread, pretrained_preset
 from recfound.run_layout import RunLayout
 from recfound.tasks import get_task
 from recfound.train.engine import set_learning_rate
@@ -162,16 +162,17 @@ def test_embedding_validation_loss_ends_well_below_the_collapsed_value(corpus, t
 
     first_after_warmup = math.ceil(config.sched.warmup_ratio * STEPS / 4) * 4  # the S2Sched points are every 4 steps
     losses = {}
-    for step in range(1, STEPS + 1):
-        e = collate_embedding(embedding.next_step(equal_counts(BATCH, [EMBEDDING])).rows, info.pad_id)
-        g = collate_generative(generative.next_step(equal_counts(4, [GENERATIVE])).rows, info.pad_id)
-        train_step(adapter, tensors(e), tensors(g), options, torch.Tensor.backward, grad_scale=1.0)
-        torch.nn.utils.clip_grad_norm_(params, config.train.max_grad_norm)
-        set_learning_rate(SimpleNamespace(optimizer=optimizer), config.train, step)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step in (first_after_warmup, STEPS):
-            losses[step] = val_loss()
+    with one_thread():  # as a 1-CPU training worker runs: two threads beside busy processes wait on each other
+        for step in range(1, STEPS + 1):
+            e = collate_embedding(embedding.next_step(equal_counts(BATCH, [EMBEDDING])).rows, info.pad_id)
+            g = collate_generative(generative.next_step(equal_counts(4, [GENERATIVE])).rows, info.pad_id)
+            train_step(adapter, tensors(e), tensors(g), options, torch.Tensor.backward, grad_scale=1.0)
+            torch.nn.utils.clip_grad_norm_(params, config.train.max_grad_norm)
+            set_learning_rate(SimpleNamespace(optimizer=optimizer), config.train, step)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step in (first_after_warmup, STEPS):
+                losses[step] = val_loss()
     batch = validation.batches[EMBEDDING]
     candidates = batch["doc_ids"].shape[0]  # every document of the sample: 16 positives + 3 negatives each
     assert candidates == 64

@@ -79,6 +79,13 @@ def counts(root: Path) -> dict[str, tuple[int, int, int]]:
     return {name: tuple(len(found[split].get(name, [])) for split in SPLITS) for name in names}
 
 
+def built_counts(built, source: str, split: dict[str, int]) -> tuple:
+    """(the build report of fixture `source`, its records per task and split), once its split report is `split`."""
+    root, report = built[source]
+    assert report.split.to_dict() == split
+    return report, counts(root)
+
+
 def title_of(card: str) -> str:
     for marker in (". Genres: ", ". Category: ", ". Brand: "):
         card = card.split(marker)[0]
@@ -143,13 +150,11 @@ def _wrong_choices(task: str, record: dict) -> list[str]:
 
 
 def test_ml100k_counts(built):
-    root, report = built["ml-100k"]
-    assert report.split.to_dict() == {
+    report, found = built_counts(built, "ml-100k", {
         "events_read": 19, "events_without_item": 1,  # item 99 is not in u.item
         "duplicate_events": 2,  # user 1's repeated line, user 2's second rating of item 1
         "users_dropped": 2, "events_of_dropped_users": 3,  # user 4 (1 item) and user 5 (2 items)
-        "users": 3, "items": 8, "events": 13}
-    found = counts(root)
+        "users": 3, "items": 8, "events": 13})
     # train records: users' train events after their first (1: 2, 2: 1, 3: 1); validation and test: one per user
     for task in ("U2I", "PREF", "WI", "RP"):
         assert found[task] == (4, 3, 3), task
@@ -160,18 +165,17 @@ def test_ml100k_counts(built):
     assert sum(found["IP"]) == sum(found["Q2I"]) == 8  # every item has genres and a year
     assert sum(found["PRP"]) + sum(report.skipped["PRP"].values()) == 8
     # co-interaction: only items 1 and 2 were chosen together by two users (users 1 and 2, in train)
-    assert sorted(r["id"] for split in records(root).values() for r in split.get("I2I", [])) == ["1~2", "2~1"]
+    i2i = [r["id"] for split in records(built["ml-100k"][0]).values() for r in split.get("I2I", [])]
+    assert sorted(i2i) == ["1~2", "2~1"]
     assert set(found) == {*SEQUENCE_TASKS, "UP", "UAP", "IP", "Q2I", "I2I", "PRP"}
     assert set(report.unavailable) == {"QR", "AG", "AP", "PM", "SA", "AVE"}
     assert report.auxiliary == ["MIM", "PREF", "WI", "RP", "UAP"]
 
 
 def test_ml_latest_counts(built):
-    root, report = built["ml-latest"]
-    assert report.split.to_dict() == {
+    report, found = built_counts(built, "ml-latest", {
         "events_read": 15, "events_without_item": 0, "duplicate_events": 1, "users_dropped": 1,
-        "events_of_dropped_users": 1, "users": 3, "items": 9, "events": 13}
-    found = counts(root)
+        "events_of_dropped_users": 1, "users": 3, "items": 9, "events": 13})
     for task in SEQUENCE_TASKS:
         assert found[task] == (4, 3, 3), task
     assert sum(found["UP"]) == 3 and "UAP" not in found
@@ -181,12 +185,10 @@ def test_ml_latest_counts(built):
 
 
 def test_amazon_2023_counts(built):
-    root, report = built["amazon-2023"]
-    assert report.split.to_dict() == {
+    report, found = built_counts(built, "amazon-2023", {
         "events_read": 22, "events_without_item": 2,  # B99 has no metadata line, B06 no title
         "duplicate_events": 1, "users_dropped": 2, "events_of_dropped_users": 2,  # U4, U5
-        "users": 4, "items": 10, "events": 17}
-    found = counts(root)
+        "users": 4, "items": 10, "events": 17})
     for task in SEQUENCE_TASKS:
         assert found[task] == (5, 4, 4), task
     # SA: every train review (U1 3, U2 2, U3 2, U6 2); U2's validation review has neither title nor text
@@ -197,11 +199,9 @@ def test_amazon_2023_counts(built):
 
 
 def test_amazon_2018_counts(built):
-    root, report = built["amazon-2018"]
-    assert report.split.to_dict() == {
+    report, found = built_counts(built, "amazon-2018", {
         "events_read": 11, "events_without_item": 0, "duplicate_events": 0, "users_dropped": 1,
-        "events_of_dropped_users": 1, "users": 3, "items": 7, "events": 10}
-    found = counts(root)
+        "events_of_dropped_users": 1, "users": 3, "items": 7, "events": 10})
     for task in ("U2I", "PREF", "WI", "RP"):
         assert found[task] == (1, 3, 3), task  # only A1 has a train event after their first
     # A1 touched 4 of the 7 items: no 4 wrong options for their SR and MIM records

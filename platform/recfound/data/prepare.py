@@ -12,7 +12,7 @@ from typing import Any
 
 from recfound import storage
 from recfound.config import RunConfig
-from recfound.run_layout import RunLayout
+from recfound.run_layout import BACKBONE_DIR, RunLayout
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -92,7 +92,7 @@ def prepare_backbone(config: RunConfig, root: str, tokenizer: Path, layout: RunL
     how = f"built in {summary['seconds']:.0f}s" if built else "from the cache"
     print(f"{cached}: next-token loss {summary['first_loss']:.2f} -> {summary['last_loss']:.2f} on "
           f"{summary['tokens']:,} tokens of text ({how})", flush=True)
-    local = staging / Path(storage.basename(layout.backbone))
+    local = staging / BACKBONE_DIR
     with atomic_folder(local, MARKER) as copy:
         for item in cached.iterdir():
             shutil.copy2(item, copy / item.name)

@@ -126,14 +126,17 @@ def _train(name: str, info: TokenizerInfo, stream: np.ndarray, options: Pretrain
     return model.eval(), losses
 
 
-def pretrained_key(name: str, tokenizer_dir: str | Path, stream: np.ndarray, options: PretrainOptions) -> str:
-    """A hash of everything that decides the pre-trained weights."""
+def pretrained_key(name: str, tokenizer_dir: str | Path, texts: list[str], options: PretrainOptions) -> str:
+    """A hash of everything that decides the pre-trained weights (the token stream is a function of the
+    texts, the tokenizer and the options: a cache hit never tokenizes the corpus)."""
     _, info = load_tokenizer(tokenizer_dir)
     digest = hashlib.sha256()
     config = preset_config(name, info.vocab_size, info.pad_id, info.eos_id).to_json_string(use_diff=False)
     digest.update(json.dumps([FORMAT, name, config, asdict(options)], sort_keys=True).encode())
     digest.update((Path(tokenizer_dir) / "tokenizer.json").read_bytes())
-    digest.update(stream.tobytes())
+    for text in texts:
+        encoded = text.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "little") + encoded)
     return digest.hexdigest()[:16]
 
 
@@ -144,13 +147,14 @@ def pretrained_preset(name: str, tokenizer_dir: str | Path, texts: Iterable[str]
     call trained it): from the cache, else trained now (progress on stderr) and cached."""
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
-    stream = token_stream(texts, tokenizer_dir, options.seed)
-    key = pretrained_key(name, tokenizer_dir, stream, options)
+    texts = list(texts)
+    key = pretrained_key(name, tokenizer_dir, texts, options)
     folder = (cache_dir or default_cache_dir()) / "backbones" / f"{name}-lm-{key}"
     with _held(folder.parent.parent / "locks" / f"{folder.name}.lock"):  # a second process waits, then reads it
         if (folder / MARKER).is_file():
             return folder, False
         started = time.perf_counter()
+        stream = token_stream(texts, tokenizer_dir, options.seed)
         model, losses = pretrain_preset(name, tokenizer_dir, stream, options,
                                         label=f"pre-training the {name} backbone")
         with atomic_folder(folder, MARKER) as staging:
