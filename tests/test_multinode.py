@@ -13,7 +13,11 @@ the real `ray job submit`; after its first checkpoint the scheduler actor's proc
 machine that disappears): Ray Train goes on with the 2 workers the cluster still holds, rank 0 restoring the
 restarted actor from the checkpoint. After the next checkpoint, `ray job stop`; the driver's local staging folder
 is deleted and the job is submitted again on 1 worker: it resumes from the checkpoint in the bucket and
-finishes."""
+finishes.
+
+Both events land at the checkpoint the test saw: the training workers are paused (SIGSTOP) first, as a job
+stuck in a collective would be. Without that, a busy machine let the run train on while the `ray` commands
+started, and once it trained to the end before `ray job stop` landed (nothing left for the 1-worker job)."""
 
 from __future__ import annotations
 
@@ -50,6 +54,15 @@ def processes_on(node: subprocess.Popen, title: str) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return found
+
+
+def pause_training_workers(cluster) -> list[psutil.Process]:
+    """SIGSTOP every training worker of the cluster's nodes: the run stays at the checkpoint it registered.
+    Whatever stops them next (Ray Train's shutdown after a failure, `ray job stop`) kills them."""
+    workers = [worker for node in cluster.nodes.values() for worker in processes_on(node, "RayTrainWorker")]
+    for worker in workers:
+        worker.suspend()
+    return workers
 
 
 def records_by_step(read_text, names: list[str]) -> tuple[dict[int, dict[str, list[int]]], set[int]]:
@@ -139,9 +152,11 @@ def test_a_job_on_three_nodes_loses_its_scheduler_actor_a_node_and_its_driver_an
             wait_for(job, lambda: latest_step() >= 2, "the job's first checkpoint")
             placed = {name: len(processes_on(node, "RayTrainWorker")) for name, node in cluster.nodes.items()}
             (actor,) = processes_on(cluster.head.process, "ray::SchedulerActor")
+            paused = pause_training_workers(cluster)
             actor.kill()  # the scheduler actor's process and, at the same moment, a worker node
             cluster.kill_node("node-1")
             wait_for(job, lambda: checkpointed_after_resume(2), "a checkpoint on the 2 workers left after the losses")
+            paused += pause_training_workers(cluster)
             stopped = subprocess.run([*ray, "stop", *address, "multinode"], env=cluster.head.client_env(),
                                      capture_output=True, text=True, timeout=120)
             job.wait(timeout=120)
@@ -173,6 +188,7 @@ def test_a_job_on_three_nodes_loses_its_scheduler_actor_a_node_and_its_driver_an
         alive = [node for node in cluster.head.nodes() if node["state"] == "ALIVE"]
     assert again.returncode == 0, second_console[-4000:]
     assert placed == {"node-1": 2, "node-2": 2}, placed  # two workers per worker node, none on the head
+    assert len(paused) == 4 + 2, paused  # both events found the workers to pause
     assert len(alive) == 2  # the head and node-2
     assert f"== training {STEPS} steps on 1-4 (elastic) CPU worker(s)" in first_console
     # The workers restarted from the checkpoint before the losses, on the 2 workers the cluster then held.

@@ -15,6 +15,7 @@ update does not shift the schedule and a resumed run needs no scheduler state.
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -64,9 +65,7 @@ def build_engine(adapter: Adapter, train: TrainSection, optimizer: dict[str, Any
     """`deepspeed.initialize` over the adapter's trainable tensors (the DeepSpeedEngine). `optimizer`
     replaces the AdamW entry of the DeepSpeed config (the tests use plain SGD, whose update is
     exactly -lr * gradient)."""
-    import deepspeed
-
-    _skip_shared_memory_collective()
+    deepspeed = import_deepspeed()
     config = deepspeed_config(train)
     if optimizer is not None:
         config.update(optimizer=optimizer, zero_allow_untested_optimizer=True)
@@ -76,6 +75,22 @@ def build_engine(adapter: Adapter, train: TrainSection, optimizer: dict[str, Any
         model=adapter, model_parameters=[p for p in adapter.parameters() if p.requires_grad],
         config=config, dist_init_required=False)
     return engine
+
+
+def import_deepspeed() -> Any:
+    """`deepspeed`, ready for the engine (the shared-memory collective skipped, below), imported without
+    MLflow: DeepSpeed imports it for its autotuner only, which runs never use, and the import costs every
+    worker process over a second of CPU at each start and restart. MLflow stays importable afterwards."""
+    hidden = "mlflow" not in sys.modules
+    if hidden:
+        sys.modules["mlflow"] = None  # DeepSpeed's `import mlflow` raises ImportError, which it catches
+    try:
+        import deepspeed
+    finally:
+        if hidden:
+            del sys.modules["mlflow"]
+    _skip_shared_memory_collective()
+    return deepspeed
 
 
 def _skip_shared_memory_collective() -> None:
