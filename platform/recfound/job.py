@@ -109,15 +109,20 @@ def _tokenized_pools(config: RunConfig, root: str, tokenizer: str) -> dict[str, 
     """Every selected task's train and validation pool, read, validated and tokenized by Ray Data (whose
     tasks may run on any node: `tokenizer` is where they find it, a local folder or a URI)."""
     from recfound.data.pipeline import load_pools
+    from recfound.data.pool_cache import cache_folder
     from recfound.train.validation import check_validation_pools
 
     print("\n== tokenizing the train and validation splits with Ray Data", flush=True)
     started = time.perf_counter()
-    pools = {split: load_pools(root, split, tokenizer, config.token_limits(), tasks=config.task_names())
+    cache = cache_folder()
+    pools = {split: load_pools(root, split, tokenizer, config.token_limits(), tasks=config.task_names(), cache=cache)
              for split in ("train", "val")}
+    kept = [ref for split in pools.values() for ref in split.values() if ref.from_cache]
+    reused = f" ({len(kept)} of {sum(map(len, pools.values()))} task files tokenized before, read from {cache})" \
+        if kept else ""
     print(f"{sum(len(p) for p in pools['train'].values()):,} train and "
           f"{sum(len(p) for p in pools['val'].values()):,} validation records in "
-          f"{time.perf_counter() - started:.1f}s", flush=True)
+          f"{time.perf_counter() - started:.1f}s{reused}", flush=True)
     check_validation_pools(pools["val"], config.train.max_workers, root)
     return pools
 

@@ -172,6 +172,16 @@ def size(location: Location) -> int:
     return info.size
 
 
+def stamp(location: Location) -> str:
+    """A file's size and modification time (ns): what changes when the file is written again."""
+    import pyarrow.fs
+
+    info = _info(location)
+    if info.type != pyarrow.fs.FileType.File:
+        raise FileNotFoundError(f"{location}: no such file")
+    return f"{info.size}:{info.mtime_ns}"
+
+
 def file_sizes(location: Location) -> dict[str, int]:
     """{path relative to the folder (posix): size} of every file under a folder, however deep; {} for none."""
     import pyarrow.fs

@@ -7,6 +7,7 @@ Counts per step come from equal ratios here; the training loop gets them from th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,10 +16,12 @@ import pyarrow.compute as pc
 from recfound import storage
 from recfound.data.collate import collate_embedding, collate_generative
 from recfound.data.mixer import TaskMixer
+from recfound.data.pool_cache import pool_key, read_pool
 from recfound.data.pools import PoolRef, materialize_pools
+from recfound.data.reader import selected_task_files
 from recfound.data.streams import TokenPool, open_streams
 from recfound.data.tokenize import TokenLimits
-from recfound.data.tokenizer import load_tokenizer
+from recfound.data.tokenizer import load_tokenizer, resolve_tokenizer
 from recfound.progress import Progress, format_table
 from recfound.sched import allocate
 from recfound.tasks import Kind, get_task
@@ -105,7 +108,27 @@ def run_mixer(pools: dict[str, TokenPool], tokenizer_path: str, steps: int, embe
 
 
 def load_pools(root: storage.Location, split: str, tokenizer_path: str, limits: TokenLimits = TokenLimits(),
-               tasks: list[str] | None = None) -> dict[str, PoolRef]:
+               tasks: list[str] | None = None, cache: Path | None = None) -> dict[str, PoolRef]:
     """Read, validate (strict) and tokenize every task file of a split of `root` (a local folder or a URI)
-    in Ray Data, and build each task's pool in the object store (the driver holds only `PoolRef`s)."""
-    return materialize_pools(open_streams(root, split, tokenizer_path, tasks=tasks, limits=limits))
+    in Ray Data, and build each task's pool in the object store (the driver holds only `PoolRef`s). With a
+    `cache` folder (`recfound.data.pool_cache`), a pool kept there is read back instead, and the pools
+    tokenized here are kept there."""
+    import ray
+
+    files = selected_task_files(root, split, tasks)
+    keys = {}
+    if cache is not None:
+        tokenizer = resolve_tokenizer(tokenizer_path)
+        keys = {task: cache / f"{pool_key(location, get_task(task), tokenizer, limits)}.arrow"
+                for task, location in files.items()}
+    pools: dict[str, PoolRef] = {}
+    for task, path in keys.items():
+        kept = read_pool(path)
+        if kept is not None:
+            table, fingerprint = kept
+            pools[task] = PoolRef(task, ray.put(table), table.num_rows, fingerprint, from_cache=True)
+    to_tokenize = [task for task in files if task not in pools]
+    if to_tokenize:
+        streams = open_streams(root, split, tokenizer_path, tasks=to_tokenize, limits=limits)
+        pools.update(materialize_pools(streams, keep_in=keys or None))
+    return {task: pools[task] for task in files}

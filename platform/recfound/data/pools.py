@@ -16,6 +16,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -45,6 +46,7 @@ class PoolRef:
     ref: ray.ObjectRef
     size: int
     fingerprint: str  # `TokenPool.fingerprint` of the table
+    from_cache: bool = False  # read back from the pool cache (`recfound.data.pool_cache`), not tokenized
 
     def __len__(self) -> int:
         return self.size
@@ -65,13 +67,20 @@ class PoolSummary:
     skipped: SkipReport
 
 
-def build_pool(task: str, max_reasons: int, *blocks: pa.Table) -> tuple[pa.Table, PoolSummary]:
-    """(the task's pool table in file order, its summary) from its tokenized blocks (see module doc)."""
+def build_pool(task: str, max_reasons: int, *blocks: pa.Table, keep_in: str | None = None) -> tuple[pa.Table, PoolSummary]:
+    """(the task's pool table in file order, its summary) from its tokenized blocks (see module doc);
+    `keep_in` names the pool cache's file for it (`recfound.data.pool_cache`), written here, on the
+    driver's node, so the driver never fetches the table."""
     records, problems = split_problems(pa.concat_tables(blocks))
     table = records.sort_by("position").combine_chunks()
     reasons = problems.sort_by("position").column(PROBLEM).to_pylist()
     skipped = SkipReport(max_reasons, Counter({task: len(reasons)} if reasons else {}), reasons[:max_reasons])
-    return table, PoolSummary(table.num_rows, table_fingerprint(table), skipped)
+    summary = PoolSummary(table.num_rows, table_fingerprint(table), skipped)
+    if keep_in is not None and not reasons and table.num_rows:
+        from recfound.data.pool_cache import write_pool
+
+        write_pool(Path(keep_in), table, summary.fingerprint)
+    return table, summary
 
 
 def read_error(error: BaseException) -> RecordError | OSError | None:
@@ -133,7 +142,7 @@ def _remote_build_pool():
     return ray.remote(num_returns=2)(build_pool)
 
 
-def pool_of(stream: TaskStream, max_reasons: int) -> tuple[ray.ObjectRef, PoolSummary]:
+def pool_of(stream: TaskStream, max_reasons: int, keep_in: Path | None = None) -> tuple[ray.ObjectRef, PoolSummary]:
     """Run one task's stream and build its pool: (the pool table's ref, its summary).
 
     The pool is built on this (the driver's) node, so it lives in that node's object store: a training
@@ -145,13 +154,14 @@ def pool_of(stream: TaskStream, max_reasons: int) -> tuple[ray.ObjectRef, PoolSu
 
     blocks = tokenized_blocks(stream)  # (starts Ray when nothing did yet)
     table, summary = _remote_build_pool().options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
-        stream.task, max_reasons, *blocks)
+        stream.task, max_reasons, *blocks, keep_in=None if keep_in is None else str(keep_in))
     return table, ray.get(summary)
 
 
 def materialize_pools(streams: dict[str, TaskStream], report: SkipReport | None = None,
-                      progress: bool = True) -> dict[str, PoolRef]:
-    """Run each task's stream and build its pool off the driver; `report` gets what `skip` dropped.
+                      progress: bool = True, keep_in: dict[str, Path] | None = None) -> dict[str, PoolRef]:
+    """Run each task's stream and build its pool off the driver; `report` gets what `skip` dropped;
+    `keep_in` names each task's pool cache file (`build_pool`), if any.
 
     Each stream is parallel over its blocks. On a fixed cluster `STREAMS_AT_ONCE` run at a time (a small
     task's stream alone leaves the CPUs mostly idle while Ray Data starts and stops it); with an
@@ -171,7 +181,8 @@ def materialize_pools(streams: dict[str, TaskStream], report: SkipReport | None 
     autoscaled = ray.is_initialized() and has_autoscaler()  # not yet initialized: Ray Data starts a local Ray
     threads = ThreadPoolExecutor(1 if autoscaled else STREAMS_AT_ONCE, thread_name_prefix=STREAM_THREAD)
     try:
-        running = [(stream, threads.submit(pool_of, stream, max_reasons)) for stream in streams.values()]
+        running = [(stream, threads.submit(pool_of, stream, max_reasons, (keep_in or {}).get(stream.task)))
+                   for stream in streams.values()]
         for stream, future in running:
             table, summary = future.result()
             if not summary.size:
