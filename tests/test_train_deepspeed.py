@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,14 @@ def _one_engine_step(rank: int, world: int, stage: int, precision: str, out: Pat
     engine.step()
     with gathered(engine, adapter):
         delta = {n: (p.detach() - before[n]).contiguous() for n, p in adapter.trainable_state().items()}
-    save_checkpoint(out / "ckpt", engine, adapter, LoopState(step=1), {}, rank, world)
+    # Each rank saves its part into a folder of its own, as a run's ranks do, and the parts are joined into one
+    # checkpoint as Ray Train joins them (one shared folder let a rank's manifest list the other's files while
+    # they were still being written, which a busy machine turned into a FileNotFoundError).
+    save_checkpoint(out / "parts" / f"rank{rank}", engine, adapter, LoopState(step=1), {}, rank, world)
+    dist.barrier()
     if rank == 0:
+        for part in sorted((out / "parts").iterdir()):
+            shutil.copytree(part, out / "ckpt", dirs_exist_ok=True)
         save_file(delta, str(out / "delta.safetensors"))
     dist.barrier()
 
