@@ -74,19 +74,36 @@ def test_a_second_load_reads_the_same_pools_back_and_a_changed_file_limit_or_tok
     assert [ref.from_cache for ref in load_pools(root, "train", str(other), cache=cache).values()] == [False, False]
 
 
-def test_a_damaged_cache_file_is_deleted_and_the_pool_rebuilt(corpus, tmp_path, ray_cluster):
+def test_a_damaged_cache_file_is_deleted_and_the_pool_rebuilt_and_leftovers_go(corpus, tmp_path, ray_cluster):
+    import os
+    import time
+
     root, tokenizer, uncached = corpus
     cache = tmp_path / "cache"
     load_pools(root, "train", tokenizer, cache=cache)
-    damaged, intact = sorted(cache.glob("*.arrow"))
+    damaged, cut = sorted(cache.glob("*.arrow"))
+    assert all(len(path.stem.split("-")[1]) == 64 for path in (damaged, cut))  # <key>-<sha256 of the bytes>
+    assert oct(damaged.stat().st_mode & 0o777) == "0o644"  # readable by the other users of a shared cache
     content = bytearray(damaged.read_bytes())
-    content[len(content) // 2] ^= 0xFF  # one bit pattern inside the data
+    content[-len(content) // 3] ^= 0x01  # one bit, wherever it lands (a string, an offset, a token id)
     damaged.write_bytes(bytes(content))
-    intact.write_bytes(intact.read_bytes()[:100])  # cut off, as by a full disk
-    assert read_pool(damaged) is None and not damaged.exists()
-    assert read_pool(intact) is None
+    cut.write_bytes(cut.read_bytes()[:100])  # cut off, as by a full disk
+    for path in (damaged, cut):
+        assert read_pool(cache, path.stem.split("-")[0]) is None and not path.exists()
+    old, fresh = cache / ".killed-write.tmp", cache / ".running-write.tmp"  # a killed run's, a running one's
+    unused = cache / f"{'0' * 64}-{'1' * 64}.arrow"  # a pool of older code, not read for 31 days
+    for path in (old, fresh, unused):
+        path.write_bytes(b"partial")
+    os.utime(old, (time.time() - 2 * 3600,) * 2)
+    os.utime(unused, (time.time() - 31 * 24 * 3600,) * 2)
     again = load_pools(root, "train", tokenizer, cache=cache)
     assert [ref.from_cache for ref in again.values()] == [False, False] and fetched(again) == uncached
+    assert not old.exists() and not unused.exists() and fresh.exists()
+    kept = sorted(cache.glob("*.arrow"))
+    for path in kept:
+        os.utime(path, (time.time() - 29 * 24 * 3600,) * 2)
+    assert all(ref.from_cache for ref in load_pools(root, "train", tokenizer, cache=cache).values())
+    assert all(time.time() - path.stat().st_mtime < 3600 for path in kept)  # read now: kept another 30 days
 
 
 def test_a_file_in_a_bucket_is_known_by_its_uri_size_and_time(corpus, object_store, tmp_path, ray_cluster):
@@ -113,7 +130,7 @@ def test_the_cache_can_be_turned_off_and_a_cache_that_cannot_be_written_is_one_l
     assert cache_folder() is None
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
-    write_pool(blocked / "pool.arrow", pa.table({"position": [0, 1]}), "00000000")
+    write_pool(blocked, "key", pa.table({"position": [0, 1]}))
     line = capsys.readouterr().err.strip()
     assert line.startswith(f"recfound: could not keep a token pool in {blocked} (") and line.endswith(
         "); the next run tokenizes again") and "\n" not in line

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from recfound import storage
 from recfound.data.collate import collate_embedding, collate_generative
 from recfound.data.mixer import TaskMixer
-from recfound.data.pool_cache import pool_key, read_pool
+from recfound.data.pool_cache import PoolKeys, read_pool, remove_leftovers
 from recfound.data.pools import PoolRef, materialize_pools
 from recfound.data.reader import selected_task_files
 from recfound.data.streams import TokenPool, open_streams
@@ -116,19 +116,20 @@ def load_pools(root: storage.Location, split: str, tokenizer_path: str, limits: 
     import ray
 
     files = selected_task_files(root, split, tasks)
-    keys = {}
+    keys: dict[str, str] = {}
     if cache is not None:
-        tokenizer = resolve_tokenizer(tokenizer_path)
-        keys = {task: cache / f"{pool_key(location, get_task(task), tokenizer, limits)}.arrow"
-                for task, location in files.items()}
+        remove_leftovers(cache)
+        of = PoolKeys(resolve_tokenizer(tokenizer_path), limits).of
+        keys = {task: key for task, location in files.items() if (key := of(location, get_task(task)))}
     pools: dict[str, PoolRef] = {}
-    for task, path in keys.items():
-        kept = read_pool(path)
+    for task, key in keys.items():
+        kept = read_pool(cache, key)
         if kept is not None:
             table, fingerprint = kept
             pools[task] = PoolRef(task, ray.put(table), table.num_rows, fingerprint, from_cache=True)
     to_tokenize = [task for task in files if task not in pools]
     if to_tokenize:
         streams = open_streams(root, split, tokenizer_path, tasks=to_tokenize, limits=limits)
-        pools.update(materialize_pools(streams, keep_in=keys or None))
+        keep_in = {task: (str(cache), key) for task, key in keys.items()}
+        pools.update(materialize_pools(streams, keep_in=keep_in or None))
     return {task: pools[task] for task in files}

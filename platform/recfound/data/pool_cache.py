@@ -6,13 +6,16 @@ pool as one Arrow IPC file (no pickle) under `$RECFOUND_CACHE/pools/` (default `
 driver's node, which is where pools are built and held (`recfound.data.pools`).
 
 A pool's key is a SHA-256 over everything that decides its rows: this cache's format, the source of the
-modules that read, check and tokenize records, the task's definition, the token limits, the tokenizer's
-files, and the task file itself (its content on a local disk; its URI, size and modification time in an
-object store, whose files are not downloaded just to be hashed). Any change gives a new key, so a stale
-pool is never read: it is tokenized again. A file is written whole or not at all (a temporary name, then
-a rename) and carries its pool's fingerprint, checked when it is read; a file that fails the check is
-deleted and the pool rebuilt. `RECFOUND_POOL_CACHE=0` turns the cache off; deleting the folder is safe
-at any time.
+`recfound.data` package and of the task registry, the tokenizers library's version, the task's definition,
+the token limits, the tokenizer's files, and the task file itself (its content on a local disk; its URI,
+size and modification time in an object store, whose files are not downloaded just to be hashed: a file
+rewritten with the same size within the store's time resolution, one second on S3, is not noticed). Any
+change gives a new key, so a stale pool is not read: it is tokenized again. A file is named
+`<key>-<SHA-256 of its bytes>.arrow`, written under a temporary name and renamed, and its bytes are
+checked against its name when it is read; a file that fails the check or cannot be read is deleted and the
+pool rebuilt. Temporary files a killed run left are removed after an hour, and pools no run used for 30
+days (e.g. the keys of older code) after that. `RECFOUND_POOL_CACHE=0` turns the cache off; deleting the
+folder is safe at any time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,11 +35,9 @@ from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import default_cache_dir
 from recfound.tasks import Task
 
-FORMAT = "1"
-FINGERPRINT_KEY = b"recfound.pool.fingerprint"
-# The modules whose code decides a pool's rows: an edit to any of them (a checkout, an upgrade) is a new key.
-POOL_MAKERS = ("recfound.data.reader", "recfound.data.task_source", "recfound.data.blocks",
-               "recfound.data.tokenize", "recfound.data.pools")
+FORMAT = "2"
+LEFTOVER_AGE_S = 3600.0  # a temporary file older than this belongs to a run that was killed while writing
+UNUSED_AGE_S = 30 * 24 * 3600.0  # a pool no run read or wrote for this long goes (e.g. keys of older code)
 _CHUNK = 1 << 20
 
 
@@ -46,68 +48,100 @@ def cache_folder() -> Path | None:
     return default_cache_dir() / "pools"
 
 
-def pool_key(location: str, task: Task, tokenizer: storage.Location, limits: TokenLimits) -> str:
-    """The cache key of the pool of task file `location` (see module doc)."""
-    digest = hashlib.sha256(f"format {FORMAT}\n{task!r}\n{limits!r}\n".encode())
-    digest.update(_code_digest())
-    for name in storage.list_names(tokenizer):
-        if name.endswith(".json"):
-            digest.update(name.encode() + b"\0" + storage.read_bytes(storage.join(tokenizer, name)))
-    digest.update(_file_identity(location))
-    return digest.hexdigest()
+class PoolKeys:
+    """The cache keys of one tokenizer and one set of limits (see module doc): what every key of a load shares
+    is hashed once."""
+
+    def __init__(self, tokenizer: storage.Location, limits: TokenLimits) -> None:
+        import tokenizers
+
+        digest = hashlib.sha256(f"format {FORMAT}\ntokenizers {tokenizers.__version__}\n{limits!r}\n".encode())
+        digest.update(_code_digest())
+        for name in storage.list_names(tokenizer):
+            if name.endswith(".json"):
+                digest.update(name.encode() + b"\0" + storage.read_bytes(storage.join(tokenizer, name)))
+        self._shared = digest.digest()
+
+    def of(self, location: str, task: Task) -> str | None:
+        """The key of task file `location`'s pool, or None when the file cannot be told apart from a rewrite
+        of it (a store that gives no modification time): such a pool is not kept."""
+        identity = _file_identity(location)
+        if identity is None:
+            return None
+        return hashlib.sha256(self._shared + repr(task).encode() + b"\0" + identity).hexdigest()
 
 
-def read_pool(path: Path) -> tuple[pa.Table, str] | None:
-    """(the pool kept in `path`, its fingerprint), or None when there is none or it fails its fingerprint
-    (then the file is deleted)."""
-    try:
-        with pa.memory_map(str(path)) as source:
-            table = pa.ipc.open_file(source).read_all()
-    except (FileNotFoundError, pa.ArrowInvalid):
-        return None
-    metadata = dict(table.schema.metadata or {})
-    fingerprint = table_fingerprint(table)
-    if metadata.pop(FINGERPRINT_KEY, b"").decode() != fingerprint:
-        path.unlink(missing_ok=True)
-        return None
-    return table.replace_schema_metadata(metadata or None), fingerprint
-
-
-def write_pool(path: Path, table: pa.Table, fingerprint: str) -> None:
-    """Keep `table` in `path`, whole or not at all. A cache that cannot be written (a full or read-only disk)
-    only costs the next run its tokenizing: the run goes on."""
-    metadata = {**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()}
-    kept = table.replace_schema_metadata(metadata)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp",
-                                         delete=False) as handle:
-            temporary = Path(handle.name)
+def read_pool(folder: Path, key: str) -> tuple[pa.Table, str] | None:
+    """(the pool kept under `key`, its fingerprint), or None when there is none; a file whose bytes do not
+    match its name, or that cannot be read, is deleted."""
+    for path in sorted(folder.glob(f"{key}-*.arrow")):
         try:
-            with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, kept.schema) as writer:
-                writer.write_table(kept)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
-    except OSError as error:
-        print(f"recfound: could not keep a token pool in {path.parent} ({error}); the next run tokenizes again",
+            if _file_sha256(path) == path.stem.rsplit("-", 1)[1]:
+                with pa.memory_map(str(path)) as source:
+                    table = pa.ipc.open_file(source).read_all()
+                table.validate(full=True)
+                os.utime(path)  # used now: `remove_leftovers` keeps it
+                return table, table_fingerprint(table)
+        except Exception:  # noqa: BLE001 - any damage costs a tokenizing, never the run
+            pass
+        path.unlink(missing_ok=True)
+    return None
+
+
+def write_pool(folder: Path, key: str, table: pa.Table) -> None:
+    """Keep `table` under `key`, whole or not at all. A cache that cannot be written (a full or read-only disk)
+    only costs the next run its tokenizing: one line, and the run goes on."""
+    temporary = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{key}-", suffix=".tmp", delete=False) as handle:
+            temporary = Path(handle.name)
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.chmod(temporary, 0o644)  # other users of a shared cache read it too
+        os.replace(temporary, folder / f"{key}-{_file_sha256(temporary)}.arrow")
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        print(f"recfound: could not keep a token pool in {folder} ({error}); the next run tokenizes again",
               file=sys.stderr, flush=True)
+    finally:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files of writes that a killed run left behind (older than `LEFTOVER_AGE_S`) and
+    the pools no run used for `UNUSED_AGE_S` (a reading run touches its pool)."""
+    now = time.time()
+    for pattern, age_s in ((".*.tmp", LEFTOVER_AGE_S), ("*.arrow", UNUSED_AGE_S)):
+        for path in folder.glob(pattern):
+            try:
+                if path.stat().st_mtime < now - age_s:
+                    path.unlink()
+            except OSError:
+                pass
 
 
 def _code_digest() -> bytes:
-    import importlib
+    """The source of every module that decides a pool's rows: the `recfound.data` package and the tasks."""
+    import recfound.data
+    import recfound.tasks
 
     digest = hashlib.sha256()
-    for name in POOL_MAKERS:
-        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+    for path in [*sorted(Path(recfound.data.__file__).parent.glob("*.py")), Path(recfound.tasks.__file__)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.digest()
 
 
-def _file_identity(location: str) -> bytes:
+def _file_identity(location: str) -> bytes | None:
     if storage.is_remote(location):
-        return f"{location}\0{storage.stamp(location)}".encode()
+        stamp = storage.stamp(location)
+        return None if stamp.endswith(":None") else f"{location}\0{stamp}".encode()
+    return bytes.fromhex(_file_sha256(Path(location)))
+
+
+def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(location, "rb") as handle:
+    with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
-    return digest.digest()
+    return digest.hexdigest()

@@ -67,10 +67,11 @@ class PoolSummary:
     skipped: SkipReport
 
 
-def build_pool(task: str, max_reasons: int, *blocks: pa.Table, keep_in: str | None = None) -> tuple[pa.Table, PoolSummary]:
+def build_pool(task: str, max_reasons: int, *blocks: pa.Table,
+               keep_in: tuple[str, str] | None = None) -> tuple[pa.Table, PoolSummary]:
     """(the task's pool table in file order, its summary) from its tokenized blocks (see module doc);
-    `keep_in` names the pool cache's file for it (`recfound.data.pool_cache`), written here, on the
-    driver's node, so the driver never fetches the table."""
+    `keep_in` is the pool cache's folder and key for it (`recfound.data.pool_cache`): the file is written
+    here, on the driver's node, so the driver never fetches the table."""
     records, problems = split_problems(pa.concat_tables(blocks))
     table = records.sort_by("position").combine_chunks()
     reasons = problems.sort_by("position").column(PROBLEM).to_pylist()
@@ -79,7 +80,7 @@ def build_pool(task: str, max_reasons: int, *blocks: pa.Table, keep_in: str | No
     if keep_in is not None and not reasons and table.num_rows:
         from recfound.data.pool_cache import write_pool
 
-        write_pool(Path(keep_in), table, summary.fingerprint)
+        write_pool(Path(keep_in[0]), keep_in[1], table)
     return table, summary
 
 
@@ -142,7 +143,8 @@ def _remote_build_pool():
     return ray.remote(num_returns=2)(build_pool)
 
 
-def pool_of(stream: TaskStream, max_reasons: int, keep_in: Path | None = None) -> tuple[ray.ObjectRef, PoolSummary]:
+def pool_of(stream: TaskStream, max_reasons: int,
+            keep_in: tuple[str, str] | None = None) -> tuple[ray.ObjectRef, PoolSummary]:
     """Run one task's stream and build its pool: (the pool table's ref, its summary).
 
     The pool is built on this (the driver's) node, so it lives in that node's object store: a training
@@ -154,14 +156,14 @@ def pool_of(stream: TaskStream, max_reasons: int, keep_in: Path | None = None) -
 
     blocks = tokenized_blocks(stream)  # (starts Ray when nothing did yet)
     table, summary = _remote_build_pool().options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
-        stream.task, max_reasons, *blocks, keep_in=None if keep_in is None else str(keep_in))
+        stream.task, max_reasons, *blocks, keep_in=keep_in)
     return table, ray.get(summary)
 
 
 def materialize_pools(streams: dict[str, TaskStream], report: SkipReport | None = None,
-                      progress: bool = True, keep_in: dict[str, Path] | None = None) -> dict[str, PoolRef]:
+                      progress: bool = True, keep_in: dict[str, tuple[str, str]] | None = None) -> dict[str, PoolRef]:
     """Run each task's stream and build its pool off the driver; `report` gets what `skip` dropped;
-    `keep_in` names each task's pool cache file (`build_pool`), if any.
+    `keep_in` names each task's pool cache folder and key (`build_pool`), if any.
 
     Each stream is parallel over its blocks. On a fixed cluster `STREAMS_AT_ONCE` run at a time (a small
     task's stream alone leaves the CPUs mostly idle while Ray Data starts and stops it); with an
