@@ -83,7 +83,9 @@ def test_a_damaged_cache_file_is_deleted_and_the_pool_rebuilt_and_leftovers_go(c
     load_pools(root, "train", tokenizer, cache=cache)
     damaged, cut = sorted(cache.glob("*.arrow"))
     assert all(len(path.stem.split("-")[1]) == 64 for path in (damaged, cut))  # <key>-<sha256 of the bytes>
-    assert oct(damaged.stat().st_mode & 0o777) == "0o644"  # readable by the other users of a shared cache
+    umask = os.umask(0)
+    os.umask(umask)
+    assert damaged.stat().st_mode & 0o777 == 0o666 & ~umask  # the usual permissions: a shared cache reads it
     content = bytearray(damaged.read_bytes())
     content[-len(content) // 3] ^= 0x01  # one bit, wherever it lands (a string, an offset, a token id)
     damaged.write_bytes(bytes(content))

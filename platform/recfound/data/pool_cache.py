@@ -23,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
 from recfound import storage
+from recfound.data.atomic import atomic_write_bytes, file_sha256
 from recfound.data.streams import table_fingerprint
 from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import default_cache_dir
@@ -38,7 +38,6 @@ from recfound.tasks import Task
 FORMAT = "2"
 LEFTOVER_AGE_S = 3600.0  # a temporary file older than this belongs to a run that was killed while writing
 UNUSED_AGE_S = 30 * 24 * 3600.0  # a pool no run read or wrote for this long goes (e.g. keys of older code)
-_CHUNK = 1 << 20
 
 
 def cache_folder() -> Path | None:
@@ -76,10 +75,9 @@ def read_pool(folder: Path, key: str) -> tuple[pa.Table, str] | None:
     match its name, or that cannot be read, is deleted."""
     for path in sorted(folder.glob(f"{key}-*.arrow")):
         try:
-            if _file_sha256(path) == path.stem.rsplit("-", 1)[1]:
+            if file_sha256(path) == path.stem.rsplit("-", 1)[1]:  # the bytes it was written with
                 with pa.memory_map(str(path)) as source:
                     table = pa.ipc.open_file(source).read_all()
-                table.validate(full=True)
                 os.utime(path)  # used now: `remove_leftovers` keeps it
                 return table, table_fingerprint(table)
         except Exception:  # noqa: BLE001 - any damage costs a tokenizing, never the run
@@ -91,21 +89,15 @@ def read_pool(folder: Path, key: str) -> tuple[pa.Table, str] | None:
 def write_pool(folder: Path, key: str, table: pa.Table) -> None:
     """Keep `table` under `key`, whole or not at all. A cache that cannot be written (a full or read-only disk)
     only costs the next run its tokenizing: one line, and the run goes on."""
-    temporary = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{key}-", suffix=".tmp", delete=False) as handle:
-            temporary = Path(handle.name)
-        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        os.chmod(temporary, 0o644)  # other users of a shared cache read it too
-        os.replace(temporary, folder / f"{key}-{_file_sha256(temporary)}.arrow")
+        data = sink.getvalue().to_pybytes()
+        atomic_write_bytes(folder / f"{key}-{hashlib.sha256(data).hexdigest()}.arrow", data)
     except Exception as error:  # noqa: BLE001 - see the docstring
         print(f"recfound: could not keep a token pool in {folder} ({error}); the next run tokenizes again",
               file=sys.stderr, flush=True)
-    finally:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
 
 
 def remove_leftovers(folder: Path) -> None:
@@ -136,12 +128,4 @@ def _file_identity(location: str) -> bytes | None:
     if storage.is_remote(location):
         stamp = storage.stamp(location)
         return None if stamp.endswith(":None") else f"{location}\0{stamp}".encode()
-    return bytes.fromhex(_file_sha256(Path(location)))
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return bytes.fromhex(file_sha256(location))

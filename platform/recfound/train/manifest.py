@@ -13,12 +13,11 @@ reads (from a checkpoint Ray Train registered, i.e. one every rank reported whol
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from recfound import storage
-from recfound.data.atomic import atomic_write_bytes
+from recfound.data.atomic import atomic_write_bytes, file_sha256
 from recfound.run_layout import HASHED_ON_USE, MANIFEST_PREFIX
 
 
@@ -26,7 +25,7 @@ def write_manifest(folder: Path, rank: int, world_size: int) -> None:
     """Record every file this rank wrote into `folder` (call it last): its size, and the hash of those
     recfound reads itself (hashing the optimizer states, only ever checked by size, would cost seconds)."""
     files = {path.relative_to(folder).as_posix(): {"size": path.stat().st_size,
-                                                   "sha256": _sha256(path) if path.name in HASHED_ON_USE else ""}
+                                                   "sha256": file_sha256(path) if path.name in HASHED_ON_USE else ""}
              for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(MANIFEST_PREFIX)}
     record = {"rank": rank, "world_size": world_size, "files": files}
     atomic_write_bytes(folder / f"{MANIFEST_PREFIX}{rank}.json", json.dumps(record, indent=1).encode())
@@ -35,11 +34,3 @@ def write_manifest(folder: Path, rank: int, world_size: int) -> None:
 def written_by(folder: storage.Location) -> int:
     """The number of ranks that wrote a checkpoint folder (a local path or a URI), from rank 0's manifest."""
     return int(json.loads(storage.read_text(storage.join(folder, f"{MANIFEST_PREFIX}0.json")))["world_size"])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
