@@ -244,12 +244,13 @@ def test_i2i_and_q2i_positives_match_their_query(corpus):
 
 
 def satisfies(card: str, query: str) -> bool:
-    """Whether a result card ('Brand Adjective Noun (...) | path | name: value; ...; price: $p') fits a
-    query '<1-2 attribute values> <noun>[ from <brand>| under $<cap>]'."""
+    """Whether a result card ('Brand Adjective Noun (...) | path | type: noun; name: value; ...; price: $p')
+    fits a query '<1-2 attribute values> <noun>[ from <brand>| under $<cap>]'."""
     title, _, attributes = card.split(" | ")
     brand, _, rest = title.split(" ", 2)
     noun = rest.split(" (")[0].lower()
     fields = dict(pair.split(": ", 1) for pair in attributes.split("; "))
+    assert fields.pop("type") == noun, card  # the type field is the title's noun as a query writes it
     price = float(fields.pop("price").lstrip("$"))
     values = list(fields.values())
     wanted = re.fullmatch(r"(.+?)(?: from (\w+)| under \$(\d+))?", query)

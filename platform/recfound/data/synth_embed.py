@@ -51,9 +51,11 @@ def make_q2i(world: World, rng: random.Random) -> dict:
 
 
 def item_card(item: Item) -> str:
-    """Title, category path, every attribute and the price: what a search result shows."""
+    """Title, category path, product type, every attribute and the price: what a search result shows. The
+    type is the noun as a query writes it ("frying pan"; the title says "Frying Pan"): without it a query and
+    its item shared only attribute values, and Q2I's embeddings collapsed (docs/training.md)."""
     attributes = "; ".join(f"{name}: {value}" for name, value in item.attributes.items())
-    return f"{item.line} | {attributes}; price: {item.price_text}"
+    return f"{item.line} | type: {item.noun}; {attributes}; price: {item.price_text}"
 
 
 def make_i2i(world: World, rng: random.Random) -> dict:
