@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from recfound import storage
 from recfound.data.atomic import atomic_write_bytes, file_sha256
+from recfound.data.source_digest import source_digest
 from recfound.data.streams import table_fingerprint
 from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import default_cache_dir
@@ -55,7 +56,7 @@ class PoolKeys:
         import tokenizers
 
         digest = hashlib.sha256(f"format {FORMAT}\ntokenizers {tokenizers.__version__}\n{limits!r}\n".encode())
-        digest.update(_code_digest())
+        digest.update(source_digest())  # the recfound.data package and the tasks decide a pool's rows
         for name in storage.list_names(tokenizer):
             if name.endswith(".json"):
                 digest.update(name.encode() + b"\0" + storage.read_bytes(storage.join(tokenizer, name)))
@@ -111,17 +112,6 @@ def remove_leftovers(folder: Path) -> None:
                     path.unlink()
             except OSError:
                 pass
-
-
-def _code_digest() -> bytes:
-    """The source of every module that decides a pool's rows: the `recfound.data` package and the tasks."""
-    import recfound.data
-    import recfound.tasks
-
-    digest = hashlib.sha256()
-    for path in [*sorted(Path(recfound.data.__file__).parent.glob("*.py")), Path(recfound.tasks.__file__)]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.digest()
 
 
 def _file_identity(location: str) -> bytes | None:

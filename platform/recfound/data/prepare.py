@@ -4,6 +4,7 @@ for a preset backbone the preset pre-trained on the corpus (`model.pretrain_step
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -12,31 +13,67 @@ from typing import Any
 
 from recfound import storage
 from recfound.config import RunConfig
+from recfound.data.source_digest import source_digest
+from recfound.data.reader import SPLITS
 from recfound.run_layout import BACKBONE_DIR, RunLayout
 
 TOKENIZER_FILE = "tokenizer.json"
 
 
+CORPUS_STAMP = "synth.json"  # written last into a generated corpus: its scale, seed and generator
+
+
 def prepare_corpus(config: RunConfig) -> str:
     """data.root (a local path or URI), with a corpus generated there first when data.synth_scale asks for
-    one and it has no train/ split."""
+    one and it has no train/ split, or holds a corpus this code did not generate (another scale, an older
+    generator; see `_stale_corpus`). Another seed reuses the corpus there: a sweep's trials share one."""
     from recfound.data.synth import synthesize
 
     root = storage.normalize(config.data.root)  # absolute: Ray Data's read tasks run elsewhere
+    scale = config.data.synth_scale
     if storage.is_dir(storage.join(root, "train")):
-        return root
-    if config.data.synth_scale is None:
+        stale = _stale_corpus(root, scale)
+        if stale is None:
+            return root
+        print(f"\n== {root} holds {stale}: generating it again", flush=True)
+        for name in (CORPUS_STAMP, *SPLITS):
+            storage.delete(storage.join(root, name))
+    elif scale is None:
         raise FileNotFoundError(f"data.root {root}: no train/ folder (set data.synth_scale to generate a corpus)")
-    print(f"\n== generating the {config.data.synth_scale} corpus (seed {config.run.seed}) into {root}", flush=True)
+    print(f"\n== generating the {scale} corpus (seed {config.run.seed}) into {root}", flush=True)
     started = time.perf_counter()
     if storage.is_remote(root):
         with tempfile.TemporaryDirectory(prefix="recfound-corpus-") as folder:
-            synthesize(Path(folder), config.run.seed, config.data.synth_scale)
+            synthesize(Path(folder), config.run.seed, scale)
             storage.upload(folder, root, last="train")  # train/ is what marks a corpus there
     else:
-        synthesize(Path(root), config.run.seed, config.data.synth_scale)
+        synthesize(Path(root), config.run.seed, scale)
+    stamp = {"scale": scale, "seed": config.run.seed, "generator": _generator_version()}
+    storage.write_bytes(storage.join(root, CORPUS_STAMP), json.dumps(stamp).encode())
     print(f"done in {time.perf_counter() - started:.1f}s", flush=True)
     return root
+
+
+def _generator_version() -> str:
+    return source_digest("synth*.py").hex()[:16]
+
+
+def _stale_corpus(root: str, scale: str | None) -> str | None:
+    """What makes the corpus at `root` other than the one asked for, or None to use it as it is. A folder
+    without a stamp is the user's own data, never touched, except the demo's default folder, which only
+    recfound writes (a corpus from before the stamp, or a generation that was cut off)."""
+    if scale is None:
+        return None
+    location = storage.join(root, CORPUS_STAMP)
+    if not storage.is_file(location):
+        default_root = storage.normalize(RunConfig().data.root)
+        return "a corpus of an older recfound (no synth.json)" if root == default_root else None
+    stamp = json.loads(storage.read_text(location))
+    if stamp.get("scale") != scale:
+        return f"the {stamp.get('scale')} corpus, not the {scale} one"
+    if stamp.get("generator") != _generator_version():
+        return "a corpus of another version of the generator"
+    return None
 
 
 def prepare_tokenizer(config: RunConfig, root: str, layout: RunLayout, staging: Path,
