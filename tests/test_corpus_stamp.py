@@ -37,10 +37,11 @@ def test_another_generator_or_scale_generates_it_again(tmp_path, capsys):
     root = tmp_path / "data"
     prepare_corpus(config(root))
     generated = files(root)
-    for field, value, said in (("generator", "0" * 16, "a corpus of another version of the generator"),
-                               ("scale", "small", "the small corpus, not the tiny one")):
+    for written, said in (({"generator": "0" * 16}, "a corpus of another version of the generator"),
+                          ({"scale": "small"}, "the small corpus, not the tiny one"),
+                          (None, "an unreadable synth.json")):
         stamp = json.loads((root / CORPUS_STAMP).read_text())
-        (root / CORPUS_STAMP).write_text(json.dumps({**stamp, field: value}))
+        (root / CORPUS_STAMP).write_text(json.dumps({**stamp, **written}) if written else "not json {")
         (root / "train" / "LEFTOVER.jsonl").write_text("{}\n")
         capsys.readouterr()
         prepare_corpus(config(root))

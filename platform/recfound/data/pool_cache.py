@@ -76,11 +76,12 @@ def read_pool(folder: Path, key: str) -> tuple[pa.Table, str] | None:
     match its name, or that cannot be read, is deleted."""
     for path in sorted(folder.glob(f"{key}-*.arrow")):
         try:
-            if file_sha256(path) == path.stem.rsplit("-", 1)[1]:  # the bytes it was written with
-                with pa.memory_map(str(path)) as source:
-                    table = pa.ipc.open_file(source).read_all()
-                os.utime(path)  # used now: `remove_leftovers` keeps it
-                return table, table_fingerprint(table)
+            with pa.memory_map(str(path)) as source:  # read once: hashed, then parsed from the same bytes
+                data = source.read_buffer()
+                if hashlib.sha256(data).hexdigest() == path.stem.rsplit("-", 1)[1]:  # the bytes it was written with
+                    table = pa.ipc.open_file(data).read_all()
+                    os.utime(path)  # used now: `remove_leftovers` keeps it
+                    return table, table_fingerprint(table)
         except Exception:  # noqa: BLE001 - any damage costs a tokenizing, never the run
             pass
         path.unlink(missing_ok=True)

@@ -13,8 +13,8 @@ from typing import Any
 
 from recfound import storage
 from recfound.config import RunConfig
-from recfound.data.source_digest import source_digest
 from recfound.data.reader import SPLITS
+from recfound.data.source_digest import source_digest
 from recfound.run_layout import BACKBONE_DIR, RunLayout
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -30,9 +30,9 @@ def prepare_corpus(config: RunConfig) -> str:
     from recfound.data.synth import synthesize
 
     root = storage.normalize(config.data.root)  # absolute: Ray Data's read tasks run elsewhere
-    scale = config.data.synth_scale
+    scale, generator = config.data.synth_scale, source_digest("synth*.py").hex()[:16]
     if storage.is_dir(storage.join(root, "train")):
-        stale = _stale_corpus(root, scale)
+        stale = _stale_corpus(root, scale, generator)
         if stale is None:
             return root
         print(f"\n== {root} holds {stale}: generating it again", flush=True)
@@ -48,17 +48,13 @@ def prepare_corpus(config: RunConfig) -> str:
             storage.upload(folder, root, last="train")  # train/ is what marks a corpus there
     else:
         synthesize(Path(root), config.run.seed, scale)
-    stamp = {"scale": scale, "seed": config.run.seed, "generator": _generator_version()}
+    stamp = {"scale": scale, "seed": config.run.seed, "generator": generator}
     storage.write_bytes(storage.join(root, CORPUS_STAMP), json.dumps(stamp).encode())
     print(f"done in {time.perf_counter() - started:.1f}s", flush=True)
     return root
 
 
-def _generator_version() -> str:
-    return source_digest("synth*.py").hex()[:16]
-
-
-def _stale_corpus(root: str, scale: str | None) -> str | None:
+def _stale_corpus(root: str, scale: str | None, generator: str) -> str | None:
     """What makes the corpus at `root` other than the one asked for, or None to use it as it is. A folder
     without a stamp is the user's own data, never touched, except the demo's default folder, which only
     recfound writes (a corpus from before the stamp, or a generation that was cut off)."""
@@ -68,10 +64,15 @@ def _stale_corpus(root: str, scale: str | None) -> str | None:
     if not storage.is_file(location):
         default_root = storage.normalize(RunConfig().data.root)
         return "a corpus of an older recfound (no synth.json)" if root == default_root else None
-    stamp = json.loads(storage.read_text(location))
+    try:
+        stamp = json.loads(storage.read_text(location))
+    except ValueError:  # also a file that is not UTF-8
+        stamp = None
+    if not isinstance(stamp, dict):
+        return f"an unreadable {CORPUS_STAMP}"
     if stamp.get("scale") != scale:
         return f"the {stamp.get('scale')} corpus, not the {scale} one"
-    if stamp.get("generator") != _generator_version():
+    if stamp.get("generator") != generator:
         return "a corpus of another version of the generator"
     return None
 
