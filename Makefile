@@ -51,6 +51,7 @@ bench: venv
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/s2sched.py
 	$(PY) bench/tmole_layer.py
+	$(PY) bench/generative_head.py
 	$(PY) bench/eval.py
 	$(PY) bench/gguf_convert.py
 

@@ -11,7 +11,7 @@ import torch
 from recfound.data.collate import collate_embedding, collate_generative
 from recfound.model.attention import bidirectional
 from recfound.model.objectives import (EmbeddingConfig, embed, embedding_loss, generative_loss, info_nce,
-                                       mean_pool, response_ce)
+                                       mean_pool, response_ce, response_row_losses)
 from recfound.model.presets import PRESETS, preset_config
 
 VOCAB, PAD, EMBED = 64, 0, 1
@@ -171,6 +171,98 @@ def test_response_ce_equals_the_transformers_loss():
         ours = response_ce(model(input_ids=ids, attention_mask=mask).logits, labels)
     torch.testing.assert_close(ours, builtin, rtol=1e-6, atol=1e-6)
     assert response_ce(torch.zeros(1, 3, 5), torch.full((1, 3), -100)).item() == 0.0
+
+
+def plain_response_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Per-row sums of -log p(label[t+1]) at every position t followed by a response label, in float64, and
+    the counts: written out position by position."""
+    log_p = torch.log_softmax(logits.double(), dim=-1)
+    sums, counts = torch.zeros(labels.shape[0], dtype=torch.float64), []
+    for row in range(labels.shape[0]):
+        positions = [t for t in range(labels.shape[1] - 1) if labels[row, t + 1] != -100]
+        for t in positions:
+            sums[row] = sums[row] - log_p[row, t, labels[row, t + 1]]
+        counts.append(len(positions))
+    return sums, counts
+
+
+def prompt_and_response_rows() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ids, mask = random_rows([9, 6, 7, 3], seed=7)
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :4] = -100  # the prompts; the last row is all prompt: no response token
+    return ids, mask, labels
+
+
+def test_response_rows_apply_the_head_at_response_positions_only_with_the_full_logits_losses(model):
+    ids, mask, labels = prompt_and_response_rows()
+    head_inputs = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda _m, args, _o: head_inputs.append(args[0].shape))
+    try:
+        with torch.no_grad():
+            sums, counts = response_row_losses(model, ids, mask, labels)
+            expected, expected_counts = plain_response_losses(model(input_ids=ids, attention_mask=mask).logits, labels)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(sums.double(), expected, rtol=1e-5, atol=1e-5)
+    assert counts.tolist() == expected_counts == [5, 2, 3, 0]
+    assert head_inputs[0] == (5 + 2 + 3, model.config.hidden_size)  # then the full forward of the check
+
+
+def test_response_rows_give_a_tmole_adapter_the_full_logits_gradients():
+    """The adapter's tied head with its own `<embed>` row (a forward hook on the head) and its routing, in
+    float64: the losses and every trainable gradient equal those of the full logits."""
+    from recfound.data.tokenizer import TokenizerInfo
+    from recfound.model.adapter import AdapterConfig
+    from recfound.model.attach import attach_adapter
+    from recfound.model.backbone import load_backbone
+
+    info = TokenizerInfo("corpus", vocab_size=VOCAB, pad_id=PAD, eos_id=PAD, embed_id=EMBED)
+    torch.manual_seed(0)
+    adapter = attach_adapter(load_backbone("tiny", info, dtype="float64"),
+                             AdapterConfig(rank=4, alpha=8.0, task_dim=16, router_hidden=8, dropout=0.0),
+                             token_ids=[EMBED])
+    for _, _, projection in adapter.projections():
+        torch.nn.init.normal_(projection.B, std=0.1)
+    ids, mask, labels = prompt_and_response_rows()
+    ids[0, 5] = EMBED  # a response token whose logit comes from the adapter's own row
+    labels[0, 5] = EMBED
+    grads = []
+    for fast in (True, False):
+        adapter.zero_grad(set_to_none=True)
+        adapter.set_tasks(torch.tensor([3, 4, 5, 6]))  # generative tasks
+        if fast:
+            sums, _ = response_row_losses(adapter.model, ids, mask, labels)
+        else:
+            sums, _ = plain_response_losses(adapter.model(input_ids=ids, attention_mask=mask).logits, labels)
+        sums.sum().backward()
+        grads.append((sums.detach(), {n: p.grad.clone() for n, p in adapter.trainable_state().items()
+                                      if p.grad is not None}))
+    (fast_sums, fast_grads), (plain_sums, plain_grads) = grads
+    torch.testing.assert_close(fast_sums, plain_sums, rtol=1e-12, atol=1e-12)
+    assert fast_grads.keys() == plain_grads.keys() and any(name.endswith("rows") for name in fast_grads)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_a_model_whose_head_does_more_than_a_linear_layer_uses_its_full_logits():
+    """Gemma 2 soft-caps its logits after the head: the losses are those of its own logits, not of a bare
+    head on the response positions."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("gemma2", vocab_size=VOCAB, pad_token_id=PAD, hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                  final_logit_softcapping=1.0, initializer_range=0.5)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    ids, mask, labels = prompt_and_response_rows()
+    with torch.no_grad():
+        sums, counts = response_row_losses(model, ids, mask, labels)
+        expected, expected_counts = plain_response_losses(model(input_ids=ids, attention_mask=mask).logits, labels)
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        uncapped, _ = plain_response_losses(model.get_output_embeddings()(hidden), labels)
+    torch.testing.assert_close(sums.double(), expected, rtol=1e-5, atol=1e-5)
+    assert counts.tolist() == expected_counts
+    assert (uncapped - expected).abs().max() > 0.1  # the cap matters here: a bare head would be wrong
 
 
 # ---- the attention switch (eager and SDPA) -----------------------------------------------------

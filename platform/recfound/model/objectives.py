@@ -138,6 +138,29 @@ def response_token_losses(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
     return losses.sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1)
 
 
+# Model families whose causal-LM head is the output embedding alone (no logit scale or soft-capping after it):
+# for them the head may run on the response positions only. Any other model computes its full logits.
+PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+def response_row_losses(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
+                        labels: Tensor) -> tuple[Tensor, Tensor]:
+    """`response_token_losses` of the model's forward on a generative batch, with the LM head applied only
+    at the positions that predict a response token: a prompt is several times longer than its response,
+    and on a small vocabulary model the head and its cross-entropy over every position cost about as much
+    as the layers (`bench/generative_head.py`). Same values, to float rounding."""
+    if getattr(getattr(model, "config", None), "model_type", None) not in PLAIN_HEAD_MODELS:
+        return response_token_losses(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
+    hidden = decoder_of(model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    targets = labels[:, 1:].to(hidden.device)
+    predicting = targets != IGNORE_INDEX
+    rows, positions = predicting.nonzero(as_tuple=True)
+    logits = model.get_output_embeddings()(hidden[rows, positions])
+    losses = F.cross_entropy(logits.to(_accumulation_dtype(logits.dtype)), targets[rows, positions], reduction="none")
+    sums = torch.zeros(targets.shape[0], dtype=losses.dtype, device=losses.device).index_add(0, rows, losses)
+    return sums, predicting.sum(dim=1)
+
+
 def response_ce(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean token cross-entropy over the response tokens (labels != -100), logits at t predicting label t+1.
 
@@ -196,5 +219,5 @@ def embedding_loss(model: nn.Module, batch: Mapping[str, Tensor], config: Embedd
 def generative_loss(model: nn.Module, batch: Mapping[str, Tensor], route: Route | None = None) -> Tensor:
     """Response-only token cross-entropy of a collated generative batch."""
     _route(route, batch["task_ids"])
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return response_ce(logits, batch["labels"])
+    sums, counts = response_row_losses(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return sums.sum() / counts.sum().clamp(min=1)

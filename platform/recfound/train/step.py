@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from recfound.model.adapter import Adapter
-from recfound.model.objectives import EmbeddingConfig, response_token_losses
+from recfound.model.objectives import EmbeddingConfig, response_row_losses
 from recfound.train.chunks import Chunk, split_rows, take
 from recfound.train.distributed import all_sum, world_size
 from recfound.train.gradcache import Backward, cached_embedding_backward
@@ -52,8 +52,7 @@ def generative_row_losses(adapter: Adapter, batch: Mapping[str, Tensor], chunk: 
     """(per-row response-token loss sums, per-row token counts) of one chunk of a generative batch."""
     part = take(batch, GENERATIVE_KEYS, chunk, "attention_mask")
     adapter.set_tasks(part["task_ids"])
-    logits = adapter.model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
-    return response_token_losses(logits, part["labels"])
+    return response_row_losses(adapter.model, part["input_ids"], part["attention_mask"], part["labels"])
 
 
 def generative_backward(adapter: Adapter, batch: Mapping[str, Tensor], micro_batch: int, backward: Backward,
