@@ -208,9 +208,12 @@ def test_response_rows_apply_the_head_at_response_positions_only_with_the_full_l
     assert head_inputs[0] == (5 + 2 + 3, model.config.hidden_size)  # then the full forward of the check
 
 
-def test_response_rows_give_a_tmole_adapter_the_full_logits_gradients():
+@pytest.mark.parametrize("targets", [("q_proj", "k_proj", "v_proj", "o_proj"), ("q_proj", "lm_head")],
+                         ids=["attention", "with-the-head"])
+def test_response_rows_give_a_tmole_adapter_the_full_logits_gradients(targets):
     """The adapter's tied head with its own `<embed>` row (a forward hook on the head) and its routing, in
-    float64: the losses and every trainable gradient equal those of the full logits."""
+    float64: the losses and every trainable gradient equal those of the full logits; a head the adapter
+    wraps too (routed per batch row) as well."""
     from recfound.data.tokenizer import TokenizerInfo
     from recfound.model.adapter import AdapterConfig
     from recfound.model.attach import attach_adapter
@@ -219,7 +222,8 @@ def test_response_rows_give_a_tmole_adapter_the_full_logits_gradients():
     info = TokenizerInfo("corpus", vocab_size=VOCAB, pad_id=PAD, eos_id=PAD, embed_id=EMBED)
     torch.manual_seed(0)
     adapter = attach_adapter(load_backbone("tiny", info, dtype="float64"),
-                             AdapterConfig(rank=4, alpha=8.0, task_dim=16, router_hidden=8, dropout=0.0),
+                             AdapterConfig(targets=targets, rank=4, alpha=8.0, task_dim=16, router_hidden=8,
+                                           dropout=0.0),
                              token_ids=[EMBED])
     for _, _, projection in adapter.projections():
         torch.nn.init.normal_(projection.B, std=0.1)

@@ -149,13 +149,16 @@ def response_row_losses(model: nn.Module, input_ids: Tensor, attention_mask: Ten
     at the positions that predict a response token: a prompt is several times longer than its response,
     and on a small vocabulary model the head and its cross-entropy over every position cost about as much
     as the layers (`bench/generative_head.py`). Same values, to float rounding."""
-    if getattr(getattr(model, "config", None), "model_type", None) not in PLAIN_HEAD_MODELS:
+    head = model.get_output_embeddings()
+    plain = getattr(getattr(model, "config", None), "model_type", None) in PLAIN_HEAD_MODELS
+    # A head an adapter wraps (`tmole.targets` naming lm_head) keeps the full logits: TMoLE gates per batch row.
+    if not plain or type(head) is not nn.Linear:
         return response_token_losses(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
     hidden = decoder_of(model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     targets = labels[:, 1:].to(hidden.device)
     predicting = targets != IGNORE_INDEX
     rows, positions = predicting.nonzero(as_tuple=True)
-    logits = model.get_output_embeddings()(hidden[rows, positions])
+    logits = head(hidden[rows, positions])
     losses = F.cross_entropy(logits.to(_accumulation_dtype(logits.dtype)), targets[rows, positions], reduction="none")
     sums = torch.zeros(targets.shape[0], dtype=losses.dtype, device=losses.device).index_add(0, rows, losses)
     return sums, predicting.sum(dim=1)
