@@ -170,8 +170,12 @@ def response_ce(logits: Tensor, labels: Tensor) -> Tensor:
     Equals transformers' own causal-LM loss (`model(..., labels=labels).loss`), computed in at least
     float32; a batch without any response token gives 0 rather than NaN.
     """
-    sums, counts = response_token_losses(logits, labels)
-    return sums.sum() / counts.sum().clamp(min=1)
+    return token_mean(*response_token_losses(logits, labels))
+
+
+def token_mean(row_sums: Tensor, row_counts: Tensor) -> Tensor:
+    """The token mean of per-row loss sums and token counts; 0, not NaN, without any token."""
+    return row_sums.sum() / row_counts.sum().clamp(min=1)
 
 
 def embed(model: nn.Module, ids: Tensor, mask: Tensor, prefix_len: Tensor | None = None,
@@ -222,5 +226,4 @@ def embedding_loss(model: nn.Module, batch: Mapping[str, Tensor], config: Embedd
 def generative_loss(model: nn.Module, batch: Mapping[str, Tensor], route: Route | None = None) -> Tensor:
     """Response-only token cross-entropy of a collated generative batch."""
     _route(route, batch["task_ids"])
-    sums, counts = response_row_losses(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-    return sums.sum() / counts.sum().clamp(min=1)
+    return token_mean(*response_row_losses(model, batch["input_ids"], batch["attention_mask"], batch["labels"]))
