@@ -53,19 +53,24 @@ def test_each_epoch_is_a_permutation_of_the_pool():
         assert mixer.state_dict()["tasks"][task]["epoch"] == full_epochs
 
 
-def test_two_ranks_split_each_step_without_overlap():
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_ranks_split_each_step_of_one_worker_without_overlap(world_size):
+    """The records of a step do not depend on the number of workers: 2 or 4 ranks together draw exactly what one
+    worker draws, each record once (the run on several nodes, test_multinode, checks it end to end on 2 and 1)."""
     pools = make_pools({"SA": 50, "PM": 40})
-    single, rank0, rank1 = (TaskMixer(pools, seed=5, rank=r, world_size=w) for r, w in [(0, 1), (0, 2), (1, 2)])
+    single = TaskMixer(pools, seed=5)
+    ranks = [TaskMixer(pools, seed=5, rank=rank, world_size=world_size) for rank in range(world_size)]
     rng = np.random.default_rng(2)
     for _ in range(100):
         counts = random_counts(rng, single.tasks, high=12)
-        whole, a, b = single.next_step(counts), rank0.next_step(counts), rank1.next_step(counts)
+        whole, shares = single.next_step(counts), [mixer.next_step(counts) for mixer in ranks]
         for t in single.tasks:
-            assert a.counts[t] + b.counts[t] == counts[t]
-            assert sorted(np.concatenate([a.indices[t], b.indices[t]])) == sorted(whole.indices[t])
+            assert sum(share.counts[t] for share in shares) == counts[t]
+            assert sorted(np.concatenate([share.indices[t] for share in shares])) == sorted(whole.indices[t])
             if len(set(whole.indices[t])) == counts[t]:  # (a step that crosses an epoch may repeat a record)
-                assert not set(a.indices[t]) & set(b.indices[t])
-        assert abs(a.rows.num_rows - b.rows.num_rows) <= 1  # ranks get balanced shares
+                assert sum(len(set(share.indices[t])) for share in shares) == counts[t]  # no record on two ranks
+        sizes = [share.rows.num_rows for share in shares]
+        assert max(sizes) - min(sizes) <= 1  # ranks get balanced shares
 
 
 def test_resume_from_saved_position_gives_the_identical_sequence():

@@ -8,9 +8,11 @@ these engine steps and test_train_step's distributed cases."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ LR = 0.5
 LR_SCHEDULE = RunConfig().with_overrides({"train.lr": LR, "train.lr_schedule": "constant",
                                           "train.lr_warmup_ratio": 0.0}).train
 # One engine step per (ZeRO stage, precision).
+MUON_MODULE = "deepspeed.runtime.zero.muon.original_muon"  # its kernels: torch.compile at import, unless made lazy
 STEPS = {"zero1": (1, "fp32"), "zero2": (2, "fp32"), "zero3": (3, "fp32"), "zero2-bf16": (2, "bf16")}
 
 
@@ -37,6 +40,9 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
         for name, (stage, precision) in STEPS.items():
             _one_engine_step(rank, world, stage, precision, Path(out) / name)
         _optimizer_state_round_trip(rank, world, "bf16", Path(out) / "adamw-bf16")  # the GPU path; fp32: test_multinode
+        if rank == 0:  # what building and stepping every engine imported
+            (Path(out) / "modules.json").write_text(json.dumps(
+                {name: name in sys.modules for name in (MUON_MODULE, "torch._inductor.compile_fx")}))
     finally:
         dist.barrier()  # no rank tears gloo down while the other is still in a collective
         dist.destroy_process_group()
@@ -130,6 +136,13 @@ def _optimizer_state_round_trip(rank: int, world: int, precision: str, out: Path
     if rank == 0:
         save_file(results, str(out / "third_step.safetensors"))
     dist.barrier()
+
+
+def test_engines_load_deepspeeds_muon_module_without_compiling_its_kernels(two_gloo_ranks):
+    """ZeRO's optimizers import DeepSpeed's Muon module (for an isinstance check); its kernels compile on first use
+    only, so no engine pays for importing TorchInductor (`recfound.train.engine`)."""
+    imported = json.loads((two_gloo_ranks / "modules.json").read_text())
+    assert imported == {MUON_MODULE: True, "torch._inductor.compile_fx": False}, imported
 
 
 def test_optimizer_state_moves_whole_into_a_new_engine(two_gloo_ranks):

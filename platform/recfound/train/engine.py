@@ -14,6 +14,7 @@ update does not shift the schedule and a resumed run needs no scheduler state.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from contextlib import AbstractContextManager, nullcontext
@@ -90,7 +91,38 @@ def import_deepspeed() -> Any:
         if hidden:
             del sys.modules["mlflow"]
     _skip_shared_memory_collective()
+    _compile_muon_kernels_on_first_use()
     return deepspeed
+
+
+def _compile_muon_kernels_on_first_use() -> None:
+    """DeepSpeed's ZeRO optimizers import its Muon module to check `isinstance(optimizer, MuonWithAuxAdam)`,
+    and that module wraps its kernels in `torch.compile` at import, which imports TorchDynamo and Inductor:
+    3 s of CPU in a fresh process, 1.6 s in a training worker, at every start and restart, for an optimizer
+    runs never use. DeepSpeed's decorator (`deepspeed.runtime.compiler.compile`, used by that module alone)
+    is made lazy: a kernel is compiled on its first call, so Muon, if someone configured it, works as before."""
+    from deepspeed.runtime import compiler
+
+    if getattr(compiler.compile, "_recfound_lazy", False):
+        return
+
+    def compile_on_first_call() -> Any:
+        def decorate(function: Any) -> Any:
+            compiled = None
+
+            @functools.wraps(function)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                nonlocal compiled
+                if compiled is None:
+                    compiled = torch.compile(function)
+                return compiled(*args, **kwargs)
+
+            return call
+
+        return decorate
+
+    compile_on_first_call._recfound_lazy = True
+    compiler.compile = compile_on_first_call
 
 
 def _skip_shared_memory_collective() -> None:
