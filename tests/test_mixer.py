@@ -54,7 +54,7 @@ def test_each_epoch_is_a_permutation_of_the_pool():
 
 
 @pytest.mark.parametrize("world_size", [2, 4])
-def test_ranks_split_each_step_of_one_worker_without_overlap(world_size):
+def test_ranks_split_each_step_without_overlap(world_size):
     """The records of a step do not depend on the number of workers: 2 or 4 ranks together draw exactly what one
     worker draws, each record once (the run on several nodes, test_multinode, checks it end to end on 2 and 1)."""
     pools = make_pools({"SA": 50, "PM": 40})

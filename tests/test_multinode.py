@@ -86,7 +86,7 @@ def resumes(console: str) -> list[tuple[int, int]]:
     return [(int(step), int(workers)) for step, workers in found]
 
 
-@pytest.mark.timeout(900)  # the baseline (fixture, when it runs first), three node starts, three worker-group starts
+@pytest.mark.timeout(900)  # the baseline (fixture, when it runs first), three node starts, four worker-group starts
 def test_a_job_on_three_nodes_loses_its_scheduler_actor_a_node_and_its_driver_and_trains_like_the_baseline(
         baseline, object_store, tmp_path, monkeypatch):
     from recfound import storage

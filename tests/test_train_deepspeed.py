@@ -25,8 +25,8 @@ from test_train_step import CONFIGS, collated, full_batch, model, rows, run_spli
 LR = 0.5
 LR_SCHEDULE = RunConfig().with_overrides({"train.lr": LR, "train.lr_schedule": "constant",
                                           "train.lr_warmup_ratio": 0.0}).train
-# One engine step per (ZeRO stage, precision).
 MUON_MODULE = "deepspeed.runtime.zero.muon.original_muon"  # its kernels: torch.compile at import, unless made lazy
+# One engine step per (ZeRO stage, precision).
 STEPS = {"zero1": (1, "fp32"), "zero2": (2, "fp32"), "zero3": (3, "fp32"), "zero2-bf16": (2, "bf16")}
 
 

@@ -98,9 +98,10 @@ def import_deepspeed() -> Any:
 def _compile_muon_kernels_on_first_use() -> None:
     """DeepSpeed's ZeRO optimizers import its Muon module to check `isinstance(optimizer, MuonWithAuxAdam)`,
     and that module wraps its kernels in `torch.compile` at import, which imports TorchDynamo and Inductor:
-    3 s of CPU in a fresh process, 1.6 s in a training worker, at every start and restart, for an optimizer
-    runs never use. DeepSpeed's decorator (`deepspeed.runtime.compiler.compile`, used by that module alone)
-    is made lazy: a kernel is compiled on its first call, so Muon, if someone configured it, works as before."""
+    3 s of CPU in a fresh process, 1.2-1.6 s in a training worker, at every start and restart, for an
+    optimizer our runs never use (they use AdamW). DeepSpeed's decorator (`deepspeed.runtime.compiler.compile`,
+    used as `@compile()` on plain functions by that module alone in DeepSpeed 0.19.8; recheck on an upgrade)
+    is made lazy: a kernel is compiled on its first call, so DeepSpeed's Muon, if used, still compiles."""
     from deepspeed.runtime import compiler
 
     if getattr(compiler.compile, "_recfound_lazy", False):
