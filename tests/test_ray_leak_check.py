@@ -13,6 +13,21 @@ def test_leaks_a_placement_group(ray_cluster):
     assert placement_group([{"CPU": 1}]).wait(60)
 
 
+HOLDERS = []  # keeps the actor below alive after its test (a dead creator's groups go with it)
+
+
+def test_leaks_a_group_an_actor_created(ray_cluster):
+    from ray.util.placement_group import placement_group
+
+    @ray_cluster.remote(num_cpus=0)
+    class Holder:
+        def make(self):
+            return placement_group([{"CPU": 1}]).wait(60)
+
+    HOLDERS.append(Holder.remote())
+    assert ray_cluster.get(HOLDERS[-1].make.remote())
+
+
 def test_starts_on_an_idle_cluster(ray_cluster):
     from ray.util.placement_group import placement_group_table
 
@@ -32,6 +47,9 @@ def test_a_leaking_test_fails_by_name_and_the_next_one_starts_clean(pytester, mo
     pytester.makepyfile(cloud_services=(here / "cloud_services.py").read_text(encoding="utf-8"))  # conftest's S3
     pytester.makepyfile(test_inner=LEAKING_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
-    result.assert_outcomes(passed=3, errors=1)
+    result.assert_outcomes(passed=4, errors=2)
     result.stdout.fnmatch_lines(["*test_inner.py::test_leaks_a_placement_group leaked Ray resources: resources "
-                                 "still held {'CPU': 1.0}, 1 placement group(s) left *created [[]{'CPU': 1.0}[]]*"])
+                                 "still held {'CPU': 1.0}, 1 placement group(s) left *created [[]{'CPU': 1.0}[]] (created by the driver of "
+                                 "job *, alive; detached: False)*",
+                                 "*test_inner.py::test_leaks_a_group_an_actor_created leaked Ray resources: resources still held "
+                                 "{'CPU': 1.0}, 1 placement group(s) left *(created by actor *Holder *, ALIVE; detached: False)*"])
