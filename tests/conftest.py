@@ -140,24 +140,24 @@ def live_placement_groups() -> dict[str, dict]:
     return {group_id: info for group_id, info in placement_group_table().items() if info["state"] != "REMOVED"}
 
 
-def group_creator(group_id: str) -> str:
-    """Who created a placement group, for the leak message (which trial's controller, say, when a sweep
-    leaks one): the creating actor's class, id and state, or the job's driver and whether it is gone."""
-    from ray._private.state import actors, state
-    from ray.core.generated import gcs_pb2
+def group_creators() -> dict[str, str]:
+    """Who created each placement group, by group id, for the leak message (which trial's controller, say,
+    when a sweep leaks one): the creating actor's class, id and state, or the job's driver and whether it is
+    gone."""
+    from ray._private.state import actors
 
-    for raw in state._connect_and_get_accessor().get_placement_group_table():  # Ray 2.60 (pinned)
-        group = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if group.placement_group_id.hex() != group_id:
-            continue
+    from recfound.tune.leftovers import placement_group_records
+
+    creators = {}
+    for group in placement_group_records():
         actor_id = group.creator_actor_id.hex()
         if actor_id.strip("f0"):  # an actor's id, not the nil id of a driver
             info = actors(actor_id=actor_id) or {}
             creator = f"actor {info.get('ActorClassName', '?')} {actor_id[:8]}, {info.get('State', 'unknown')}"
         else:
             creator = f"the driver of job {group.creator_job_id.hex()}, {'gone' if group.creator_job_dead else 'alive'}"
-        return f"(created by {creator}; detached: {group.is_detached})"
-    return "(gone from the GCS table)"
+        creators[group.placement_group_id.hex()] = f"(created by {creator}; detached: {group.is_detached})"
+    return creators
 
 
 def find_leaks(settle_s: float = LEAK_SETTLE_S) -> str | None:
@@ -168,8 +168,9 @@ def find_leaks(settle_s: float = LEAK_SETTLE_S) -> str | None:
         if not held and not groups:
             return None
         if time.monotonic() >= deadline:
-            shapes = [f"{info['state'].lower()} {list(info['bundles'].values())} {group_creator(group_id)}"
-                      for group_id, info in groups.items()]
+            creators = group_creators()
+            shapes = [f"{info['state'].lower()} {list(info['bundles'].values())} "
+                      f"{creators.get(group_id, '(gone from the GCS table)')}" for group_id, info in groups.items()]
             return f"resources still held {held or '{}'}, {len(groups)} placement group(s) left {shapes}"
         time.sleep(0.2)
 

@@ -104,26 +104,24 @@ def _compile_muon_kernels_on_first_use() -> None:
     is made lazy: a kernel is compiled on its first call, so DeepSpeed's Muon, if used, still compiles."""
     from deepspeed.runtime import compiler
 
-    if getattr(compiler.compile, "_recfound_lazy", False):
-        return
+    compiler.compile = _compile_on_first_call
 
-    def compile_on_first_call() -> Any:
-        def decorate(function: Any) -> Any:
-            compiled = None
 
-            @functools.wraps(function)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                nonlocal compiled
-                if compiled is None:
-                    compiled = torch.compile(function)
-                return compiled(*args, **kwargs)
+def _compile_on_first_call() -> Any:
+    """A decorator (in place of `torch.compile`) that compiles the function when it is first called."""
+    def decorate(function: Any) -> Any:
+        compiled = None
 
-            return call
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal compiled
+            if compiled is None:
+                compiled = torch.compile(function)
+            return compiled(*args, **kwargs)
 
-        return decorate
+        return call
 
-    compile_on_first_call._recfound_lazy = True
-    compiler.compile = compile_on_first_call
+    return decorate
 
 
 def _skip_shared_memory_collective() -> None:

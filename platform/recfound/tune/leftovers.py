@@ -89,19 +89,24 @@ class TrialJanitor:
         return len(groups)
 
 
+def placement_group_records() -> list[Any]:
+    """Every placement group of the cluster as the GCS holds it (`PlacementGroupTableData`: its creator
+    actor and job among the fields, which Ray's public table leaves out)."""
+    from ray._private.state import state  # Ray 2.60 (pinned)
+    from ray.core.generated import gcs_pb2
+
+    return [gcs_pb2.PlacementGroupTableData.FromString(raw)
+            for raw in state._connect_and_get_accessor().get_placement_group_table()]
+
+
 def live_groups_created_by(actor_ids: set[str]) -> list[str]:
     """The ids of the placement groups not yet removed that one of these actors created (GCS table)."""
-    from ray._private.state import state
     from ray.core.generated import gcs_pb2
 
     if not actor_ids:
         return []
-    found = []
-    for raw in state._connect_and_get_accessor().get_placement_group_table():
-        group = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if group.creator_actor_id.hex() in actor_ids and group.state != gcs_pb2.PlacementGroupTableData.REMOVED:
-            found.append(group.placement_group_id.hex())
-    return found
+    return [group.placement_group_id.hex() for group in placement_group_records()
+            if group.creator_actor_id.hex() in actor_ids and group.state != gcs_pb2.PlacementGroupTableData.REMOVED]
 
 
 def _wait_dead(actor_ids: set[str], wait_s: float) -> None:
