@@ -44,8 +44,10 @@ SWEEP ?= sweeps/ablation.yaml
 sweep: venv
 	$(VENV)/bin/recfound sweep $(SWEEP)
 
+# The suite on TEST_WORKERS pytest-xdist workers (tests/worker_groups.py shares the modules out; 0: none, all in one process).
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --max-worker-restart=0 tests
 
 bench: venv
 	$(PY) bench/data_pipeline.py

@@ -8,10 +8,13 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 
 import pytest
+
+from worker_groups import in_queue_order, make_scheduler
 
 # Set before anything imports ray/transformers/mlflow/deepspeed.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,6 +25,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")  # as the product's private clus
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as in the product's private clusters
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # An xdist worker's share of the cores for torch's threads (and its subprocesses'): OpenMP threads beyond
+    # it spin against the other workers' (a matmul loop beside a busy core: 2 threads 3.0 CPU-s, 1 thread 1.3).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 CLUSTER_CPUS = 2
 # Killed actors and removed placement groups give their resources back asynchronously: a test's
@@ -31,6 +38,25 @@ LEAK_SETTLE_S = float(os.environ.get("RECFOUND_TEST_LEAK_SETTLE_S", "60"))
 
 
 SESSION_BUCKET = "rf-session"
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        # pytest-timeout writes a blocked test's stacks to the terminal writer, which on an xdist worker writes
+        # nowhere; the worker's stderr is the console's.
+        from _pytest._io import TerminalWriter
+
+        stderr = TerminalWriter(sys.__stderr__)
+        config.get_terminal_writer = lambda: stderr
+
+
+def pytest_collection_modifyitems(config, items):
+    in_queue_order(config, items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return make_scheduler(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -63,12 +89,17 @@ def ray_cluster(object_store):
     as the product starts its own (`recfound.cluster.private_cluster`: dashboard on loopback, its own
     address in its processes' environment), with the session's object store in its environment."""
     import ray
+    from ray._private.utils import write_ray_address
 
     from recfound.cluster import private_cluster
 
     temp_dir = tempfile.mkdtemp(prefix="rf-ray-")
     try:
         with private_cluster(CLUSTER_CPUS, temp_dir=temp_dir):
+            # Its address in its temp folder, as `ray start` writes it: the driver of a job submitted to it
+            # (test_train_job) finds its cluster there; without it, Ray's job supervisor connects the driver to
+            # whichever cluster's GCS it finds first on the machine (another xdist worker's, say).
+            write_ray_address(ray.get_runtime_context().gcs_address, temp_dir)
             yield ray
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -53,3 +53,42 @@ def test_the_dashboard_is_on_loopback_and_everything_asks_for_the_token(ray_clus
                 call(b"", metadata=metadata, timeout=30)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert isinstance(call(b"", metadata=(("authorization", f"Bearer {token}"),), timeout=30), bytes)
+
+
+# A second private cluster, started in another process while this session's runs: it submits a job to itself.
+SECOND_CLUSTER = """
+import json, os, time
+import ray
+from ray._private.worker import get_dashboard_url
+from ray.job_submission import JobSubmissionClient
+from recfound.cluster import private_cluster
+
+with private_cluster(1):
+    client = JobSubmissionClient(f"http://{get_dashboard_url()}",
+                                 headers={"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"})
+    job = client.submit_job(entrypoint="python -c 'print(6 * 7)'")
+    deadline = time.monotonic() + 120
+    while not client.get_job_status(job).is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    print(json.dumps({"agent_port": ray._private.worker.global_worker.node.dashboard_agent_listen_port,
+                      "status": str(client.get_job_status(job)), "logs": client.get_job_logs(job)}))
+"""
+
+
+def test_two_private_clusters_on_one_machine_each_take_submitted_jobs(ray_cluster):
+    """Ray's dashboard agent, which takes `ray job submit`s, listens on a fixed port unless told otherwise;
+    each private cluster gives its agent a free one, so a second cluster on the machine (another run's, or
+    a user's `ray start` one) keeps its own job agent, and this one has its own too."""
+    import json
+    import subprocess
+    import sys
+
+    from ray._private.ray_constants import DEFAULT_DASHBOARD_AGENT_LISTEN_PORT
+    from ray._private.worker import global_worker
+
+    assert global_worker.node.dashboard_agent_listen_port not in (0, DEFAULT_DASHBOARD_AGENT_LISTEN_PORT)
+    done = subprocess.run([sys.executable, "-c", SECOND_CLUSTER], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    second = json.loads(done.stdout.strip().splitlines()[-1])
+    assert second["status"] == "SUCCEEDED" and "42" in second["logs"].splitlines(), second
+    assert second["agent_port"] not in (0, DEFAULT_DASHBOARD_AGENT_LISTEN_PORT, global_worker.node.dashboard_agent_listen_port)

@@ -4,7 +4,7 @@ session with this suite's conftest, in its own process and with its own private 
 
 from __future__ import annotations
 
-from pathlib import Path
+from test_suite_runner import with_the_suites_conftest
 
 LEAKING_TESTS = '''
 def test_leaks_a_placement_group(ray_cluster):
@@ -42,9 +42,7 @@ def test_without_ray_is_not_checked():
 
 def test_a_leaking_test_fails_by_name_and_the_next_one_starts_clean(pytester, monkeypatch):
     monkeypatch.setenv("RECFOUND_TEST_LEAK_SETTLE_S", "3")
-    here = Path(__file__).parent
-    pytester.makeconftest((here / "conftest.py").read_text(encoding="utf-8"))
-    pytester.makepyfile(cloud_services=(here / "cloud_services.py").read_text(encoding="utf-8"))  # conftest's S3
+    with_the_suites_conftest(pytester)
     pytester.makepyfile(test_inner=LEAKING_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
     result.assert_outcomes(passed=4, errors=2)

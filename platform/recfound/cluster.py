@@ -81,6 +81,9 @@ def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str 
       (to keep its own daemons responsive), but here the workers are the job, and at that niceness any
       busy process beside them takes nearly all the CPU (an evaluation that takes 11 s took 120-300 s
       beside one `yes` per core).
+    - Its dashboard agent (which takes `ray job submit`s) listens on a free port, not on Ray's fixed 52365:
+      with the fixed port, a second cluster on the machine (another run's, a user's `ray start` one) has
+      no job agent, or this one takes the port from it.
     - No preemption watcher: nothing preempts this machine.
     - Token authentication (`RAY_AUTH_MODE=token`, with a random token made for this process unless
       `RAY_AUTH_TOKEN` or `RAY_AUTH_TOKEN_PATH` names one): Ray 2.60's GCS, raylet, workers and agents
@@ -102,8 +105,9 @@ def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str 
             port = _free_port()
             os.environ.update({GCS_PORT_ENV: str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"})
             try:
-                ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
-                         log_to_driver=log_to_driver, logging_level=ray_log_level(), _temp_dir=temp_dir)
+                with _dashboard_agent_on_a_free_port():
+                    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
+                             log_to_driver=log_to_driver, logging_level=ray_log_level(), _temp_dir=temp_dir)
                 break
             except Exception as error:  # noqa: BLE001 - Ray raises several kinds when its head fails to start
                 ray.shutdown()
@@ -120,6 +124,27 @@ def private_cluster(num_cpus: float, log_to_driver: bool = False, temp_dir: str 
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def _dashboard_agent_on_a_free_port() -> Iterator[None]:
+    """A local head started in the block gives its dashboard agent a free port (0: the agent binds one and
+    registers it, where `ray job submit` finds it). `ray.init` has no parameter for the port (`ray start`
+    has `--dashboard-agent-listen-port`), so the default of the parameters it builds is changed for the block."""
+    from ray._private.parameter import RayParams
+
+    original = RayParams.__init__
+
+    @functools.wraps(original)
+    def any_agent_port(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("dashboard_agent_listen_port", 0)
+        original(self, *args, **kwargs)
+
+    RayParams.__init__ = any_agent_port
+    try:
+        yield
+    finally:
+        RayParams.__init__ = original
 
 
 @functools.cache
