@@ -4,7 +4,7 @@ session with this suite's conftest, in its own process and with its own private 
 
 from __future__ import annotations
 
-from test_suite_runner import with_the_suites_conftest
+from inner_session import with_the_suites_conftest
 
 LEAKING_TESTS = '''
 def test_leaks_a_placement_group(ray_cluster):

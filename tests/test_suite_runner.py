@@ -1,15 +1,17 @@
-"""The suite's own runner: `make test` on pytest-xdist workers (tests/worker_groups.py) still cannot hang, and
-the worker groups keep together the modules that share an expensive session fixture."""
+"""The suite's own runner: `make test` on pytest-xdist workers (tests/worker_groups.py) still cannot hang, shares
+the modules out as worker_groups says, and keeps together the modules that share an expensive session
+fixture. The inner sessions run with this suite's conftest and the options `make test` gives."""
 
 from __future__ import annotations
 
 import ast
+import re
 import time
-from pathlib import Path
 
 import worker_groups
+from inner_session import TESTS, with_the_suites_conftest
 
-TESTS = Path(__file__).parent
+AS_MAKE_TEST = ("-p", "no:cacheprovider", "-n", "2", "--max-worker-restart=0")
 
 BLOCKING_TESTS = '''
 import time
@@ -23,34 +25,67 @@ def test_blocked():
     time.sleep(600)
 
 
-def test_quick_after():
+def test_never_started():
     assert True
 '''
 
+BUSY_TESTS = '''
+import time
 
-def with_the_suites_conftest(pytester) -> None:
-    """The inner session's folder gets this suite's conftest and the helper modules it imports."""
-    pytester.makeconftest((TESTS / "conftest.py").read_text(encoding="utf-8"))
-    for helper in ("cloud_services", "worker_groups"):  # the session's S3 server, the xdist hooks
-        pytester.makepyfile(**{helper: (TESTS / f"{helper}.py").read_text(encoding="utf-8")})
+
+def test_busy_one():
+    time.sleep(3)
+
+
+def test_busy_two():
+    time.sleep(3)
+'''
+
+
+def _outside_xdist(monkeypatch) -> None:
+    """The inner session starts its own workers (this test may run on one)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_a_blocked_test_on_a_worker_ends_the_run_naming_it(pytester, monkeypatch):
-    """A test blocked past its limit on an xdist worker, as `make test` runs the suite (no replacement for a
-    worker that dies): the limit's thread prints every thread's stack on the console and ends the worker,
-    and the run ends there, naming the test."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
-        monkeypatch.delenv(name, raising=False)
+    """A test blocked past its limit on one worker: the limit's thread prints every thread's stack on the
+    console and ends that worker; nothing else starts (no replacement worker, the blocked test not again),
+    the other worker finishes the tests it holds, and the run ends, naming the test."""
+    _outside_xdist(monkeypatch)
     with_the_suites_conftest(pytester)
-    pytester.makepyfile(test_inner=BLOCKING_TESTS)
+    pytester.makepyfile(test_a_busy=BUSY_TESTS, test_inner=BLOCKING_TESTS)
     started = time.monotonic()
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--max-worker-restart=0",
-                                           "-o", "timeout=5", "-o", "timeout_method=thread", timeout=120)
+    result = pytester.runpytest_subprocess(*AS_MAKE_TEST, "-o", "timeout=5", "-o", "timeout_method=thread",
+                                           timeout=120)
     assert time.monotonic() - started < 90
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running 'test_inner.py::test_blocked'*",
-                                 "*crashed and worker restarting disabled*"])
+    result.assert_outcomes(passed=3, failed=1)  # both busy tests, test_quick_before; test_blocked once
+    assert result.stdout.str().count("crashed while running 'test_inner.py::test_blocked'") == 1
+    result.stdout.fnmatch_lines(["*crashed and worker restarting disabled*"])
     result.stderr.fnmatch_lines(["*+ Timeout +*", "*Stack of MainThread*", "*in test_blocked", "*time.sleep(600)"])
+
+
+# Modules named as the suite's: two of the whole-jobs group, one last job module, three others.
+QUEUE_MODULES = {"test_multinode": 2.0, "test_train_job": 2.0, "test_logs_demo": 0.0, "test_cli": 0.5,
+                 "test_config": 0.5, "test_merge": 0.5}
+
+
+def test_the_whole_jobs_start_first_on_one_worker_and_a_free_worker_takes_the_last_job_module(pytester, monkeypatch):
+    _outside_xdist(monkeypatch)
+    with_the_suites_conftest(pytester)
+    for module, seconds in QUEUE_MODULES.items():
+        pytester.makepyfile(**{module: f"import time\n\n\ndef test_{module}():\n    time.sleep({seconds})\n"})
+    result = pytester.runpytest_subprocess(*AS_MAKE_TEST, "-v", timeout=120)
+    result.assert_outcomes(passed=len(QUEUE_MODULES))
+    ran = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED (test_\w+)\.py", result.stdout.str())
+    on = {module: worker for worker, module in ran}
+    assert set(on) == set(QUEUE_MODULES), ran
+    jobs_worker = on["test_multinode"]
+    # The whole-jobs group holds its worker from the start, and that worker takes nothing else: the other
+    # worker runs the other modules in collection order, then the last job module.
+    assert [module for worker, module in ran if worker == jobs_worker] == ["test_multinode", "test_train_job"], ran
+    assert [module for worker, module in ran if worker != jobs_worker] == ["test_cli", "test_config", "test_merge",
+                                                                            "test_logs_demo"], ran
 
 
 def _modules_using(fixture: str) -> set[str]:
@@ -58,8 +93,8 @@ def _modules_using(fixture: str) -> set[str]:
     using = set()
     for path in TESTS.glob("test_*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        if any(isinstance(node, ast.FunctionDef) and fixture in [arg.arg for arg in node.args.args]
-               for node in ast.walk(tree)):
+        if any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+               and fixture in [arg.arg for arg in (*node.args.args, *node.args.kwonlyargs)] for node in ast.walk(tree)):
             using.add(path.name)
     return using
 
@@ -70,5 +105,5 @@ def test_every_module_that_shares_a_session_fixture_is_in_its_group():
         using = _modules_using(fixture)
         assert using, fixture
         assert {module for module in using if worker_groups.group_of(f"tests/{module}::x") != group} == set(), fixture
-    named = {*worker_groups.MODULE_GROUP, *worker_groups.LAST_MODULES}
+    named = {*worker_groups.MODULE_GROUP, *worker_groups.LAST_JOB_MODULES}
     assert named <= {path.name for path in TESTS.glob("test_*.py")}  # no module renamed under the table

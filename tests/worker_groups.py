@@ -16,16 +16,16 @@ import pytest
 WHOLE_JOBS = "whole-jobs"
 # The job modules run one after the other on one worker from the start (test_eval_catalog, test_multinode and
 # test_train_job share the `baseline` fixture, one whole training job).
-JOB_MODULES = ("test_eval_catalog.py", "test_multinode.py", "test_sweep_run.py", "test_train_job.py")
+WHOLE_JOB_MODULES = ("test_eval_catalog.py", "test_multinode.py", "test_sweep_run.py", "test_train_job.py")
 # The job modules that share nothing: last in the queue, for whichever worker is free first.
-LAST_MODULES = ("test_cloud_cluster.py", "test_logs_demo.py")
+LAST_JOB_MODULES = ("test_cloud_cluster.py", "test_logs_demo.py")
 # The other session fixtures worth computing once, and the modules that use them.
 SHARED_SESSION_FIXTURES = {
     "two_gloo_ranks": ("test_train_deepspeed.py", "test_train_step.py"),  # two spawned DeepSpeed ranks
     "smollm2_cache": ("test_model_backbone.py", "test_streams.py"),  # the converted SmolLM2 GGUF
 }
 MODULE_GROUP = {module: fixture for fixture, modules in SHARED_SESSION_FIXTURES.items() for module in modules}
-MODULE_GROUP.update({module: WHOLE_JOBS for module in JOB_MODULES})
+MODULE_GROUP.update({module: WHOLE_JOBS for module in WHOLE_JOB_MODULES})
 
 
 def group_of(nodeid: str) -> str:
@@ -35,9 +35,9 @@ def group_of(nodeid: str) -> str:
 
 
 def queue_position(nodeid: str) -> int:
-    """0 for the job modules' group, 2 for LAST_MODULES, 1 for everything else."""
+    """0 for the whole-jobs group, 2 for LAST_JOB_MODULES, 1 for everything else."""
     group = group_of(nodeid)
-    return 0 if group == WHOLE_JOBS else 2 if group in LAST_MODULES else 1
+    return 0 if group == WHOLE_JOBS else 2 if group in LAST_JOB_MODULES else 1
 
 
 def in_queue_order(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -48,15 +48,34 @@ def in_queue_order(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 
 def make_scheduler(config: pytest.Config, log):
-    """xdist's scope scheduler over these groups, in collection order, for `-n N` (its `load` default) and
-    `--dist loadgroup`; None (xdist's own) for the other modes."""
-    if config.getvalue("dist") not in ("load", "loadgroup"):
+    """xdist's scope scheduler over these groups for `-n N` (its `load` default); None (xdist's own) for the
+    other modes (`--dist loadgroup` keeps its `xdist_group` marks)."""
+    if config.getvalue("dist") != "load":
         return None
+    from xdist.dsession import get_default_max_worker_restart
     from xdist.scheduler import LoadScopeScheduling
+
+    no_replacement = get_default_max_worker_restart(config) == 0
 
     class ModuleGroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid)
+
+        def _reschedule(self, node) -> None:
+            # xdist gives a worker its next group when 2 of its tests are left, which lets the whole-jobs worker
+            # take a last job module minutes before it could start it. With 1 left the worker is idle: an
+            # xdist worker starts its last test only once it has a next one or is told to stop.
+            if self.workqueue and not node.shutting_down and self._pending_of(self.assigned_work[node]) > 1:
+                return
+            super()._reschedule(node)
+
+        def remove_node(self, node) -> str | None:
+            # A worker that died (its test passed its time limit) with no replacement allowed: its group is not
+            # queued again, where another worker would run the blocked test once more.
+            if not no_replacement:
+                return super().remove_node(node)
+            workload = self.assigned_work.pop(node)
+            return next((nodeid for unit in workload.values() for nodeid, done in unit.items() if not done), None)
 
     config.option.loadscopereorder = False  # the queue's order is the collection's (in_queue_order)
     return ModuleGroupScheduling(config, log)
