@@ -268,6 +268,42 @@ def _gcs_address(ports: dict[str, int]) -> str:
     return f"{get_node_ip_address()}:{ports['port']}"
 
 
+# Ray gives a starting node a fixed 30 s to register with the GCS and exits with this line when it does not;
+# on 2 cores busy with another test worker's jobs (or a hog), a node has missed it. Such a start is tried again.
+RAY_START_DEADLINE = "The current node timed out during startup"
+START_ATTEMPTS = 3
+
+
+@dataclass
+class RayStart:
+    """One `ray start --block` process (in a process group of its own) and where its output begins in its log."""
+
+    process: subprocess.Popen
+    log_path: Path
+    log_offset: int
+
+    @classmethod
+    def run(cls, command: list[str], env: dict[str, str], log_path: Path) -> RayStart:
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return cls(process, log_path, offset)
+
+    def missed_the_deadline(self, what: str, attempt: int) -> bool:
+        """Whether it exited on Ray's start-up deadline with attempts left (then it is to be started again);
+        False while it runs; RuntimeError with its output's end when it exited otherwise or on its last attempt."""
+        if self.process.poll() is None:
+            return False
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            output = log.read().decode(errors="replace")
+        if RAY_START_DEADLINE in output and attempt < START_ATTEMPTS - 1:
+            with contextlib.suppress(ProcessLookupError):  # what it started (its GCS, raylet) outlives it
+                os.killpg(self.process.pid, signal.SIGKILL)
+            return True
+        raise RuntimeError(f"{what} exited (attempt {attempt + 1} of {START_ATTEMPTS}): {output[-3000:]}")
+
+
 @contextmanager
 def _ray_head(folder: Path, ports: dict[str, int], head_resources: dict[str, float], extra_args: list[str],
               extra_env: dict[str, str]) -> Iterator[FakeCluster]:
@@ -277,29 +313,38 @@ def _ray_head(folder: Path, ports: dict[str, int], head_resources: dict[str, flo
     token_file = folder / "auth_token"
     token_file.write_text(os.urandom(32).hex())
     gcs_address, dashboard_port = _gcs_address(ports), ports["dashboard-port"]
-    ray_temp = tempfile.mkdtemp(prefix="rf-fc-")  # short: Ray's socket paths must fit in 107 bytes
     custom = {key: value for key, value in head_resources.items() if key not in ("CPU", "GPU")}
-    command = [str(BIN_DIR / "ray"), "start", "--head", "--block", f"--temp-dir={ray_temp}",
-               f"--num-cpus={head_resources.get('CPU', 0):g}", f"--num-gpus={head_resources.get('GPU', 0):g}",
-               *([f"--resources={json.dumps(custom)}"] if custom else []), "--dashboard-host=127.0.0.1",
-               *(f"--{flag}={port}" for flag, port in ports.items()), *extra_args]
     # Its own address in its processes' environment, as the product's private clusters do: Ray Train's
     # placement-group cleaner finds its cluster by it, not by searching the machine (which holds other Rays).
-    extra_env = {"RAY_ADDRESS": gcs_address, **extra_env}
-    with (folder / "head.log").open("wb") as log:
-        process = subprocess.Popen(command, env=_ray_environment(token_file, extra_env), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    cluster = FakeCluster(process, gcs_address, f"http://127.0.0.1:{dashboard_port}", token_file, folder)
-    try:
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"the cluster's head exited: {(folder / 'head.log').read_text()[-3000:]}")
+    environment = _ray_environment(token_file, {"RAY_ADDRESS": gcs_address, **extra_env})
+    for attempt in range(START_ATTEMPTS):
+        ray_temp = tempfile.mkdtemp(prefix="rf-fc-")  # short: Ray's socket paths must fit in 107 bytes
+        command = [str(BIN_DIR / "ray"), "start", "--head", "--block", f"--temp-dir={ray_temp}",
+                   f"--num-cpus={head_resources.get('CPU', 0):g}", f"--num-gpus={head_resources.get('GPU', 0):g}",
+                   *([f"--resources={json.dumps(custom)}"] if custom else []), "--dashboard-host=127.0.0.1",
+                   *(f"--{flag}={port}" for flag, port in ports.items()), *extra_args]
+        head = RayStart.run(command, environment, folder / "head.log")
+        process = head.process
+        cluster = FakeCluster(process, gcs_address, f"http://127.0.0.1:{dashboard_port}", token_file, folder)
+
+        def answers() -> bool | str:
+            if head.missed_the_deadline("the cluster's head", attempt):
+                return "again"
             try:
                 return bool(cluster.nodes())
             except (urllib.error.URLError, OSError, KeyError):
                 return False
 
-        wait_until(answers, START_TIMEOUT_S, "the cluster's dashboard")
+        try:
+            started = wait_until(answers, START_TIMEOUT_S, "the cluster's dashboard")
+        except BaseException:
+            stop_tree(process, grace_s=3.0)
+            shutil.rmtree(ray_temp, ignore_errors=True)
+            raise
+        if started is True:
+            break
+        shutil.rmtree(ray_temp, ignore_errors=True)
+    try:
         yield cluster
     finally:
         stop_tree(process, grace_s=3.0)  # a throwaway cluster: nothing in it to save
@@ -335,21 +380,32 @@ class MultiNodeCluster:
     temp_dirs: list[str]
 
     def add_nodes(self, nodes: dict[str, dict[str, float]]) -> None:
-        """Start worker nodes (name -> CPU and custom resources) side by side; wait until the head lists them."""
+        """Start worker nodes (name -> CPU and custom resources) side by side; wait until the head lists them
+        (a node that misses Ray's start-up deadline is started again, a node that exits otherwise fails)."""
         before = self._alive()
-        for name, resources in nodes.items():
-            custom = {key: value for key, value in resources.items() if key != "CPU"}
-            ray_temp = tempfile.mkdtemp(prefix=f"rf-{name}-")
-            self.temp_dirs.append(ray_temp)
-            ports = _node_ports(("node-manager-port", "object-manager-port"))
-            command = [str(BIN_DIR / "ray"), "start", "--block", f"--address={self.head.gcs_address}",
-                       f"--temp-dir={ray_temp}", f"--num-cpus={resources.get('CPU', 0):g}", "--num-gpus=0",
-                       f"--resources={json.dumps(custom)}", *(f"--{flag}={port}" for flag, port in ports.items())]
-            with (self.head.folder / f"{name}.log").open("wb") as log:
-                self.nodes[name] = subprocess.Popen(command, env=self.environment, stdout=log,
-                                                    stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: len(self._alive() - before) >= len(nodes), START_TIMEOUT_S,
-                   f"nodes {', '.join(nodes)} joining the cluster")
+        attempts = dict.fromkeys(nodes, 0)
+        starts = {name: self._start_node(name, resources) for name, resources in nodes.items()}
+
+        def joined() -> bool:
+            for name, resources in nodes.items():
+                if starts[name].missed_the_deadline(f"node {name}", attempts[name]):
+                    attempts[name] += 1
+                    starts[name] = self._start_node(name, resources)
+            return len(self._alive() - before) >= len(nodes)
+
+        wait_until(joined, START_TIMEOUT_S, f"nodes {', '.join(nodes)} joining the cluster")
+
+    def _start_node(self, name: str, resources: dict[str, float]) -> RayStart:
+        custom = {key: value for key, value in resources.items() if key != "CPU"}
+        ray_temp = tempfile.mkdtemp(prefix=f"rf-{name}-")
+        self.temp_dirs.append(ray_temp)
+        ports = _node_ports(("node-manager-port", "object-manager-port"))
+        command = [str(BIN_DIR / "ray"), "start", "--block", f"--address={self.head.gcs_address}",
+                   f"--temp-dir={ray_temp}", f"--num-cpus={resources.get('CPU', 0):g}", "--num-gpus=0",
+                   f"--resources={json.dumps(custom)}", *(f"--{flag}={port}" for flag, port in ports.items())]
+        start = RayStart.run(command, self.environment, self.head.folder / f"{name}.log")
+        self.nodes[name] = start.process
+        return start
 
     def _alive(self) -> set[str]:
         """The ids of the nodes the head lists as alive."""

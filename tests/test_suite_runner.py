@@ -5,6 +5,7 @@ fixture. The inner sessions run with this suite's conftest and the options `make
 from __future__ import annotations
 
 import ast
+import os
 import re
 import time
 
@@ -107,3 +108,34 @@ def test_every_module_that_shares_a_session_fixture_is_in_its_group():
         assert {module for module in using if worker_groups.group_of(f"tests/{module}::x") != group} == set(), fixture
     named = {*worker_groups.MODULE_GROUP, *worker_groups.LAST_JOB_MODULES}
     assert named <= {path.name for path in TESTS.glob("test_*.py")}  # no module renamed under the table
+
+
+def test_a_ray_start_that_misses_rays_deadline_is_started_again_and_any_other_exit_fails(tmp_path):
+    """The multi-node and cloud tests' `ray start` processes (cloud_services.RayStart): one that exits on Ray's
+    fixed 30 s start-up deadline (seen with both cores busy) is to be started again, up to START_ATTEMPTS;
+    one that exits otherwise, or on its last attempt, fails with its own output."""
+    import sys
+
+    import pytest
+    from cloud_services import RAY_START_DEADLINE, START_ATTEMPTS, RayStart
+
+    log = tmp_path / "node.log"
+    log.write_text("an earlier attempt: " + RAY_START_DEADLINE + "\n")
+
+    def exiting(line: str) -> RayStart:
+        start = RayStart.run([sys.executable, "-c", f"print({line!r})"], dict(os.environ), log)
+        start.process.wait(timeout=60)
+        return start
+
+    assert exiting("Exception: " + RAY_START_DEADLINE + ".").missed_the_deadline("node-1", 0) is True
+    with pytest.raises(RuntimeError, match=rf"node-1 exited \(attempt {START_ATTEMPTS} of {START_ATTEMPTS}\)"):
+        exiting("Exception: " + RAY_START_DEADLINE + ".").missed_the_deadline("node-1", START_ATTEMPTS - 1)
+    with pytest.raises(RuntimeError, match="node-1 exited .*Address already in use") as refused:
+        exiting("OSError: Address already in use").missed_the_deadline("node-1", 0)  # the earlier lines don't count
+    assert RAY_START_DEADLINE not in str(refused.value)
+    running = RayStart.run([sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), log)
+    try:
+        assert running.missed_the_deadline("node-1", 0) is False
+    finally:
+        running.process.kill()
+        running.process.wait(timeout=60)
