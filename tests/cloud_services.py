@@ -297,9 +297,9 @@ class RayStart:
         with self.log_path.open("rb") as log:
             log.seek(self.log_offset)
             output = log.read().decode(errors="replace")
+        with contextlib.suppress(ProcessLookupError):  # what it started (its GCS, raylet) outlives it
+            os.killpg(self.process.pid, signal.SIGKILL)
         if RAY_START_DEADLINE in output and attempt < START_ATTEMPTS - 1:
-            with contextlib.suppress(ProcessLookupError):  # what it started (its GCS, raylet) outlives it
-                os.killpg(self.process.pid, signal.SIGKILL)
             return True
         raise RuntimeError(f"{what} exited (attempt {attempt + 1} of {START_ATTEMPTS}): {output[-3000:]}")
 
@@ -317,37 +317,31 @@ def _ray_head(folder: Path, ports: dict[str, int], head_resources: dict[str, flo
     # Its own address in its processes' environment, as the product's private clusters do: Ray Train's
     # placement-group cleaner finds its cluster by it, not by searching the machine (which holds other Rays).
     environment = _ray_environment(token_file, {"RAY_ADDRESS": gcs_address, **extra_env})
-    for attempt in range(START_ATTEMPTS):
-        ray_temp = tempfile.mkdtemp(prefix="rf-fc-")  # short: Ray's socket paths must fit in 107 bytes
-        command = [str(BIN_DIR / "ray"), "start", "--head", "--block", f"--temp-dir={ray_temp}",
-                   f"--num-cpus={head_resources.get('CPU', 0):g}", f"--num-gpus={head_resources.get('GPU', 0):g}",
-                   *([f"--resources={json.dumps(custom)}"] if custom else []), "--dashboard-host=127.0.0.1",
-                   *(f"--{flag}={port}" for flag, port in ports.items()), *extra_args]
-        head = RayStart.run(command, environment, folder / "head.log")
-        process = head.process
-        cluster = FakeCluster(process, gcs_address, f"http://127.0.0.1:{dashboard_port}", token_file, folder)
-
-        def answers() -> bool | str:
-            if head.missed_the_deadline("the cluster's head", attempt):
-                return "again"
-            try:
-                return bool(cluster.nodes())
-            except (urllib.error.URLError, OSError, KeyError):
-                return False
-
-        try:
-            started = wait_until(answers, START_TIMEOUT_S, "the cluster's dashboard")
-        except BaseException:
-            stop_tree(process, grace_s=3.0)
-            shutil.rmtree(ray_temp, ignore_errors=True)
-            raise
-        if started is True:
-            break
-        shutil.rmtree(ray_temp, ignore_errors=True)
+    ray_temp = tempfile.mkdtemp(prefix="rf-fc-")  # short: Ray's socket paths must fit in 107 bytes
+    command = [str(BIN_DIR / "ray"), "start", "--head", "--block", f"--temp-dir={ray_temp}",
+               f"--num-cpus={head_resources.get('CPU', 0):g}", f"--num-gpus={head_resources.get('GPU', 0):g}",
+               *([f"--resources={json.dumps(custom)}"] if custom else []), "--dashboard-host=127.0.0.1",
+               *(f"--{flag}={port}" for flag, port in ports.items()), *extra_args]
+    head = None
     try:
+        for attempt in range(START_ATTEMPTS):
+            head = RayStart.run(command, environment, folder / "head.log")
+            cluster = FakeCluster(head.process, gcs_address, f"http://127.0.0.1:{dashboard_port}", token_file, folder)
+
+            def answers() -> bool | str:
+                if head.missed_the_deadline("the cluster's head", attempt):
+                    return "again"
+                try:
+                    return bool(cluster.nodes())
+                except (urllib.error.URLError, OSError, KeyError):
+                    return False
+
+            if wait_until(answers, START_TIMEOUT_S, "the cluster's dashboard") is True:
+                break
         yield cluster
     finally:
-        stop_tree(process, grace_s=3.0)  # a throwaway cluster: nothing in it to save
+        if head is not None:
+            stop_tree(head.process, grace_s=3.0)  # a throwaway cluster: nothing in it to save
         shutil.rmtree(ray_temp, ignore_errors=True)
 
 

@@ -28,7 +28,8 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as in the p
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # An xdist worker's share of the cores for torch's threads (and its subprocesses'): OpenMP threads beyond
     # it spin against the other workers' (a matmul loop beside a busy core: 2 threads 3.0 CPU-s, 1 thread 1.3).
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    cores_per_worker = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores_per_worker)))
 
 CLUSTER_CPUS = 2
 # Killed actors and removed placement groups give their resources back asynchronously: a test's

@@ -65,7 +65,7 @@ def make_scheduler(config: pytest.Config, log):
             # xdist gives a worker its next group when 2 of its tests are left, which lets the whole-jobs worker
             # take a last job module minutes before it could start it. With 1 left the worker is idle: an
             # xdist worker starts its last test only once it has a next one or is told to stop.
-            if self.workqueue and not node.shutting_down and self._pending_of(self.assigned_work[node]) > 1:
+            if self.workqueue and self._pending_of(self.assigned_work[node]) > 1:
                 return
             super()._reschedule(node)
 
