@@ -6,7 +6,6 @@ the real files and broken variants)."""
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import json
 import os

@@ -5,7 +5,6 @@ by name. No Docker daemon, no network."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tomllib
 from pathlib import Path

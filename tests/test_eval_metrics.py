@@ -375,7 +375,7 @@ def test_score_retrieval_dispatches_on_the_registry():
     assert (score.metric, score.value) == ("ndcg@1", pytest.approx(1 / 3))
     assert score.to_dict() == {"task": "I2I", "metric": "ndcg@1", "value": pytest.approx(1 / 3), "count": 3,
                                "invalid": 0, "extra": {"recall@1": pytest.approx(1 / 3), "mrr@1": pytest.approx(1 / 3)},
-                               "protocol": "full-pool", "scoring": "ours"}
+                               "protocol": "full-pool", "scoring": "ours", "cut": 0}
 
 
 def test_score_retrieval_errors():
@@ -392,7 +392,7 @@ def test_score_retrieval_errors():
 def test_task_score_to_dict():
     score = TaskScore("AP", "f1_yes", 0.4, 6, 2, {"precision": 0.5})
     assert score.to_dict() == {"task": "AP", "metric": "f1_yes", "value": 0.4, "count": 6, "invalid": 2,
-                               "extra": {"precision": 0.5}, "protocol": None, "scoring": "ours"}
+                               "extra": {"precision": 0.5}, "protocol": None, "scoring": "ours", "cut": 0}
     with pytest.raises(AttributeError):
         score.value = 1.0  # frozen
 

@@ -4,6 +4,7 @@ against one record at a time, Ray-sharded evaluation against in-process, reports
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from recfound.data.synth import synthesize
 from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer
 from recfound.eval.data import CandidatePool, category_of, load_split
 from recfound.eval.metrics import TaskScore, mrr_at_k, score_generative
-from recfound.eval.report import (average_ranks, before_after_table, comparison_tables, improved_tasks,
-                                  log_evaluations, read_logged_evaluations)
+from recfound.eval.report import (average_ranks, before_after_table, comparison_tables, evaluation_metrics,
+                                  evaluation_tables, improved_tasks, log_evaluations, read_logged_evaluations)
 from recfound.eval.retrieval import full_pool_ranks, sampled_ranks
 from recfound.eval.runner import ModelEvaluation, evaluate_model
 from recfound.eval.source import ModelSource
@@ -26,18 +27,21 @@ from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
 from recfound.model.inference import Inference, InferenceOptions
 from recfound.model.state import save_adapter
-from recfound.tasks import task_names
+from recfound.tasks import Kind, get_task, task_names
 from test_model_tmole import randomise
+from test_tracking import greedy_new_tokens
 
 OPTIONS = EvalSection(max_records=6, max_new_tokens=6, batch_size=4, scorer="none", workers=0,
                       sampled_negatives=5)
+EOS_SCALE = 10.0  # on the tiny corpus's test records: some answers end within 5 tokens, others do not
 
 
-def make_run(root, name: str, mode: str):
+def make_run(root, name: str, mode: str, backbone: str = "tiny"):
     """A run folder as training leaves it (config.yaml, tokenizer/, adapter_init and merged adapters) over
     the tiny synthetic corpus in `root / "data"`, the merged adapter random so that it differs from the base."""
     run = root / "runs" / name
     config = RunConfig().with_overrides({"run.name": name, "run.output_dir": str(root / "runs"),
+                                         "model.backbone": backbone,
                                          "data.root": str(root / "data"), "tmole.mode": mode, "tmole.rank": 4,
                                          "tmole.alpha": 8.0, "tmole.task_dim": 16, "tmole.router_hidden": 8})
     run.mkdir(parents=True)
@@ -45,7 +49,7 @@ def make_run(root, name: str, mode: str):
     tokenizer = build_corpus_tokenizer(corpus_texts(root / "data"), run / "tokenizer", vocab_size=512)
     _, info = load_tokenizer(tokenizer)
     torch.manual_seed(0)
-    adapter = attach_adapter(load_backbone("tiny", info, seed=0), config.adapter_config(), [info.embed_id])
+    adapter = attach_adapter(load_backbone(backbone, info, seed=0), config.adapter_config(), [info.embed_id])
     save_adapter(adapter, run / "adapter_init.safetensors")
     randomise(adapter)
     save_adapter(adapter, run / "merged.safetensors")
@@ -128,6 +132,40 @@ def test_batched_inference_equals_one_record_at_a_time(run_dir, data):
     assert any(batched), "the random adapter generates something"
 
 
+@pytest.fixture(scope="module")
+def ending_run_dir(run_dir):
+    """A run on the tiny backbone with its (tied) EOS row scaled up: greedy decoding ends an answer where the
+    last hidden state leans toward EOS, so some answers end early and others run to the limit."""
+    root = run_dir.parent.parent
+    _, info = load_tokenizer(run_dir / "tokenizer")
+    model = load_backbone("tiny", info, seed=0).model
+    with torch.no_grad():
+        model.get_input_embeddings().weight[info.eos_id] *= EOS_SCALE
+    model.save_pretrained(root / "ending-backbone")
+    return make_run(root, "endingrun", "tmole", backbone=str(root / "ending-backbone"))
+
+
+def test_answers_cut_at_the_generation_limit_are_counted_and_named(ending_run_dir, data):
+    """An answer is cut when greedy generation, unbatched and by hand, reaches the limit without EOS; the
+    evaluation counts those per task, logs them and names them under the tables."""
+    run_dir = ending_run_dir
+    source = ModelSource.from_run(run_dir, "merged")
+    generative = {task: records for task, records in data.items() if get_task(task).kind is Kind.GENERATIVE}
+    limit = 5
+    with source.opened() as model:
+        _, info = load_tokenizer(run_dir / "tokenizer")
+        expected = {task: sum(info.eos_id not in greedy_new_tokens(model.adapter, run_dir / "tokenizer", r, limit)
+                              for r in records) for task, records in generative.items()}
+    assert 0 < sum(expected.values()) < sum(map(len, generative.values())), expected  # both kinds of answer
+    evaluation = evaluate_model(source, generative, EvalSection(**{**vars(OPTIONS), "max_new_tokens": limit}))
+    assert {task: score.cut for task, score in evaluation.generative.items()} == expected
+    metrics = evaluation_metrics(evaluation, "test")
+    assert {task: metrics[f"test_cut/{task}"] for task in generative} == expected
+    named = [f"{task} {cut}/{len(generative[task])}" for task, cut in expected.items() if cut]
+    assert f"{source.label}: answers cut at eval.max_new_tokens before they ended: {', '.join(named)}" \
+        in evaluation_tables([evaluation])
+
+
 def test_sharded_ray_evaluation_equals_in_process_and_scores_by_hand(ray_cluster, run_dir, data):
     source = ModelSource.from_run(run_dir, "merged")
     here = evaluate_model(source, data, OPTIONS, seed=3)
@@ -156,8 +194,8 @@ def test_the_authors_scoring_reaches_every_score(run_dir, data):
     subset = {"SR": data["SR"], "I2I": data["I2I"], "Q2I": data["Q2I"]}
     evaluation = evaluate_model(ModelSource.from_run(run_dir, "merged"), subset,
                                 EvalSection(**{**vars(OPTIONS), "scoring": "authors"}))
-    assert evaluation.generative["SR"] == score_generative("SR", evaluation.answers["SR"], subset["SR"],
-                                                           scoring="authors")
+    assert evaluation.generative["SR"] == replace(score_generative("SR", evaluation.answers["SR"], subset["SR"],
+                                                                   scoring="authors"), cut=len(subset["SR"]))
     assert {(t, s.metric, s.scoring) for t, s in evaluation.retrieval["sampled"].items()} == \
         {("I2I", "ndcg", "authors"), ("Q2I", "mrr", "authors")}
     assert {(t, s.metric, s.scoring) for t, s in evaluation.retrieval["full"].items()} == \

@@ -157,14 +157,21 @@ def direct_embeddings(model, tokenizer_dir, route=None) -> torch.Tensor:
     return torch.stack(vectors)
 
 
-def direct_generation(adapter, tokenizer_dir, record: dict, max_new_tokens: int) -> str:
-    """Greedy text for one generative record, unbatched, tokenized by hand."""
+def greedy_new_tokens(adapter, tokenizer_dir, record: dict, max_new_tokens: int) -> list[int]:
+    """The greedy new tokens (EOS included when it came) for one generative record, unbatched, tokenized by
+    hand."""
     tokenizer, info = load_tokenizer(tokenizer_dir)
     prompt = generative_prompt(record["instruction"], record["input"], record.get("options"))
     ids = tokenizer.encode(prompt, add_special_tokens=False).ids
     adapter.set_tasks([task_index(record["task"])])
-    out = adapter.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=info.pad_id, eos_token_id=info.eos_id)[0, len(ids):].tolist()
+    return adapter.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=info.pad_id, eos_token_id=info.eos_id)[0, len(ids):].tolist()
+
+
+def direct_generation(adapter, tokenizer_dir, record: dict, max_new_tokens: int) -> str:
+    """Greedy text for one generative record, unbatched, tokenized by hand."""
+    tokenizer, info = load_tokenizer(tokenizer_dir)
+    out = greedy_new_tokens(adapter, tokenizer_dir, record, max_new_tokens)
     out = out[: out.index(info.eos_id)] if info.eos_id in out else out
     return tokenizer.decode(out, skip_special_tokens=True).strip()
 

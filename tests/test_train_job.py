@@ -171,6 +171,8 @@ def test_evaluation_after_training_is_logged_and_the_registered_model_scores_the
         {role: e.to_dict()["generative"] for role, e in report.evaluations.items()}
     summary = (report.run_dir / "summary.txt").read_text()
     assert "trained model better than the base on" in summary and "bertscore_f1" in summary
+    cut = [f"{t} {s.cut}/{s.count}" for t, s in report.evaluations["test"].generative.items() if s.cut]
+    assert (f"answers cut at eval.max_new_tokens before they ended: {', '.join(cut)}" in summary) == bool(cut)
     config = job_config(tmp, "baseline")
     source = ModelSource.from_registered(report.tracking_uri, report.registered.name, report.registered.version)
     data = load_split(config.data.root, "test", tasks=config.task_names(), max_records=config.eval.max_records)

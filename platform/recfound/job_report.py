@@ -58,7 +58,7 @@ def summary_text(report: TrainingReport, split: str) -> str:
     if not report.evaluations:
         return report.table()
     from recfound.eval.job import roles
-    from recfound.eval.report import before_after_table, catalog_report, improved_tasks
+    from recfound.eval.report import before_after_table, catalog_report, cut_answers_line, improved_tasks
 
     trained_role, base_role = roles(split)
     before, after = report.evaluations.get(base_role), report.evaluations[trained_role]
@@ -66,6 +66,8 @@ def summary_text(report: TrainingReport, split: str) -> str:
     if before is not None:
         text += f"\ntrained model better than the base on {len(improved_tasks(before, after))} of " \
                 f"{len(after.headline())} tasks"
+    if cut := cut_answers_line(after):  # the trained model's only: an untrained base model rambles to the limit
+        text += f"\n{cut}"
     if report.baselines:
         models = [e for e in (before, after) if e is not None]
         text += f"\n\n{catalog_report(models, list(report.baselines.values()))}"

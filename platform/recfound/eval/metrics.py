@@ -38,8 +38,9 @@ _RANKING_METRIC = re.compile(r"^(mrr|ndcg)@(\d+)$")
 
 @dataclass(frozen=True)
 class TaskScore:
-    """One task's score: the headline metric, how many records, how many invalid answers, extras, the
-    retrieval protocol, and the scoring rules that produced it ("ours" or "authors")."""
+    """One task's score: the headline metric, how many records, how many invalid answers (and how many
+    answers were cut at the generation limit), extras, the retrieval protocol, and the scoring rules that
+    produced it ("ours" or "authors")."""
 
     task: str
     metric: str
@@ -49,6 +50,7 @@ class TaskScore:
     extra: dict[str, float] = field(default_factory=dict)
     protocol: str | None = None
     scoring: str = "ours"
+    cut: int = 0  # generated answers that reached eval.max_new_tokens before ending (scored as they are)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

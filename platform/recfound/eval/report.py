@@ -105,6 +105,16 @@ def before_after_table(before: ModelEvaluation | None, after: ModelEvaluation) -
     return format_table(header, rows)
 
 
+def cut_answers_line(evaluation: ModelEvaluation) -> str | None:
+    """A line naming the tasks where `evaluation`'s answers reached the generation limit before they ended
+    (they are scored as they are, so a long reference can never be matched); None when there are none."""
+    cut = [f"{task} {score.cut}/{score.count}" for task, score in evaluation.generative.items() if score.cut]
+    if not cut:
+        return None
+    return (f"{evaluation.label}: answers cut at eval.max_new_tokens before they ended: {', '.join(cut)} "
+            "(scored as cut; raise eval.max_new_tokens if the references are longer)")
+
+
 def improved_tasks(before: ModelEvaluation, after: ModelEvaluation) -> list[str]:
     """The tasks on which `after` scores strictly higher than `before`."""
     old = before.headline()
@@ -171,10 +181,11 @@ def headline_metrics(evaluation: ModelEvaluation, prefix: str) -> dict[str, floa
 
 def evaluation_metrics(evaluation: ModelEvaluation, prefix: str) -> dict[str, float]:
     """MLflow metrics of one model: `<prefix>/<task>` (headline), `<prefix>_full/<task>` (full pool when
-    the headline is sampled), `<prefix>_invalid/<task>`, `<prefix>/<kind>_avg`."""
+    the headline is sampled), `<prefix>_invalid/<task>` and `<prefix>_cut/<task>` (answers cut at the
+    generation limit), `<prefix>/<kind>_avg`."""
     metrics = headline_metrics(evaluation, prefix)
-    metrics.update({f"{prefix}_invalid/{task}": float(score.invalid) for task, score in evaluation.headline().items()
-                    if get_task(task).kind is Kind.GENERATIVE})
+    for task, score in evaluation.generative.items():
+        metrics.update({f"{prefix}_invalid/{task}": float(score.invalid), f"{prefix}_cut/{task}": float(score.cut)})
     if "sampled" in evaluation.retrieval and "full" in evaluation.retrieval:
         metrics.update({f"{prefix}_full/{t}": s.value for t, s in evaluation.retrieval["full"].items()})
     return {**metrics, **catalog_metrics(evaluation, prefix)}
@@ -248,8 +259,9 @@ def answers_file(index: int, role: str) -> str:
 
 
 def evaluation_tables(evaluations: Sequence[ModelEvaluation], baselines: Sequence[ModelEvaluation] = ()) -> str:
-    """Table 2 and 3 of the models and, with baselines, the full-catalog table."""
-    tables = comparison_tables(evaluations)
+    """Table 2 and 3 of the models, a line per model whose answers were cut at the generation limit and,
+    with baselines, the full-catalog table."""
+    tables = "\n".join([comparison_tables(evaluations), *filter(None, map(cut_answers_line, evaluations))])
     return f"{tables}\n\n{catalog_report(evaluations, baselines)}" if baselines else tables
 
 
@@ -279,7 +291,7 @@ def write_evaluation_files(folder: Path, evaluations: Mapping[str, ModelEvaluati
 def _table_rows(evaluations: Mapping[str, ModelEvaluation]) -> dict[str, list]:
     """Columns of one row per (model, task, protocol) for MLflow's table view."""
     rows: dict[str, list] = {"model": [], "role": [], "task": [], "metric": [], "protocol": [], "scoring": [],
-                             "value": [], "invalid": [], "count": []}
+                             "value": [], "invalid": [], "cut": [], "count": []}
     for role, evaluation in evaluations.items():
         scores: list[TaskScore] = list(evaluation.generative.values())
         scores += [s for group in evaluation.retrieval.values() for s in group.values()]
@@ -287,7 +299,7 @@ def _table_rows(evaluations: Mapping[str, ModelEvaluation]) -> dict[str, list]:
             for key, value in (("model", evaluation.label), ("role", role), ("task", score.task),
                                ("metric", score.metric), ("protocol", score.protocol or ""),
                                ("scoring", score.scoring), ("value", score.value),
-                               ("invalid", score.invalid), ("count", score.count)):
+                               ("invalid", score.invalid), ("cut", score.cut), ("count", score.count)):
                 rows[key].append(value)
     return rows
 

@@ -63,6 +63,7 @@ class Output:
     """What a model computed for a `Work`, in the same order, and how long it took."""
 
     answers: dict[str, list[str]] = field(default_factory=dict)
+    cut: dict[str, int] = field(default_factory=dict)  # per task: answers that reached max_new_tokens
     queries: dict[str, np.ndarray] = field(default_factory=dict)
     documents: dict[str, np.ndarray] = field(default_factory=dict)
     generated_tokens: int = 0
@@ -77,6 +78,7 @@ class Output:
                   embed_seconds=sum(p.embed_seconds for p in parts))
         for task in parts[0].answers:
             out.answers[task] = [a for p in parts for a in p.answers[task]]
+            out.cut[task] = sum(p.cut[task] for p in parts)
         for name in ("queries", "documents"):
             for task in getattr(parts[0], name):
                 arrays = [a for p in parts if (a := getattr(p, name)[task]).size]
@@ -102,7 +104,9 @@ def run_work(source: ModelSource, work: Work, max_new_tokens: int, batch_size: i
         for task, part, items in parts:
             started = time.perf_counter()
             if part == "generate":
+                cut_before = model.cut_answers
                 out.answers[task] = model.generate(items, max_new_tokens) if items else []
+                out.cut[task] = model.cut_answers - cut_before
                 out.generate_seconds += time.perf_counter() - started
             else:
                 embed = model.embed_queries if part == "queries" else lambda texts: model.embed_documents(texts, task)
@@ -238,7 +242,8 @@ def evaluate_model(source: ModelSource, data: Mapping[str, list[dict]], options:
     output = _run_sharded(source, work, options, use_gpu)
     evaluation = ModelEvaluation(source.label, answers=output.answers)
     for task, answers in output.answers.items():
-        evaluation.generative[task] = score_generative(task, answers, work.generate[task], scorer, options.scoring)
+        score = score_generative(task, answers, work.generate[task], scorer, options.scoring)
+        evaluation.generative[task] = replace(score, cut=output.cut[task])
     queries = sum(len(v) for v in work.queries.values())
     for protocol in protocols(options):
         group = evaluation.retrieval.setdefault(protocol, {})

@@ -66,6 +66,7 @@ class Inference:
         self.options = options
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.generated_tokens = 0  # new tokens produced so far (for throughput reports)
+        self.cut_answers = 0  # answers so far that reached max_new_tokens before EOS
 
     @classmethod
     def of_adapter(cls, adapter: Adapter, tokenizer_path: str, options: InferenceOptions = InferenceOptions(),
@@ -130,7 +131,9 @@ class Inference:
                                             do_sample=False, pad_token_id=self.info.pad_id,
                                             eos_token_id=self.info.eos_id)
             for i, row in zip(batch, generated[:, ids.shape[1]:].tolist()):
-                answer = row[: row.index(self.info.eos_id)] if self.info.eos_id in row else row
+                ended = self.info.eos_id in row
+                answer = row[: row.index(self.info.eos_id)] if ended else row
                 self.generated_tokens += len(answer)
+                self.cut_answers += not ended
                 texts[i] = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
         return texts
