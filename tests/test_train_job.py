@@ -171,6 +171,7 @@ def test_evaluation_after_training_is_logged_and_the_registered_model_scores_the
         {role: e.to_dict()["generative"] for role, e in report.evaluations.items()}
     summary = (report.run_dir / "summary.txt").read_text()
     assert "trained model better than the base on" in summary and "bertscore_f1" in summary
+    # the line when answers were cut, none otherwise (test_eval_runner makes both happen)
     cut = [f"{t} {s.cut}/{s.count}" for t, s in report.evaluations["test"].generative.items() if s.cut]
     assert (f"answers cut at eval.max_new_tokens before they ended: {', '.join(cut)}" in summary) == bool(cut)
     config = job_config(tmp, "baseline")

@@ -449,7 +449,7 @@ class EvalSection(Section):
     split: str = _option("test", one_of("train", "val", "test"))
     base: bool = True  # also evaluate the untrained adapter (the base model zero-shot) for before/after
     max_records: int | None = _option(None, at_least(1))  # per task; null: the whole split
-    max_new_tokens: int = _option(128, at_least(1))  # paper: 2048; the demo's longest AVE answer is 110
+    max_new_tokens: int = _option(128, at_least(1))  # paper: 2048; the demo's longest AVE reference: 110
     batch_size: int = _option(32, at_least(1))
     k: int = _option(20, at_least(1))  # NDCG@k / MRR@k (paper: 20)
     protocol: str = _option("both", one_of("sampled", "full", "both"))  # retrieval: 19 sampled negatives, full pool

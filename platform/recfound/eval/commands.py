@@ -20,7 +20,7 @@ from recfound.config import EvalSection
 from recfound.eval.catalog import load_catalog
 from recfound.eval.data import load_split
 from recfound.eval.job import make_scorer, run_baselines
-from recfound.eval.report import (comparison_tables, evaluation_tables, log_evaluations, read_logged_evaluations,
+from recfound.eval.report import (evaluation_tables, log_evaluations, read_logged_evaluations,
                                   write_evaluation_files)
 from recfound.eval.runner import ModelEvaluation, evaluate_model
 from recfound.eval.source import RUN_MODELS, ModelSource, run_config, run_serving, run_tokenizer
@@ -125,5 +125,5 @@ def compare_runs(runs: Sequence[str], tracking_uri: str) -> str:
         for role, evaluation in read_logged_evaluations(tracking_uri, run).items():
             evaluation.label = f"{run}:{role}"
             evaluations.append(evaluation)
-    return comparison_tables(evaluations)
+    return evaluation_tables(evaluations)
 

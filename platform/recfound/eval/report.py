@@ -261,7 +261,7 @@ def answers_file(index: int, role: str) -> str:
 def evaluation_tables(evaluations: Sequence[ModelEvaluation], baselines: Sequence[ModelEvaluation] = ()) -> str:
     """Table 2 and 3 of the models, a line per model whose answers were cut at the generation limit and,
     with baselines, the full-catalog table."""
-    tables = "\n".join([comparison_tables(evaluations), *filter(None, map(cut_answers_line, evaluations))])
+    tables = "\n\n".join([comparison_tables(evaluations), *filter(None, map(cut_answers_line, evaluations))])
     return f"{tables}\n\n{catalog_report(evaluations, baselines)}" if baselines else tables
 
 
