@@ -105,7 +105,9 @@ def test_counts_follow_the_tiny_scale(corpus):
     train = SCALES["tiny"]["train"]
     assert 1500 <= sum(train.values()) <= 2500 and min(train.values()) >= 48
     assert train["U2I"] > train["SR"] > train["PM"]
-    assert all(set(SCALES["tiny"][s].values()) == {16} for s in ("val", "test"))
+    assert set(SCALES["tiny"]["val"].values()) == {16}
+    # the embedding tasks' test sets are larger: their metrics over 16 queries were mostly noise
+    assert SCALES["tiny"]["test"] == {t: 64 if t in ("U2I", "Q2I", "I2I") else 16 for t in TASKS}
 
 
 def test_paper_scale_is_table_1_and_small_a_twentieth():
