@@ -153,8 +153,7 @@ def test_answers_cut_at_the_generation_limit_are_counted_and_named(ending_run_di
     generative = {task: records for task, records in data.items() if get_task(task).kind is Kind.GENERATIVE}
     limit = 5
     with source.opened() as model:
-        _, info = load_tokenizer(run_dir / "tokenizer")
-        expected = {task: sum(info.eos_id not in greedy_new_tokens(model.adapter, run_dir / "tokenizer", r, limit)
+        expected = {task: sum(model.info.eos_id not in greedy_new_tokens(model.adapter, run_dir / "tokenizer", r, limit)
                               for r in records) for task, records in generative.items()}
     assert 0 < sum(expected.values()) < sum(map(len, generative.values())), expected  # both kinds of answer
     evaluation = evaluate_model(source, generative, EvalSection(**{**vars(OPTIONS), "max_new_tokens": limit}))
