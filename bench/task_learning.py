@@ -1,0 +1,196 @@
+"""Can a backbone learn these tasks? A learning check, not a timing benchmark.
+
+One process runs the training job's own step (`train_step`: GradCache InfoNCE for the embedding tasks,
+response cross-entropy for the generative ones) with the job's learning-rate schedule and gradient
+clipping, on equal shares of the chosen tasks, and reports each task's validation loss (the S2Sched
+sample) and test metric before training and at evenly spaced points. It isolates what a task can learn
+from the rest of a run (other tasks, S2Sched's ratios, Ray, the merge): the single-process measurements
+of docs/training.md come from here. Example, on the demo's corpus and run folder:
+
+    python bench/task_learning.py --data .cache/demo/data --run .cache/runs/recfound-demo --tasks AVE --steps 200
+    python bench/task_learning.py --data .cache/demo/data --backbone smollm2 --tokenizer smollm2 --tasks AVE --steps 60
+
+Retrieval is scored under the sampled protocol (19 same-category negatives, the evaluation's default);
+free-text answers by token F1 (`--scorer minilm` for the evaluation's BERTScore). With only generative
+tasks, a few I2I records per step keep the embedding branch fed (`train_step` runs both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+
+from recfound.config import RunConfig, parse_overrides  # noqa: E402
+from recfound.data.blocks import records_table  # noqa: E402
+from recfound.data.collate import collate_embedding, collate_generative  # noqa: E402
+from recfound.data.mixer import TaskMixer  # noqa: E402
+from recfound.data.pipeline import equal_counts  # noqa: E402
+from recfound.data.streams import TokenPool  # noqa: E402
+from recfound.data.tokenize import tokenize_batch  # noqa: E402
+from recfound.data.tokenizer import load_tokenizer, resolve_tokenizer  # noqa: E402
+from recfound.eval.data import CandidatePool, load_split  # noqa: E402
+from recfound.eval.job import make_scorer  # noqa: E402
+from recfound.eval.metrics import score_generative, score_retrieval  # noqa: E402
+from recfound.eval.retrieval import sampled_ranks  # noqa: E402
+from recfound.model.attach import attach_adapter  # noqa: E402
+from recfound.model.backbone import load_backbone  # noqa: E402
+from recfound.model.inference import Inference, InferenceOptions  # noqa: E402
+from recfound.tasks import Kind, get_task, task_names  # noqa: E402
+from recfound.train.engine import set_learning_rate  # noqa: E402
+from recfound.train.step import StepOptions, train_step  # noqa: E402
+from recfound.train.validation import ValidationSet  # noqa: E402
+
+FEEDER = "I2I"  # the embedding task that feeds the embedding branch when only generative tasks are chosen
+NEGATIVES = 19
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="dataset folder holding train/, val/ and test/")
+    parser.add_argument("--run", help="a run folder: its tokenizer/ and backbone/ are the defaults")
+    parser.add_argument("--tokenizer", help="tokenizer folder, 'smollm2' or a .gguf (default: RUN/tokenizer)")
+    parser.add_argument("--backbone", help="preset, 'smollm2', .gguf or HF folder (default: RUN/backbone)")
+    parser.add_argument("--tasks", required=True, help="comma-separated task names, e.g. U2I,Q2I,I2I,SR")
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--embedding-batch", type=int, default=16, help="embedding records per step")
+    parser.add_argument("--generative-batch", type=int, default=16, help="generative records per step")
+    parser.add_argument("--points", type=int, default=4, help="evaluations after the one before training")
+    parser.add_argument("--test-records", type=int, default=None, help="at most this many test records a task")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--scorer", default="none", help="free-text answers: none (token F1) or minilm")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--seed", type=int, default=0, help="adapter initialisation and record order")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a run-config override, as `recfound train --set` (e.g. train.lr=2e-3)")
+    args = parser.parse_args(argv)
+    if not args.run and not (args.tokenizer and args.backbone):
+        parser.error("give --run, or both --tokenizer and --backbone")
+    if args.steps < 1 or not 1 <= args.points <= args.steps:
+        parser.error("--steps must be >= 1 and --points between 1 and --steps")
+    unknown = [t for t in args.tasks.split(",") if t not in task_names()]
+    if unknown:
+        parser.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(task_names())}")
+    return args
+
+
+class LearningCheck:
+    """The adapter, its optimizer, the per-kind record mixers and what is scored at each point."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.config = RunConfig().with_overrides({"train.steps": args.steps, **parse_overrides(args.set)})
+        self.tokenizer = str(resolve_tokenizer(args.tokenizer or Path(args.run) / "tokenizer"))
+        _, self.info = load_tokenizer(self.tokenizer)
+        self.tasks = args.tasks.split(",")
+        kinds = {t: get_task(t).kind for t in self.tasks}
+        self.embedding = [t for t in self.tasks if kinds[t] is Kind.EMBEDDING] or [FEEDER]
+        self.generative = [t for t in self.tasks if kinds[t] is Kind.GENERATIVE]
+        if not self.generative:
+            raise SystemExit("choose at least one generative task: the training step runs both branches")
+        torch.manual_seed(args.seed)
+        backbone = load_backbone(args.backbone or Path(args.run) / "backbone", self.info)
+        self.adapter = attach_adapter(backbone, self.config.adapter_config(), [self.info.embed_id]).train()
+        train = self._pools("train", self.embedding + self.generative)
+        self.mixers = {kind: TaskMixer({t: train[t] for t in names}, seed=args.seed)
+                       for kind, names in ((Kind.EMBEDDING, self.embedding), (Kind.GENERATIVE, self.generative))}
+        self.validation = ValidationSet(self._pools("val", self.tasks), self.config.data.val_per_task,
+                                        self.config.run.seed, 0, 1, self.info.pad_id, _tensors)
+        self.test = load_split(args.data, "test", self.tasks, args.test_records)
+        self.options = StepOptions(self.config.embedding_config(), self.config.train.embedding_micro_batch,
+                                   self.config.train.generative_micro_batch)
+        self.params = [p for p in self.adapter.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.config.train.lr,
+                                           weight_decay=self.config.train.weight_decay)
+        self.scorer = make_scorer(args.scorer)
+
+    def _pools(self, split: str, tasks: list[str]) -> dict[str, TokenPool]:
+        limits = self.config.token_limits()
+        return {task: TokenPool(task, tokenize_batch(records_table(rows, get_task(task)), self.tokenizer,
+                                                     get_task(task).kind.value, limits))
+                for task, rows in load_split(self.args.data, split, tasks).items()}
+
+    def step(self, step: int) -> None:
+        batches = {}
+        for kind, size in ((Kind.EMBEDDING, self.args.embedding_batch), (Kind.GENERATIVE, self.args.generative_batch)):
+            mixer, names = self.mixers[kind], self.embedding if kind is Kind.EMBEDDING else self.generative
+            collate = collate_embedding if kind is Kind.EMBEDDING else collate_generative
+            batches[kind] = _tensors(collate(mixer.next_step(equal_counts(size, names)).rows, self.info.pad_id))
+        train_step(self.adapter, batches[Kind.EMBEDDING], batches[Kind.GENERATIVE], self.options,
+                   torch.Tensor.backward, grad_scale=1.0)
+        torch.nn.utils.clip_grad_norm_(self.params, self.config.train.max_grad_norm)
+        set_learning_rate(SimpleNamespace(optimizer=self.optimizer), self.config.train, step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def point(self) -> dict[str, tuple[float, float, str]]:
+        """{task: (validation loss, test metric value, metric name)} of the adapter now."""
+        self.adapter.eval()
+        sums, counts = self.validation.losses(self.adapter, self.options.embedding,
+                                              self.options.embedding_micro_batch, self.options.generative_micro_batch)
+        embedding = self.config.embedding
+        inference = Inference.of_adapter(self.adapter, self.tokenizer, InferenceOptions(
+            self.config.token_limits(), embedding.pool_instruction, embedding.bidirectional))
+        scores = {}
+        for task in self.tasks:
+            records = self.test[task]
+            if get_task(task).kind is Kind.EMBEDDING:
+                pool = CandidatePool.of(task, records)
+                candidates, _ = pool.sampled_candidates(NEGATIVES, self.config.run.seed)
+                ranks = sampled_ranks(inference.embed_queries(records),
+                                      inference.embed_documents(list(pool.documents), task), candidates)
+                score = score_retrieval(task, ranks, protocol=f"sampled-{NEGATIVES}")
+            else:
+                score = score_generative(task, inference.generate(records, self.args.max_new_tokens), records,
+                                         self.scorer)
+            scores[task] = (sums[task] / counts[task], score.value, score.metric)
+        self.adapter.train()
+        return scores
+
+
+def _tensors(arrays) -> dict[str, torch.Tensor]:
+    return {key: torch.from_numpy(value) for key, value in arrays.items()}
+
+
+def table(points: list[tuple[int, dict[str, tuple[float, float, str]]]]) -> str:
+    """One row per task: its metric, then `val loss / metric` at every point (step 0 = before training)."""
+    header = ["task", "metric", *(f"step {step}" for step, _ in points)]
+    rows = [[task, scores[2], *(f"{p[task][0]:.2f} / {p[task][1]:.3f}" for _, p in points)]
+            for task, scores in points[0][1].items()]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).rjust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    check = LearningCheck(args)
+    started = time.perf_counter()
+    every = args.steps // args.points
+    points = [(0, check.point())]
+    print(f"step 0 scored in {time.perf_counter() - started:.0f}s", flush=True)
+    for step in range(1, args.steps + 1):
+        check.step(step)
+        if step % every == 0 and len(points) <= args.points:
+            points.append((step, check.point()))
+            elapsed = time.perf_counter() - started
+            print(f"step {step}/{args.steps} | elapsed {elapsed:.0f}s | ETA "
+                  f"{elapsed / step * (args.steps - step):.0f}s", flush=True)
+    print(f"\nvalidation loss / test metric ({', '.join(check.tasks)}; {args.steps} steps, seed {args.seed})")
+    print(table(points))
+    finite = all(np.isfinite(v[0]) for _, p in points for v in p.values())
+    return 0 if finite else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
