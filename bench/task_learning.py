@@ -12,12 +12,14 @@ of docs/training.md come from here. Example, on the demo's corpus and run folder
 
 Retrieval is scored under the sampled protocol (19 same-category negatives, the evaluation's default);
 free-text answers by token F1 (`--scorer minilm` for the evaluation's BERTScore). With only generative
-tasks, a few I2I records per step keep the embedding branch fed (`train_step` runs both).
+tasks, `--embedding-batch` I2I records a step keep the embedding branch fed (`train_step` runs both).
+Bad input ends with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -50,6 +52,12 @@ from recfound.train.validation import ValidationSet  # noqa: E402
 
 FEEDER = "I2I"  # the embedding task that feeds the embedding branch when only generative tasks are chosen
 NEGATIVES = 19
+# Run-config keys this script sets from its own options (a --set of them would be ignored or contradicted).
+OWN_KEYS = {"train.steps": "--steps", "train.embedding_batch": "--embedding-batch",
+            "train.generative_batch": "--generative-batch", "model.backbone": "--backbone",
+            "data.tokenizer": "--tokenizer", "data.tasks": "--tasks", "data.root": "--data", "run.seed": "--seed",
+            "eval.sampled_negatives": f"the fixed {NEGATIVES}", "eval.max_new_tokens": "--max-new-tokens",
+            "eval.scorer": "--scorer"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,9 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--embedding-batch", type=int, default=16, help="embedding records per step")
     parser.add_argument("--generative-batch", type=int, default=16, help="generative records per step")
     parser.add_argument("--points", type=int, default=4, help="evaluations after the one before training")
-    parser.add_argument("--test-records", type=int, default=None, help="at most this many test records a task")
+    parser.add_argument("--split", default="test", choices=("test", "train", "val"), help="the split scored")
+    parser.add_argument("--records", type=int, default=None,
+                        help="at most this many scored records per generative task (retrieval needs its whole pool)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--scorer", default="none", help="free-text answers: none (token F1) or minilm")
+    parser.add_argument("--scorer", default="none",
+                        help="free-text answers: none (token F1), minilm, or a HF encoder folder (BERTScore)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0, help="adapter initialisation and record order")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -75,9 +86,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give --run, or both --tokenizer and --backbone")
     if args.steps < 1 or not 1 <= args.points <= args.steps:
         parser.error("--steps must be >= 1 and --points between 1 and --steps")
-    unknown = [t for t in args.tasks.split(",") if t not in task_names()]
+    chosen = args.tasks.split(",")
+    unknown = [t for t in chosen if t not in task_names()]
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(task_names())}")
+    if len(set(chosen)) < len(chosen):
+        parser.error(f"--tasks names a task twice: {args.tasks}")
+    if all(get_task(t).kind is Kind.EMBEDDING for t in chosen):
+        parser.error("choose at least one generative task: the training step runs both branches")
+    for item in args.set:
+        key = item.partition("=")[0].strip()
+        if key in OWN_KEYS:
+            parser.error(f"--set {key}: this script sets it from {OWN_KEYS[key]}")
     return args
 
 
@@ -86,24 +106,28 @@ class LearningCheck:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.config = RunConfig().with_overrides({"train.steps": args.steps, **parse_overrides(args.set)})
+        self.config = RunConfig().with_overrides(parse_overrides(args.set), source="--set").with_overrides({
+            "train.steps": args.steps, "run.seed": args.seed,
+            "sched.eval_interval": min(RunConfig().sched.eval_interval, args.steps)})
         self.tokenizer = str(resolve_tokenizer(args.tokenizer or Path(args.run) / "tokenizer"))
         _, self.info = load_tokenizer(self.tokenizer)
-        self.tasks = args.tasks.split(",")
+        chosen = args.tasks.split(",")
+        self.tasks = [t for t in task_names() if t in chosen]  # registry order, as the job's mixers draw
         kinds = {t: get_task(t).kind for t in self.tasks}
         self.embedding = [t for t in self.tasks if kinds[t] is Kind.EMBEDDING] or [FEEDER]
         self.generative = [t for t in self.tasks if kinds[t] is Kind.GENERATIVE]
-        if not self.generative:
-            raise SystemExit("choose at least one generative task: the training step runs both branches")
-        torch.manual_seed(args.seed)
-        backbone = load_backbone(args.backbone or Path(args.run) / "backbone", self.info)
+        model = self.config.model
+        backbone = load_backbone(args.backbone or Path(args.run) / "backbone", self.info, model.dtype,
+                                 model.attn_implementation)
+        torch.manual_seed(args.seed)  # after loading, as a training worker seeds its adapter
         self.adapter = attach_adapter(backbone, self.config.adapter_config(), [self.info.embed_id]).train()
         train = self._pools("train", self.embedding + self.generative)
         self.mixers = {kind: TaskMixer({t: train[t] for t in names}, seed=args.seed)
                        for kind, names in ((Kind.EMBEDDING, self.embedding), (Kind.GENERATIVE, self.generative))}
         self.validation = ValidationSet(self._pools("val", self.tasks), self.config.data.val_per_task,
                                         self.config.run.seed, 0, 1, self.info.pad_id, _tensors)
-        self.test = load_split(args.data, "test", self.tasks, args.test_records)
+        self.scored = {task: records[:args.records] if kinds[task] is Kind.GENERATIVE else records
+                       for task, records in load_split(args.data, args.split, self.tasks).items()}
         self.options = StepOptions(self.config.embedding_config(), self.config.train.embedding_micro_batch,
                                    self.config.train.generative_micro_batch)
         self.params = [p for p in self.adapter.parameters() if p.requires_grad]
@@ -141,7 +165,7 @@ class LearningCheck:
             self.config.token_limits(), embedding.pool_instruction, embedding.bidirectional))
         scores = {}
         for task in self.tasks:
-            records = self.test[task]
+            records = self.scored[task]
             if get_task(task).kind is Kind.EMBEDDING:
                 pool = CandidatePool.of(task, records)
                 candidates, _ = pool.sampled_candidates(NEGATIVES, self.config.run.seed)
@@ -171,22 +195,31 @@ def table(points: list[tuple[int, dict[str, tuple[float, float, str]]]]) -> str:
     return "\n".join(lines)
 
 
+def point_steps(steps: int, points: int) -> list[int]:
+    """The steps after which the adapter is scored: `points` of them, evenly spaced, the last one `steps`."""
+    return [math.ceil(k * steps / points) for k in range(1, points + 1)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    check = LearningCheck(args)
+    try:
+        check = LearningCheck(args)
+    except (OSError, ValueError, KeyError) as err:  # a missing folder, a bad --set value or record, ...
+        print(f"task_learning: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
-    every = args.steps // args.points
+    scored_after = set(point_steps(args.steps, args.points))
     points = [(0, check.point())]
     print(f"step 0 scored in {time.perf_counter() - started:.0f}s", flush=True)
     for step in range(1, args.steps + 1):
         check.step(step)
-        if step % every == 0 and len(points) <= args.points:
+        if step in scored_after:
             points.append((step, check.point()))
             elapsed = time.perf_counter() - started
             print(f"step {step}/{args.steps} | elapsed {elapsed:.0f}s | ETA "
                   f"{elapsed / step * (args.steps - step):.0f}s", flush=True)
-    print(f"\nvalidation loss / test metric ({', '.join(check.tasks)}; {args.steps} steps, seed {args.seed})")
+    print(f"\nvalidation loss / {args.split} metric ({', '.join(check.tasks)}; {args.steps} steps, seed {args.seed})")
     print(table(points))
     finite = all(np.isfinite(v[0]) for _, p in points for v in p.values())
     return 0 if finite else 1
