@@ -64,8 +64,10 @@ def summary_text(report: TrainingReport, split: str) -> str:
     before, after = report.evaluations.get(base_role), report.evaluations[trained_role]
     text = f"{report.table()}\n\n{before_after_table(before, after)}"
     if before is not None:
-        text += f"\ntrained model better than the base on {len(improved_tasks(before, after))} of " \
-                f"{len(after.headline())} tasks"
+        improved = improved_tasks(before, after)
+        misses = [task for task in after.headline() if task not in improved]
+        text += f"\ntrained model better than the base on {len(improved)} of {len(after.headline())} tasks"
+        text += f" (not on {', '.join(misses)})" if misses else ""
     if cut := cut_answers_line(after):  # the trained model's only: an untrained base model rambles to the limit
         text += f"\n{cut}"
     if report.baselines:
