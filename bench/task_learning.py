@@ -107,7 +107,7 @@ class LearningCheck:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.config = RunConfig().with_overrides(parse_overrides(args.set), source="--set").with_overrides({
-            "train.steps": args.steps, "run.seed": args.seed,
+            "train.steps": args.steps, "run.seed": args.seed,  # the config refuses an eval interval above the steps
             "sched.eval_interval": min(RunConfig().sched.eval_interval, args.steps)})
         self.tokenizer = str(resolve_tokenizer(args.tokenizer or Path(args.run) / "tokenizer"))
         _, self.info = load_tokenizer(self.tokenizer)
@@ -122,12 +122,18 @@ class LearningCheck:
         torch.manual_seed(args.seed)  # after loading, as a training worker seeds its adapter
         self.adapter = attach_adapter(backbone, self.config.adapter_config(), [self.info.embed_id]).train()
         train = self._pools("train", self.embedding + self.generative)
-        self.mixers = {kind: TaskMixer({t: train[t] for t in names}, seed=args.seed)
-                       for kind, names in ((Kind.EMBEDDING, self.embedding), (Kind.GENERATIVE, self.generative))}
+        self.draws = {kind: (TaskMixer({t: train[t] for t in names}, seed=args.seed), names, size, collate)
+                      for kind, names, size, collate in (
+                          (Kind.EMBEDDING, self.embedding, args.embedding_batch, collate_embedding),
+                          (Kind.GENERATIVE, self.generative, args.generative_batch, collate_generative))}
         self.validation = ValidationSet(self._pools("val", self.tasks), self.config.data.val_per_task,
                                         self.config.run.seed, 0, 1, self.info.pad_id, _tensors)
         self.scored = {task: records[:args.records] if kinds[task] is Kind.GENERATIVE else records
                        for task, records in load_split(args.data, args.split, self.tasks).items()}
+        # each embedding task's candidate pool and sampled candidates, drawn once for every point
+        self.candidates = {task: (pool, pool.sampled_candidates(NEGATIVES, self.config.run.seed)[0])
+                           for task in self.tasks if kinds[task] is Kind.EMBEDDING
+                           for pool in [CandidatePool.of(task, self.scored[task])]}
         self.options = StepOptions(self.config.embedding_config(), self.config.train.embedding_micro_batch,
                                    self.config.train.generative_micro_batch)
         self.params = [p for p in self.adapter.parameters() if p.requires_grad]
@@ -142,11 +148,8 @@ class LearningCheck:
                 for task, rows in load_split(self.args.data, split, tasks).items()}
 
     def step(self, step: int) -> None:
-        batches = {}
-        for kind, size in ((Kind.EMBEDDING, self.args.embedding_batch), (Kind.GENERATIVE, self.args.generative_batch)):
-            mixer, names = self.mixers[kind], self.embedding if kind is Kind.EMBEDDING else self.generative
-            collate = collate_embedding if kind is Kind.EMBEDDING else collate_generative
-            batches[kind] = _tensors(collate(mixer.next_step(equal_counts(size, names)).rows, self.info.pad_id))
+        batches = {kind: _tensors(collate(mixer.next_step(equal_counts(size, names)).rows, self.info.pad_id))
+                   for kind, (mixer, names, size, collate) in self.draws.items()}
         train_step(self.adapter, batches[Kind.EMBEDDING], batches[Kind.GENERATIVE], self.options,
                    torch.Tensor.backward, grad_scale=1.0)
         torch.nn.utils.clip_grad_norm_(self.params, self.config.train.max_grad_norm)
@@ -166,9 +169,8 @@ class LearningCheck:
         scores = {}
         for task in self.tasks:
             records = self.scored[task]
-            if get_task(task).kind is Kind.EMBEDDING:
-                pool = CandidatePool.of(task, records)
-                candidates, _ = pool.sampled_candidates(NEGATIVES, self.config.run.seed)
+            if task in self.candidates:
+                pool, candidates = self.candidates[task]
                 ranks = sampled_ranks(inference.embed_queries(records),
                                       inference.embed_documents(list(pool.documents), task), candidates)
                 score = score_retrieval(task, ranks, protocol=f"sampled-{NEGATIVES}")
