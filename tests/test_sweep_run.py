@@ -97,8 +97,12 @@ def test_every_trial_ends_and_mlflow_nests_them_under_the_parent(sweep):
     assert len(report.rows) == TRIALS and not report.interrupted
     assert {row.status for row in report.rows} <= {"finished", "stopped by ASHA"}
     assert report.best is not None and report.best.status == "finished"
-    for row in report.rows:  # ASHA stops at a checkpoint before the last step; a finished trial reached it
-        assert row.step == (STEPS if row.status == "finished" else 2) and math.isfinite(row.metric)
+    for row in report.rows:
+        # ASHA judges a trial at its first report at or past the rung (step 2). Tune restores the searcher but
+        # not ASHA's rung records, so a trial resumed past step 2 is judged (and may be stopped) at step 3, the
+        # last checkpoint before the end; a finished trial reached the last step.
+        assert (row.step == STEPS if row.status == "finished" else 2 <= row.step < STEPS), row
+        assert math.isfinite(row.metric), row
     client = mlflow.MlflowClient(report.tracking_uri)
     parent = client.get_run(report.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["recfound.sweep"] == "tiny"
