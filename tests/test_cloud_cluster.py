@@ -158,8 +158,10 @@ def test_submitted_job_scales_the_cluster_up_and_finishes_quietly(submitted):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # Before: the head alone. The job needed one worker node per training worker, and got them.
     assert [node["is_head_node"] for node in submitted["before"]] == [True]
+    # (At least: a node started well before its twin idles while the group waits, and the autoscaler may
+    # replace it after the 6 s idle timeout; a busy machine can start two nodes that far apart.)
     workers = [node for node in submitted["during"] if not node["is_head_node"]]
-    assert len(workers) == WORKERS, workers
+    assert WORKERS <= len(workers) <= 2 * WORKERS, workers
     assert all(node["resources_total"].get(WORKER_RESOURCE) == 1 for node in workers)
     assert "GPU" not in json.dumps([node["resources_total"] for node in submitted["during"] if node["is_head_node"]])
     # The driver's console: our lines only, the run to its end.
@@ -241,4 +243,4 @@ def test_idle_worker_nodes_are_released(cloud, submitted):
 
     wait_until(only_the_head, 120, "the idle worker nodes being removed", interval_s=1.0)
     gone = [node for node in cluster.nodes() if not node["is_head_node"]]
-    assert len(gone) == WORKERS and all(node["state"] == "DEAD" for node in gone)
+    assert WORKERS <= len(gone) <= 2 * WORKERS and all(node["state"] == "DEAD" for node in gone)

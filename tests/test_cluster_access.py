@@ -66,7 +66,15 @@ from recfound.cluster import private_cluster
 with private_cluster(1):
     client = JobSubmissionClient(f"http://{get_dashboard_url()}",
                                  headers={"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"})
-    job = client.submit_job(entrypoint="python -c 'print(6 * 7)'")
+    deadline = time.monotonic() + 120
+    while True:  # the job server answers "no available agent" until the cluster's agent is up (slow when busy)
+        try:
+            job = client.submit_job(entrypoint="python -c 'print(6 * 7)'")
+            break
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
     deadline = time.monotonic() + 120
     while not client.get_job_status(job).is_terminal() and time.monotonic() < deadline:
         time.sleep(0.5)

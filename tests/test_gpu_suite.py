@@ -118,9 +118,10 @@ def test_console_shows_progress_lines(dry_run):
 
 
 def test_without_a_gpu_a_real_run_stops_at_once_with_one_line(tmp_path):
-    started = time.perf_counter()
-    done = run_suite("--out", str(tmp_path / "out"), timeout=60)
-    assert done.returncode != 0 and time.perf_counter() - started < 30
+    # "at once": before any part (a part prints progress lines and makes the output folder); no wall-clock
+    # bound, since the imports before the device check alone can take tens of seconds on a busy machine
+    done = run_suite("--out", str(tmp_path / "out"), timeout=240)
+    assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpu_suite: no CUDA GPU is visible"), done.stderr
     assert "--dry-run" in lines[0] and not (tmp_path / "out").exists()

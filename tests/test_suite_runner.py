@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import time
 
 import worker_groups
 from inner_session import TESTS, with_the_suites_conftest
@@ -56,10 +55,10 @@ def test_a_blocked_test_on_a_worker_ends_the_run_naming_it(pytester, monkeypatch
     _outside_xdist(monkeypatch)
     with_the_suites_conftest(pytester)
     pytester.makepyfile(test_a_busy=BUSY_TESTS, test_inner=BLOCKING_TESTS)
-    started = time.monotonic()
-    result = pytester.runpytest_subprocess(*AS_MAKE_TEST, "-o", "timeout=5", "-o", "timeout_method=thread",
-                                           timeout=120)
-    assert time.monotonic() - started < 90
+    # The limit covers each busy test's setup and teardown too: 10 s leaves room on a busy machine. The run
+    # itself must end within runpytest_subprocess's 240 s (it raises otherwise), the blocked test sleeping 600.
+    result = pytester.runpytest_subprocess(*AS_MAKE_TEST, "-o", "timeout=10", "-o", "timeout_method=thread",
+                                           timeout=240)
     result.assert_outcomes(passed=3, failed=1)  # both busy tests, test_quick_before; test_blocked once
     # The crash report's own line, once (the short summary may repeat the message, as wide as the terminal is).
     crash_reports = [line for line in result.stdout.lines
@@ -70,7 +69,8 @@ def test_a_blocked_test_on_a_worker_ends_the_run_naming_it(pytester, monkeypatch
 
 
 # Modules named as the suite's: two of the whole-jobs group, one last job module, three others.
-QUEUE_MODULES = {"test_multinode": 2.0, "test_train_job": 2.0, "test_logs_demo": 0.0, "test_cli": 0.5,
+# The jobs worker's 8 s leave the other worker 6.5 s of margin to take the last job module first.
+QUEUE_MODULES = {"test_multinode": 4.0, "test_train_job": 4.0, "test_logs_demo": 0.0, "test_cli": 0.5,
                  "test_config": 0.5, "test_merge": 0.5}
 
 
