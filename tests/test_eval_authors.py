@@ -341,11 +341,12 @@ def test_the_runner_scores_the_sampled_protocol_their_way_and_the_full_pool_ours
     pool = CandidatePool("I2I", tuple(f"doc {i}" for i in range(40)), tuple(row[0] for row in candidates))
     output = Output(queries={"I2I": queries}, documents={"I2I": documents})
     options = EvalSection(scoring="authors")
-    sampled = _retrieval_score("I2I", pool, output, (candidates, 0.5), options)
+    sampled, sampled_ranks = _retrieval_score("I2I", pool, output, (candidates, 0.5), options)
     assert (sampled.scoring, sampled.metric, sampled.protocol) == \
         ("authors", "ndcg", "sampled (the first 5 of 19 negatives, 50% same-category)")
-    full = _retrieval_score("I2I", pool, output, None, options)
-    assert (full.scoring, full.metric) == ("ours", "ndcg@20")
+    assert sampled.value == pytest.approx(float(np.mean(1.0 / np.log2(np.asarray(sampled_ranks) + 1.0))))
+    full, full_ranks = _retrieval_score("I2I", pool, output, None, options)
+    assert (full.scoring, full.metric, len(full_ranks)) == ("ours", "ndcg@20", full.count)
 
 
 def test_reports_and_the_mlflow_table_name_the_scoring():

@@ -33,7 +33,9 @@ TASKS = ("U2I", "Q2I", "QR", "SR", "SA")
 def job_overrides(tmp_path, name: str, *extra: str) -> list[str]:
     return [f"run.name={name}", f"run.output_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",
             f"data.tasks=[{', '.join(TASKS)}]", f"train.steps={STEPS}", "checkpoint.every=2", "data.val_per_task=8", "sched.warmup_ratio=0.25",
-            "sched.window=4", "sched.eval_interval=1", "eval.max_records=8", "eval.max_new_tokens=8",
+            "sched.window=4", "sched.eval_interval=1",
+            "eval.max_records=10",  # recfound.eval.paired's MIN_RECORDS: the changes get their intervals
+            "eval.max_new_tokens=8",
             "eval.workers=0",  # in this process: sharded evaluation has its tests (test_eval_runner)
             # Runs on other numbers of workers train exactly like the baseline (test_multinode) without
             # dropout only, whose masks are drawn per rank; each rank's records of each step are traced.
@@ -177,6 +179,14 @@ def test_evaluation_after_training_is_logged_and_the_registered_model_scores_the
     line = f"trained model better than the base on {len(after) - len(misses)} of {len(after)} tasks"
     named = f" (not on {', '.join(misses)})" if misses else ""
     assert f"{line}{named}\n" in summary + "\n"
+    # every task's change has its paired-bootstrap interval, in the table, the summary's line and MLflow;
+    # a change that is the same on every draw (e.g. 0 -> 0) has an interval of that one value
+    assert set(report.change_intervals) == set(TASKS) and "95% interval" in summary
+    for task, (low, high) in report.change_intervals.items():
+        assert low <= high and (metrics[f"test_change_low/{task}"], metrics[f"test_change_high/{task}"]) == \
+            pytest.approx((low, high))
+        assert f"[{low:+.3f}, {high:+.3f}]" in summary
+    assert f"paired bootstrap of the {len(TASKS)} tasks' test records (95%): better on " in summary
     # the line when answers were cut, none otherwise (test_eval_runner makes both happen)
     cut = [f"{t} {s.cut}/{s.count}" for t, s in report.evaluations["test"].generative.items() if s.cut]
     assert (f"answers cut at eval.max_new_tokens before they ended: {', '.join(cut)}" in summary) == bool(cut)

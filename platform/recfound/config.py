@@ -458,6 +458,7 @@ class EvalSection(Section):
     scoring: str = _option("ours", one_of(*EVAL_SCORINGS))
     workers: int = _option(2, at_least(0))  # Ray tasks the records are sharded over; 0: in the driver
     cpus_per_worker: float = _option(1.0, above(0))  # GPUs: one per worker when train.use_gpu
+    bootstrap_draws: int = _option(1000, at_least(0))  # paired bootstrap of the before/after changes; 0: none
 
 
 @dataclass(frozen=True)

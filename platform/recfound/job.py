@@ -225,20 +225,22 @@ def _evaluate(config: RunConfig, report: TrainingReport, tokenizer: Path, initia
     """Evaluate the trained (and the untrained) adapter on eval.split and log it to the run. A failure
     here is reported (summary, `evaluation_error` tag) but does not fail the trained run."""
     from recfound.eval.job import evaluate_training_run, roles
-    from recfound.eval.report import log_evaluation_steps, log_evaluations
+    from recfound.eval.report import log_change_intervals, log_evaluation_steps, log_evaluations
     from recfound.tracking.store import client
 
     print(f"\n== evaluating on the {config.eval.split} split", flush=True)
     trained_role, base_role = roles(config.eval.split)
     trained = report.merged_adapter or report.final_adapter
     try:
-        report.evaluations, report.baselines = evaluate_training_run(config, tokenizer, trained, initial)
+        report.evaluations, report.baselines, report.change_intervals = evaluate_training_run(
+            config, tokenizer, trained, initial)
         log_evaluations(report.tracking_uri, report.run_id, report.evaluations, report.baselines)
+        log_change_intervals(report.tracking_uri, report.run_id, config.eval.split, report.change_intervals)
         points = {0: report.evaluations.get(base_role), config.train.steps: report.evaluations[trained_role]}
         log_evaluation_steps(report.tracking_uri, report.run_id, f"{config.eval.split}_by_step",
                              {step: evaluation for step, evaluation in points.items() if evaluation is not None})
     except Exception as err:  # noqa: BLE001 - whatever broke, the training results stand
-        report.evaluations, report.baselines = {}, {}
+        report.evaluations, report.baselines, report.change_intervals = {}, {}, {}
         report.evaluation_error = f"{type(err).__name__}: {err}"
         print(f"warning: the evaluation failed: {report.evaluation_error}", flush=True)
         client(report.tracking_uri).set_tag(report.run_id, "evaluation_error", report.evaluation_error[:5000])

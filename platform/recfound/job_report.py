@@ -37,6 +37,8 @@ class TrainingReport:
     evaluation_error: str | None = None  # why the evaluation after training failed (the run itself did not)
     test_scores: dict[str, float] = field(default_factory=dict)  # task -> the trained model's headline metric
     test_averages: dict[str, float] = field(default_factory=dict)  # kind -> mean of test_scores over its tasks
+    # task -> (low, high): the 95% interval of the trained model's change from the base (recfound.eval.paired)
+    change_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def stored(self, local: Path) -> str:
         """Where a file of the run folder (given by its local copy) lives."""
@@ -58,16 +60,19 @@ def summary_text(report: TrainingReport, split: str) -> str:
     if not report.evaluations:
         return report.table()
     from recfound.eval.job import roles
-    from recfound.eval.report import before_after_table, catalog_report, cut_answers_line, improved_tasks
+    from recfound.eval.report import (before_after_table, catalog_report, cut_answers_line, improved_tasks,
+                                      noise_line)
 
     trained_role, base_role = roles(split)
     before, after = report.evaluations.get(base_role), report.evaluations[trained_role]
-    text = f"{report.table()}\n\n{before_after_table(before, after)}"
+    text = f"{report.table()}\n\n{before_after_table(before, after, report.change_intervals)}"
     if before is not None:
         improved = improved_tasks(before, after)
         misses = [task for task in after.headline() if task not in improved]
         text += f"\ntrained model better than the base on {len(improved)} of {len(after.headline())} tasks"
         text += f" (not on {', '.join(misses)})" if misses else ""
+    if report.change_intervals:
+        text += f"\n{noise_line(report.change_intervals)}"
     if cut := cut_answers_line(after):  # the trained model's only: an untrained base model rambles to the limit
         text += f"\n{cut}"
     if report.baselines:

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recfound.config import RunConfig
+from recfound.config import EvalSection, RunConfig
 from recfound.eval.catalog import Catalog, load_catalog
 from recfound.eval.data import load_split
+from recfound.eval.paired import Interval, RememberingScorer, change_intervals
 from recfound.eval.runner import ModelEvaluation, evaluate_model
 from recfound.eval.source import ModelSource, serving_of
 
@@ -74,15 +75,37 @@ def check_evaluation(config: RunConfig) -> None:
                                 f"use {MINILM}, {NO_SCORER} or such a folder")
 
 
+def bootstrap_changes(evaluations: dict[str, ModelEvaluation], options: EvalSection,
+                      data: dict[str, list[dict]], scorer: RememberingScorer | None, seed: int) -> dict[str, Interval]:
+    """The paired-bootstrap interval of each task's change from the base model ({} without the base or
+    with eval.bootstrap_draws 0). A failure here costs the intervals only, not the evaluation."""
+    trained_role, base_role = roles(options.split)
+    if base_role not in evaluations or not options.bootstrap_draws:
+        return {}
+    started = time.perf_counter()
+    try:
+        intervals = change_intervals(evaluations[base_role], evaluations[trained_role], data, options.k, scorer,
+                                     options.bootstrap_draws, seed)
+    except Exception as error:  # noqa: BLE001 - the scores stand without their intervals
+        print(f"warning: the paired bootstrap of the changes failed ({type(error).__name__}: {error}); "
+              "the changes are reported without intervals", flush=True)
+        return {}
+    print(f"paired bootstrap of {len(intervals)} tasks' changes ({options.bootstrap_draws:,} draws of the "
+          f"records) in {time.perf_counter() - started:.1f}s", flush=True)
+    return intervals
+
+
 def evaluate_training_run(config: RunConfig, tokenizer: Path, trained: Path, initial: Path
-                          ) -> tuple[dict[str, ModelEvaluation], dict[str, ModelEvaluation]]:
+                          ) -> tuple[dict[str, ModelEvaluation], dict[str, ModelEvaluation], dict[str, Interval]]:
     """({split: the trained adapter, split_base: the untrained one (when eval.base)}, {split_<name>: each
-    baseline, on a root built from logs}) on eval.split."""
+    baseline, on a root built from logs}, {task: the 95% interval of its change from the base model, a
+    paired bootstrap (recfound.eval.paired); empty without the base}) on eval.split."""
     options = config.eval
     started = time.perf_counter()
     data = load_split(config.data.root, options.split, config.task_names(), options.max_records)
     catalog = load_catalog(config.data.root, options.split, data)
     scorer = make_scorer(options.scorer)
+    scorer = RememberingScorer(scorer) if scorer is not None else None  # change_intervals reuses its scores
     serving = serving_of(config)
     trained_role, base_role = roles(options.split)
     models = {trained_role: ModelSource.from_adapter_file("trained", trained, tokenizer, serving)}
@@ -94,5 +117,6 @@ def evaluate_training_run(config: RunConfig, tokenizer: Path, trained: Path, ini
     evaluations = {role: evaluate_model(source, data, options, scorer, config.run.seed, config.train.use_gpu, catalog)
                    for role, source in models.items()}
     baselines = baseline_roles(options.split, run_baselines(catalog, options.k))
+    intervals = bootstrap_changes(evaluations, options, data, scorer, config.run.seed)
     print(f"evaluation done in {time.perf_counter() - started:.1f}s", flush=True)
-    return evaluations, baselines
+    return evaluations, baselines, intervals

@@ -12,6 +12,7 @@ in as a scorer.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import string
@@ -113,6 +114,12 @@ def parse_triples(text: str | None) -> list[Triple | None] | None:
     prediction, one that matches nothing). None when the answer is not a JSON list."""
     if not isinstance(text, str):
         return None
+    triples = _parsed_triples(text)
+    return None if triples is None else list(triples)
+
+
+@functools.lru_cache(maxsize=65_536)  # the paired bootstrap scores the same answers on every draw
+def _parsed_triples(text: str) -> tuple[Triple | None, ...] | None:
     try:
         items = json.loads(text)
     except (ValueError, RecursionError):  # a runaway generation can nest deeper than the parser goes
@@ -126,7 +133,7 @@ def parse_triples(text: str | None) -> list[Triple | None] | None:
             triples.append((attribute, value, source))
         else:
             triples.append(None)
-    return triples
+    return tuple(triples)
 
 
 def _overlaps(a: str, b: str) -> bool:

@@ -10,7 +10,9 @@ A column whose models were scored differently (another metric, protocol or scori
 a number scored by the authors' rules (`eval.scoring: authors`) is marked `[authors]` wherever its metric
 is named, and `table.json` has a `scoring` column.
 `log_evaluation_steps` logs models under one key per task at given steps (a training run: the base at
-step 0, the trained model at its last step), which MLflow's charts show side by side.
+step 0, the trained model at its last step), which MLflow's charts show side by side. A training run's
+before/after table has each change's 95% interval (a paired bootstrap, `recfound.eval.paired`), also
+logged as `<split>_change_low/<task>` and `<split>_change_high/<task>`.
 
 On a data root built from logs, the full-catalog table (`catalog_report`) puts the models beside the
 baselines of `recfound.eval.catalog` (Recall@10, NDCG@10, MRR@k per task, SR's recall@1) and names every
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from recfound.eval.metrics import TaskScore
+from recfound.eval.paired import Interval, verdicts
 from recfound.eval.retrieval import CATALOG
 from recfound.eval.runner import ModelEvaluation
 from recfound.progress import format_table
@@ -91,18 +94,40 @@ def comparison_tables(evaluations: Sequence[ModelEvaluation]) -> str:
     return "\n\n".join(parts)
 
 
-def before_after_table(before: ModelEvaluation | None, after: ModelEvaluation) -> str:
-    """Per task: metric, the base model's value (if evaluated), the trained model's, the change, and
-    the trained model's invalid answers."""
+def before_after_table(before: ModelEvaluation | None, after: ModelEvaluation,
+                       intervals: Mapping[str, Interval] | None = None) -> str:
+    """Per task: metric, the base model's value (if evaluated), the trained model's, the change, its 95%
+    interval (when `intervals` are given, recfound.eval.paired), and the trained model's invalid answers."""
     rows = []
     old = before.headline() if before else {}
     for task, score in after.headline().items():
         base = old.get(task)
-        rows.append([task, get_task(task).kind.value, metric_name(score), f"{base.value:.4f}" if base else "-",
-                     f"{score.value:.4f}", f"{score.value - base.value:+.4f}" if base else "-",
-                     f"{score.invalid}/{score.count}"])
-    header = ["task", "kind", "metric", before.label if before else "base", after.label, "change", "invalid"]
+        row = [task, get_task(task).kind.value, metric_name(score), f"{base.value:.4f}" if base else "-",
+               f"{score.value:.4f}", f"{score.value - base.value:+.4f}" if base else "-"]
+        if intervals:
+            row.append(f"[{intervals[task][0]:+.3f}, {intervals[task][1]:+.3f}]" if task in intervals else "-")
+        rows.append([*row, f"{score.invalid}/{score.count}"])
+    header = ["task", "kind", "metric", before.label if before else "base", after.label, "change",
+              *(["95% interval"] if intervals else []), "invalid"]
     return format_table(header, rows)
+
+
+def noise_line(intervals: Mapping[str, Interval]) -> str:
+    """One line: on how many tasks the change's 95% interval lies above 0, below 0, or holds 0 (named)."""
+    groups = verdicts(intervals)
+
+    def part(name: str) -> str:
+        tasks = groups[name]
+        return f"{name} on {len(tasks)}" + (f" ({', '.join(tasks)})" if tasks and name != "better" else "")
+
+    return (f"paired bootstrap of the {len(intervals)} tasks' test records (95%): "
+            f"{', '.join(part(name) for name in ('better', 'worse', 'within noise'))}")
+
+
+def log_change_intervals(tracking_uri: str, run_id: str, split: str, intervals: Mapping[str, Interval]) -> None:
+    """Each task's interval as `<split>_change_low/<task>` and `<split>_change_high/<task>`."""
+    _log_metrics(tracking_uri, run_id, {f"{split}_change_{end}/{task}": bound for task, bounds in intervals.items()
+                                        for end, bound in zip(("low", "high"), bounds)})
 
 
 def cut_answers_line(evaluation: ModelEvaluation) -> str | None:

@@ -169,11 +169,17 @@ class ModelEvaluation:
     retrieval: dict[str, dict[str, TaskScore]] = field(default_factory=dict)
     answers: dict[str, list[str]] = field(default_factory=dict)
     throughput: dict[str, float] = field(default_factory=dict)
+    # protocol -> task -> the rank of each scored query's positive (kept in memory, not written out)
+    ranks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def headline_protocol(self) -> str | None:
+        """The retrieval protocol reports lead with: the authors' (sampled) one when it was run, else the
+        full pool; None without embedding tasks."""
+        return "sampled" if "sampled" in self.retrieval else next(iter(self.retrieval), None)
 
     def headline(self) -> dict[str, TaskScore]:
-        """Per task the score reports lead with: embedding tasks under the authors' (sampled) protocol
-        when it was run, else the full pool."""
-        protocol = "sampled" if "sampled" in self.retrieval else next(iter(self.retrieval), None)
+        """Per task the score reports lead with (embedding tasks under `headline_protocol`)."""
+        protocol = self.headline_protocol()
         return {**(self.retrieval.get(protocol, {}) if protocol else {}), **self.generative}
 
     def averages(self) -> dict[str, float]:
@@ -203,22 +209,24 @@ def protocols(options: EvalSection) -> tuple[str, ...]:
 
 
 def _retrieval_score(task: str, pool: CandidatePool, output: Output,
-                     sampled: tuple[list[list[int]], float] | None, options: EvalSection) -> TaskScore:
-    """One embedding task's score: on the full pool (`sampled` None), or against the sampled candidates,
-    ranked and scored as `options.scoring` says (the authors' scripts have no full-pool protocol)."""
+                     sampled: tuple[list[list[int]], float] | None, options: EvalSection
+                     ) -> tuple[TaskScore, np.ndarray]:
+    """One embedding task's score and the ranks it came from: on the full pool (`sampled` None), or
+    against the sampled candidates, ranked and scored as `options.scoring` says (the authors' scripts
+    have no full-pool protocol)."""
     queries, documents = output.queries[task], output.documents[task][:len(pool.documents)]
     if sampled is None:
         ranks = full_pool_ranks(queries, documents, pool.positives, pool.own)
-        return score_retrieval(task, ranks, options.k, protocol=f"full pool ({len(pool.documents)})")
+        return score_retrieval(task, ranks, options.k, protocol=f"full pool ({len(pool.documents)})"), ranks
     candidates, same_share = sampled
     drawn = f"{options.sampled_negatives} negatives, {same_share:.0%} same-category"
     if options.scoring == "authors":
         ranks, skipped, negatives = authors.sampled_ranks(task, queries, documents, candidates)
         name = f"sampled ({drawn})" if negatives == options.sampled_negatives else \
             f"sampled (the first {negatives} of {drawn})"
-        return score_retrieval(task, ranks, options.k, protocol=name, scoring="authors", skipped=skipped)
-    return score_retrieval(task, sampled_ranks(queries, documents, candidates), options.k,
-                           protocol=f"sampled ({drawn})")
+        return score_retrieval(task, ranks, options.k, protocol=name, scoring="authors", skipped=skipped), ranks
+    ranks = sampled_ranks(queries, documents, candidates)
+    return score_retrieval(task, ranks, options.k, protocol=f"sampled ({drawn})"), ranks
 
 
 def evaluate_model(source: ModelSource, data: Mapping[str, list[dict]], options: EvalSection = EvalSection(),
@@ -246,10 +254,10 @@ def evaluate_model(source: ModelSource, data: Mapping[str, list[dict]], options:
         evaluation.generative[task] = replace(score, cut=output.cut[task])
     queries = sum(len(v) for v in work.queries.values())
     for protocol in protocols(options):
-        group = evaluation.retrieval.setdefault(protocol, {})
+        group, ranked_by = evaluation.retrieval.setdefault(protocol, {}), evaluation.ranks.setdefault(protocol, {})
         for task, pool in pools.items():
-            group[task] = _retrieval_score(task, pool, output, sampled[task] if protocol == "sampled" else None,
-                                           options)
+            group[task], ranked_by[task] = _retrieval_score(
+                task, pool, output, sampled[task] if protocol == "sampled" else None, options)
     for task in ranked:
         evaluation.retrieval.setdefault(CATALOG, {})[task] = catalog.model_score(
             task, output.queries[task], work.documents[task], output.documents[task], options.k)
