@@ -118,7 +118,9 @@ def parse_triples(text: str | None) -> list[Triple | None] | None:
     return None if triples is None else list(triples)
 
 
-@functools.lru_cache(maxsize=65_536)  # the paired bootstrap scores the same answers on every draw
+# The paired bootstrap scores the same answers on every draw (one task at a time: its answers and references
+# fit; a bound keeps a long-lived process from holding every answer it ever scored).
+@functools.lru_cache(maxsize=8_192)
 def _parsed_triples(text: str) -> tuple[Triple | None, ...] | None:
     try:
         items = json.loads(text)

@@ -108,7 +108,7 @@ def change_intervals(before: ModelEvaluation, after: ModelEvaluation, data: Mapp
                       for model in (before, after)]
             size = len(records)
         else:
-            ranks = [model.ranks.get(model.headline_protocol() or "", {}).get(task) for model in (before, after)]
+            ranks = [model.ranks.get(model.headline_protocol(), {}).get(task) for model in (before, after)]
             left_out = old[task].extra.get("skipped", 0) or score.extra.get("skipped", 0)
             if left_out or any(r is None or len(r) < MIN_RECORDS for r in ranks) or len(ranks[0]) != len(ranks[1]):
                 continue
