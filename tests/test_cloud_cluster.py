@@ -23,7 +23,7 @@ import pytest
 from cloud_services import (fake_autoscaling_cluster, fake_autoscaling_config, free_port, postgres_server, s3_objects,
                             s3_server, wait_until)
 from recfound.tracking.server import stop_server
-from test_train_job import NOISE, set_arguments
+from test_train_job import NOISE, set_arguments, submit_job
 
 # Every test here may be the one that starts the services (about 20 s idle) or runs the job (about 70 s idle):
 # each gets the time both take beside a CPU hog per core, with the inner waits (job 420 s) inside it.
@@ -145,11 +145,13 @@ def submitted(cloud):
     command = [str(BIN_DIR / "ray"), "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id,
                "--", sys.executable, str(REPO / "jobs" / "train.py"),
                *set_arguments(job_overrides(folder / "runs", folder / "data"))]
-    done = subprocess.run(command, env=cluster.client_env(), capture_output=True, text=True, timeout=420)
+    # submitted again while the new cluster's job server has no agent yet (slow to come up on a busy machine)
+    done = submit_job(command, cluster.client_env(), timeout_s=420)
     during = cluster.nodes()
     # The job's console (its driver's output) through the jobs API; this process's own Ray token is the
-    # suite cluster's, so the call carries this cluster's token itself.
-    console = cluster.api(f"/api/jobs/{job_id}/logs")["logs"]
+    # suite cluster's, so the call carries this cluster's token itself. A job never taken has none: the
+    # test then fails on the submission's own output.
+    console = cluster.api(f"/api/jobs/{job_id}/logs")["logs"] if done.returncode == 0 else ""
     return {"done": done, "console": console, "before": before, "during": during, "job_id": job_id}
 
 
