@@ -9,6 +9,7 @@ from torch import nn
 from recfound.data.tokenizer import TokenizerInfo
 from recfound.model.adapter import Adapter, AdapterConfig
 from recfound.model.attach import attach_adapter
+from recfound.model.attention import without_cudnn_attention
 from recfound.model.backbone import Backbone, load_backbone
 
 # Mistral-7B's shape (v0.1 vocabulary; no sliding window, as from v0.2 on, which does not matter up to 4k tokens).
@@ -35,6 +36,7 @@ def random_backbone(config, dtype: torch.dtype, device: torch.device, name: str)
     (a 7B model initialised on the CPU first would take minutes)."""
     from transformers import AutoModelForCausalLM
 
+    without_cudnn_attention()  # as load_backbone, which every model of a real run comes through
     torch.manual_seed(0)
     with device:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")

@@ -70,7 +70,14 @@ def evaluation_rows(part: dict) -> list[Row]:
                     f"{encoded['documents']:,} documents, {part['backbone']}")]
 
 
+def shape_rows(part: dict) -> list[Row]:
+    return [(f"{title}, ms a batch", f"{entry['ms_per_batch']:,.1f}",
+             f"{part['vs_repeated'][title]:.2f}x one length; first batch {entry['ms_first_batch']:,.1f} ms; "
+             f"{entry['batches']} batches of {part['rows']}")
+            for title, entry in part["passes"].items()]
+
+
 ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "tmole_layer": layer_rows, "smollm2_training": training_rows, "mistral7b_training": training_rows,
-    "evaluation": evaluation_rows,
+    "evaluation": evaluation_rows, "attention_shapes": shape_rows,
 }

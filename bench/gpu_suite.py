@@ -8,6 +8,8 @@ reports what it measured, marked as cut short; a part that fails is reported and
   (b) SmolLM2-135M training: real weights, TMoLE, both objectives, GradCache, bf16, a fixed number of
       steps of our training step with a plain torch AdamW: tokens/s, peak memory, loss falling;
   (d) evaluation: greedy generation tokens/s at batch 32 vs batch 1, documents encoded per second;
+  (e) attention shapes: batches padded to distinct lengths encoded with SDPA's cuDNN backend allowed and off,
+      against one repeated length (why every model load switches cuDNN attention off);
   (c) Mistral-7B config, random init: the same step with activation checkpointing and SDPA attention on
       1,024-token rows: tokens/s, peak memory, MFU (6 x backbone params x tokens/s over the bf16 peak).
       It runs last, so that an overrun there cannot cost the others.
@@ -41,13 +43,15 @@ from gpu_inputs import CORPUS_VOCAB, Workspace  # noqa: E402
 from gpu_layer import LayerSizes, layer_benchmark  # noqa: E402
 from gpu_model import mistral_7b_config  # noqa: E402
 from gpu_report import markdown, write_report  # noqa: E402
+from gpu_shapes import ShapeSizes, attention_shapes, smollm2_shaped_config  # noqa: E402
 from gpu_train import TrainSizes, random_model_training, smollm2_training  # noqa: E402
 from recfound.data.tokenizer import SMOLLM2  # noqa: E402
 from recfound.model.presets import preset_config  # noqa: E402
 
 SUITE_SECONDS = 480.0
-# Each part's wall-clock box in seconds (they add up to 400 of the suite's 480: start-up and outputs take the rest).
-BUDGETS = {"tmole_layer": 45.0, "smollm2_training": 100.0, "evaluation": 75.0, "mistral7b_training": 180.0}
+# Each part's wall-clock box in seconds (they add up to 430 of the suite's 480: start-up and outputs take the rest).
+BUDGETS = {"tmole_layer": 45.0, "smollm2_training": 100.0, "evaluation": 75.0, "attention_shapes": 30.0,
+           "mistral7b_training": 180.0}
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Plan:
     layer: LayerSizes
     smollm2: TrainSizes
     evaluation: EvalSizes
+    shapes: ShapeSizes
     random_model: TrainSizes
 
 
@@ -65,6 +70,7 @@ DEVICE_PLAN = Plan(
     smollm2=TrainSizes(steps=60, embedding_batch=64, generative_batch=32, embedding_micro_batch=32,
                        generative_micro_batch=16, lr=2e-4),
     evaluation=EvalSizes(records=64, new_tokens=32, batch=32, documents=10_000),
+    shapes=ShapeSizes(rows=32, batches=12, first_length=40),
     random_model=TrainSizes(steps=12, embedding_batch=32, generative_batch=16, embedding_micro_batch=16,
                             generative_micro_batch=8, lr=1e-4, seq=1024))
 DRY_PLAN = Plan(
@@ -72,6 +78,7 @@ DRY_PLAN = Plan(
     smollm2=TrainSizes(steps=6, embedding_batch=8, generative_batch=8, embedding_micro_batch=4,
                        generative_micro_batch=4, lr=5e-3),  # the tiny random model's lr (train.lr's default)
     evaluation=EvalSizes(records=8, new_tokens=8, batch=4, documents=64),
+    shapes=ShapeSizes(rows=4, batches=3, first_length=8),
     random_model=TrainSizes(steps=4, embedding_batch=4, generative_batch=4, embedding_micro_batch=2,
                             generative_micro_batch=2, lr=1e-3, seq=64))
 
@@ -79,16 +86,24 @@ DRY_PLAN = Plan(
 def parts(plan: Plan, args: argparse.Namespace, device: Device, workspace: Workspace) -> list[Part]:
     """The suite's parts in running order; a dry run swaps both models for the tiny preset."""
     smollm2 = "tiny" if args.dry_run else args.smollm2
+    profile = {key: args.out / f"profile_{key}.txt" if args.profile else None
+               for key in ("smollm2_training", "mistral7b_training")}
     big_config, big_name = ((preset_config("tiny", CORPUS_VOCAB), "tiny (random init)") if args.dry_run
                             else (mistral_7b_config(), "Mistral-7B config (random init)"))
+    shaped_config, shaped_name = ((preset_config("tiny", CORPUS_VOCAB), "tiny (random init)") if args.dry_run
+                                  else (smollm2_shaped_config(), "SmolLM2-135M shape (random init)"))
     return [
         Part("tmole_layer", "(a) TMoLE layer", lambda box, label: layer_benchmark(plan.layer, device, box, label)),
         Part("smollm2_training", "(b) SmolLM2-135M training",
-             lambda box, label: smollm2_training(smollm2, workspace, plan.smollm2, device, box, label)),
+             lambda box, label: smollm2_training(smollm2, workspace, plan.smollm2, device, box, label,
+                                                profile["smollm2_training"])),
         Part("evaluation", "(d) evaluation",
              lambda box, label: evaluation(smollm2, workspace, plan.evaluation, device, box, label)),
+        Part("attention_shapes", "(e) attention shapes",
+             lambda box, label: attention_shapes(shaped_config, shaped_name, plan.shapes, device, box, label)),
         Part("mistral7b_training", "(c) Mistral-7B training",
-             lambda box, label: random_model_training(big_config, big_name, plan.random_model, device, box, label)),
+             lambda box, label: random_model_training(big_config, big_name, plan.random_model, device, box, label,
+                                                     profile["mistral7b_training"])),
     ]
 
 
@@ -103,8 +118,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the chip's dense bf16 peak for MFU (default: by device name, H100/H200 989)")
     parser.add_argument("--only", default=None,
                         help="comma-separated part keys to run: tmole_layer, smollm2_training, evaluation, "
-                             "mistral7b_training (default: all)")
+                             "attention_shapes, mistral7b_training (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="every part on the CPU at tiny sizes")
+    parser.add_argument("--profile", action="store_true",
+                        help="after each training part's timed steps, one more step under the torch profiler "
+                             "(if its box has time left): its operator table to OUT/profile_<part>.txt")
     return parser.parse_args(argv)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from recfound.train.step import StepOptions, train_step
 from tiny_step import mixed_batches, step_tokens
 
 MAX_GRAD_NORM = 1.0  # as the training job's default (train.max_grad_norm)
+PROFILE_ROWS = 30  # operators listed in a --profile table
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class StepRecord:
 
 
 def smollm2_training(spec: str, workspace: Workspace, sizes: TrainSizes, device: Device, box: TimeBox,
-                     label: str) -> dict:
+                     label: str, profile_to: Path | None = None) -> dict:
     """Part (b): `spec` ('smollm2', a .gguf file or a HF folder; a preset in a dry run) trained on the
     tiny corpus's train split, tokenized with its own tokenizer."""
     tokenizer = workspace.tokenizer(spec)
@@ -63,11 +64,13 @@ def smollm2_training(spec: str, workspace: Workspace, sizes: TrainSizes, device:
     adapter = with_adapter(backbone, info.embed_id, checkpointing=False)
     pools = local_pools(workspace.corpus, "train", tokenizer)
     batches = mixed_batches(pools, info.pad_id, sizes.embedding_batch, sizes.generative_batch)
-    result = measured_training(adapter, on_device(batches, device.torch_device), sizes, device, box, label, params)
+    result = measured_training(adapter, on_device(batches, device.torch_device), sizes, device, box, label, params,
+                               profile_to)
     return {"backbone": Path(spec).name, **result}
 
 
-def random_model_training(config, name: str, sizes: TrainSizes, device: Device, box: TimeBox, label: str) -> dict:
+def random_model_training(config, name: str, sizes: TrainSizes, device: Device, box: TimeBox, label: str,
+                          profile_to: Path | None = None) -> dict:
     """Part (c): a random-init model of a transformers `config` with activation checkpointing, trained
     on one fixed step of full-length random-token rows."""
     backbone = random_backbone(config, torch.bfloat16, device.torch_device, name)
@@ -76,42 +79,69 @@ def random_model_training(config, name: str, sizes: TrainSizes, device: Device, 
     adapter = with_adapter(backbone, embed_id, checkpointing=True)
     step = random_step(config.vocab_size, embed_id, sizes.embedding_batch, sizes.generative_batch, sizes.seq)
     batches = on_device(itertools.repeat(step), device.torch_device)
-    result = measured_training(adapter, batches, sizes, device, box, label, params)
+    result = measured_training(adapter, batches, sizes, device, box, label, params, profile_to)
     return {"backbone": name, "generative_seq": sizes.seq, "embedding_seq": sizes.seq // 2, **result}
 
 
 def measured_training(adapter: Adapter, batches: Iterator[tuple[dict, dict]], sizes: TrainSizes, device: Device,
-                      box: TimeBox, label: str, backbone_params: int) -> dict:
+                      box: TimeBox, label: str, backbone_params: int, profile_to: Path | None = None) -> dict:
+    """The timed steps' summary; with `profile_to`, one more step under the torch profiler (if the box has time
+    left) writes its operator table there."""
     build_seconds = box.elapsed()
-    records, cut_short = train(adapter, batches, sizes, device, box, label)
-    return {"build_seconds": build_seconds, "cut_short": cut_short,
-            **summary(records, sizes, device, backbone_params)}
-
-
-def train(adapter: Adapter, batches: Iterator[tuple[dict, dict]], sizes: TrainSizes, device: Device,
-          box: TimeBox, label: str) -> tuple[list[StepRecord], bool]:
-    """Up to `sizes.steps` training steps, each timed (at least the warm-up and one more, even past the box);
-    the steps' records and whether the box cut them short."""
     options = StepOptions(EmbeddingConfig(), sizes.embedding_micro_batch, sizes.generative_micro_batch)
     params = [p for p in adapter.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=sizes.lr, weight_decay=0.0)
-    progress = Progress(sizes.steps, f"{label} step", unit="tokens", interval=0)
-    records: list[StepRecord] = []
-    for step in range(sizes.steps):
-        if step > sizes.warmup_steps and box.expired():
-            return records, True
+
+    def step() -> tuple[int, object]:
+        """One optimizer step on the next batch, waited for: its tokens and losses."""
         embedding, generative = next(batches)
-        device.sync()
-        started = time.perf_counter()
         losses = train_step(adapter, embedding, generative, options, torch.Tensor.backward, grad_scale=1.0)
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         device.sync()
-        records.append(StepRecord(time.perf_counter() - started, step_tokens(embedding, generative),
-                                  losses.embedding, losses.generative))
-        progress.update(1, records[-1].tokens, f"loss {losses.total:.3f}")
+        return step_tokens(embedding, generative), losses
+
+    records, cut_short = train(step, sizes, device, box, label)
+    result = {"build_seconds": build_seconds, "cut_short": cut_short,
+              **summary(records, sizes, device, backbone_params)}
+    if profile_to is not None and not box.expired():
+        profiled_step(step, device, profile_to)
+        result["profile"] = profile_to.name
+    return result
+
+
+def train(step: Callable[[], tuple[int, object]], sizes: TrainSizes, device: Device, box: TimeBox,
+          label: str) -> tuple[list[StepRecord], bool]:
+    """Up to `sizes.steps` training steps, each timed (at least the warm-up and one more, even past the box);
+    the steps' records and whether the box cut them short."""
+    progress = Progress(sizes.steps, f"{label} step", unit="tokens", interval=0)
+    records: list[StepRecord] = []
+    for index in range(sizes.steps):
+        if index > sizes.warmup_steps and box.expired():
+            return records, True
+        device.sync()
+        started = time.perf_counter()
+        tokens, losses = step()
+        records.append(StepRecord(time.perf_counter() - started, tokens, losses.embedding, losses.generative))
+        progress.update(1, tokens, f"loss {losses.total:.3f}")
     return records, False
+
+
+def profiled_step(step: Callable[[], object], device: Device, path: Path) -> None:
+    """One more step under the torch profiler; its operators by their own device time (CPU time in a dry run),
+    the most expensive first, as a text table at `path`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.kind == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as profiler:
+        step()
+    table = profiler.key_averages().table(
+        sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=PROFILE_ROWS,
+        max_name_column_width=70)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table + "\n")
+    print(f"profiled one more step: {path}", flush=True)
 
 
 def summary(records: list[StepRecord], sizes: TrainSizes, device: Device, backbone_params: int) -> dict:

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "bench" / "gpu_suite.py"
 # Not on the GPU machine (gguf travels as a wheel for part (b) only; the dry run must not need it).
 ABSENT = ("ray", "mlflow", "deepspeed", "boto3", "optuna", "gguf")
-PARTS = ("tmole_layer", "smollm2_training", "evaluation", "mistral7b_training")
+PARTS = ("tmole_layer", "smollm2_training", "evaluation", "attention_shapes", "mistral7b_training")
+SHAPE_PASSES = ("distinct lengths, cuDNN attention allowed", "distinct lengths, cuDNN attention off",
+                "one repeated length, cuDNN attention off")
 
 # Runs a script as `python SCRIPT ARGS` would, with the ABSENT packages hidden from the import system
 # (as if not installed: importlib.util.find_spec gives None, import raises ModuleNotFoundError).
@@ -50,15 +52,15 @@ def positive(value: float) -> bool:
 
 
 @pytest.fixture(scope="module")
-def dry_run(tmp_path_factory) -> tuple[dict, str, str]:
+def dry_run(tmp_path_factory) -> tuple[dict, str, str, Path]:
     out = tmp_path_factory.mktemp("gpu-suite")
-    done = run_suite("--dry-run", "--out", str(out), "--peak-tflops", "1", timeout=180)
+    done = run_suite("--dry-run", "--out", str(out), "--peak-tflops", "1", "--profile", timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads((out / "gpu_suite.json").read_text()), (out / "gpu_suite.md").read_text(), done.stderr
+    return json.loads((out / "gpu_suite.json").read_text()), (out / "gpu_suite.md").read_text(), done.stderr, out
 
 
 def test_dry_run_runs_every_part_to_the_end(dry_run):
-    report, _, _ = dry_run
+    report = dry_run[0]
     assert report["dry_run"] is True and report["device"]["kind"] == "cpu"
     assert tuple(report["parts"]) == PARTS
     for key, part in report["parts"].items():
@@ -87,6 +89,18 @@ def test_training_parts_measure_throughput_memory_and_losses(dry_run, key):
     assert len(losses) == 2 * part["steps"] and all(math.isfinite(loss) for loss in losses)
 
 
+@pytest.mark.parametrize("key", ["smollm2_training", "mistral7b_training"])
+def test_profile_tables_list_the_step_operators(dry_run, key):
+    """--profile: one more step under the torch profiler, its operators by their own time, matrix products among
+    the first (a dry run has no device: CPU time)."""
+    report, _, _, out = dry_run
+    assert report["parts"][key]["profile"] == f"profile_{key}.txt"
+    lines = (out / f"profile_{key}.txt").read_text().splitlines()
+    assert "Self CPU" in lines[1] and "# of Calls" in lines[1]
+    operators = [line.split()[0] for line in lines[3:13]]
+    assert any(name in ("aten::mm", "aten::addmm", "aten::bmm", "MmBackward0") for name in operators), operators
+
+
 def test_training_loss_falls(dry_run):
     """Deterministic on the CPU: the tiny model at its demo learning rate learns within six steps."""
     for key in ("smollm2_training", "mistral7b_training"):
@@ -104,10 +118,21 @@ def test_evaluation_part_measures_generation_and_encoding(dry_run):
     assert part["batched_vs_single"] == pytest.approx(batched["tokens_per_s"] / single["tokens_per_s"])
 
 
+def test_attention_shapes_part_times_its_three_passes(dry_run):
+    part = dry_run[0]["parts"]["attention_shapes"]
+    assert tuple(part["passes"]) == SHAPE_PASSES and part["rows"] == 4
+    for entry in part["passes"].values():
+        assert entry["batches"] == 3 and all(positive(entry[key]) for key in ("ms_per_batch", "ms_first_batch"))
+    repeated = part["passes"][SHAPE_PASSES[2]]["ms_per_batch"]
+    assert part["vs_repeated"] == {title: pytest.approx(entry["ms_per_batch"] / repeated)
+                                   for title, entry in part["passes"].items()}
+
+
 def test_markdown_table_lists_every_part(dry_run):
-    _, table, _ = dry_run
+    table = dry_run[1]
     rows = [line for line in table.splitlines() if line.startswith("| (")]
-    for title in ("(a) TMoLE layer", "(b) SmolLM2-135M training", "(c) Mistral-7B training", "(d) evaluation"):
+    for title in ("(a) TMoLE layer", "(b) SmolLM2-135M training", "(c) Mistral-7B training", "(d) evaluation",
+                  "(e) attention shapes"):
         assert any(row.startswith(f"| {title} |") for row in rows), title
     assert "| part | measurement | value | note |" in table and "dry run" in table.splitlines()[0]
 
@@ -167,9 +192,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_a_spent_box_stops_the_loops_after_their_first_timed_round(bench_on_path, one_thread):
+def test_a_spent_box_stops_the_loops_after_their_first_timed_round(bench_on_path, one_thread, tmp_path):
+    import torch
     from gpu_common import Device, TimeBox
     from gpu_layer import LayerSizes, layer_benchmark
+    from gpu_shapes import ShapeSizes, attention_shapes
     from gpu_train import TrainSizes, random_model_training
     from recfound.model.presets import preset_config
 
@@ -178,6 +205,16 @@ def test_a_spent_box_stops_the_loops_after_their_first_timed_round(bench_on_path
     assert layer["cut_short"] and layer["rounds"] == 1 and positive(layer["ms_fwd_bwd"]["fused TMoLE"])
     sizes = TrainSizes(steps=10, embedding_batch=2, generative_batch=2, embedding_micro_batch=2,
                        generative_micro_batch=2, lr=1e-3, seq=16)
-    trained = random_model_training(preset_config("tiny", 64), "tiny", sizes, cpu, TimeBox(0.0), "(c)")
+    profile = tmp_path / "profile.txt"
+    trained = random_model_training(preset_config("tiny", 64), "tiny", sizes, cpu, TimeBox(0.0), "(c)", profile)
     assert trained["cut_short"] and trained["steps"] == sizes.warmup_steps + 1 and trained["steps_planned"] == 10
+    assert "profile" not in trained and not profile.exists()  # no time left for the profiled step
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    try:
+        shapes = attention_shapes(preset_config("tiny", 64), "tiny", ShapeSizes(rows=2, batches=5, first_length=6),
+                                  cpu, TimeBox(0.0), "(e)")
+        assert not torch.backends.cuda.cudnn_sdp_enabled()  # left off, as every model load leaves it
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+    assert shapes["cut_short"] and [entry["batches"] for entry in shapes["passes"].values()] == [1, 1, 1]
     assert positive(trained["tokens_per_s"]) and trained["mfu"] is None  # no peak known

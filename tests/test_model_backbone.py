@@ -23,6 +23,19 @@ def test_preset_is_frozen_deterministic_and_configurable():
     assert double.model.dtype == torch.float64 and double.model.config._attn_implementation == "eager"
 
 
+def test_loading_a_backbone_keeps_attention_off_cudnn():
+    """cuDNN's SDPA builds a graph for every new shape (a padded batch is nearly always one); flash and
+    memory-efficient attention stay on. The switch is the process's, so it is put back afterwards."""
+    backends = torch.backends.cuda
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    try:
+        load_backbone("tiny", INFO)
+        assert not backends.cudnn_sdp_enabled()
+        assert backends.flash_sdp_enabled() and backends.mem_efficient_sdp_enabled() and backends.math_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+
+
 def test_local_folder_loads_through_the_same_path_and_grows_the_vocabulary(tmp_path):
     saved = load_backbone("tiny", INFO, seed=3)
     saved.model.save_pretrained(tmp_path / "tiny-hf")

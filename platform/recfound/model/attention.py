@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -46,3 +47,14 @@ def bidirectional(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         handle.remove()
+
+
+def without_cudnn_attention() -> None:
+    """Keep PyTorch's SDPA off its cuDNN backend in this process; flash and memory-efficient attention remain.
+
+    On Hopper GPUs cuDNN is SDPA's first choice, and it builds an execution graph for every new input shape
+    (hundreds of milliseconds each, cached per shape). Our batches are padded to their longest row, so nearly
+    every batch is a new shape: on an H200, SmolLM2-135M training steps took 4.5 s and encoding took 2 s per
+    32 documents, where one repeated shape took 72 ms (docs/benchmarks.md, "GPU numbers"). No effect on CPUs.
+    """
+    torch.backends.cuda.enable_cudnn_sdp(False)

@@ -15,6 +15,7 @@ import torch
 
 from recfound import storage
 from recfound.data.tokenizer import SMOLLM2, TokenizerInfo, default_cache_dir, smollm2_gguf
+from recfound.model.attention import without_cudnn_attention
 from recfound.model.gguf import gguf_model_folder
 from recfound.model.presets import PRESETS, build_preset
 
@@ -34,7 +35,9 @@ def load_backbone(spec: str | Path, tokenizer: TokenizerInfo, dtype: str | torch
                   attn_implementation: str = "sdpa", cache_dir: Path | None = None, seed: int = 0) -> Backbone:
     """Load `spec`: a preset name (e.g. 'tiny', built for the tokenizer's vocabulary from `seed`),
     'smollm2', a .gguf file, or a HF model folder (local, or a URI: downloaded for the load). fp32 + SDPA
-    suit CPUs; bf16 + 'sdpa' or 'flash_attention_2' suit GPUs."""
+    suit CPUs; bf16 + 'sdpa' or 'flash_attention_2' suit GPUs (SDPA without its cuDNN backend, see
+    `without_cudnn_attention`: the process's setting, made here since every model we run is loaded here)."""
+    without_cudnn_attention()
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or a torch.dtype), got {dtype!r}")
