@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from transformers import LlamaConfig, PretrainedConfig
 
 from gpu_common import Device, TimeBox
 from gpu_model import random_backbone, with_adapter
@@ -31,13 +34,11 @@ class ShapeSizes:
     first_length: int  # the first pass's first padded length; each batch one token longer than the last
 
 
-def smollm2_shaped_config():
-    from transformers import LlamaConfig
-
+def smollm2_shaped_config() -> LlamaConfig:
     return LlamaConfig(**SMOLLM2_SHAPE)
 
 
-def attention_shapes(config, name: str, sizes: ShapeSizes, device: Device, box: TimeBox, label: str) -> dict:
+def attention_shapes(config: PretrainedConfig, name: str, sizes: ShapeSizes, device: Device, box: TimeBox, label: str) -> dict:
     """ms per encoded batch: distinct lengths with cuDNN attention allowed, distinct lengths without it, one
     repeated length without it. Leaves cuDNN attention off, as every model load does."""
     adapter = with_adapter(random_backbone(config, torch.bfloat16, device.torch_device, name),
@@ -72,8 +73,8 @@ def attention_shapes(config, name: str, sizes: ShapeSizes, device: Device, box: 
 
 
 @torch.inference_mode()
-def timed_batches(model, vocab: int, rows: int, lengths, generator: torch.Generator, device: Device,
-                  box: TimeBox) -> list[float]:
+def timed_batches(model: nn.Module, vocab: int, rows: int, lengths: Sequence[int], generator: torch.Generator,
+                  device: Device, box: TimeBox) -> list[float]:
     """Seconds of each batch's encoding (rows of random tokens padded to the batch's length, the odd rows a
     quarter shorter, so the padding mask is used); at least one batch, then as many as the box allows."""
     times: list[float] = []

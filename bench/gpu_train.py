@@ -26,7 +26,7 @@ from recfound.data.tokenizer import load_tokenizer
 from recfound.model.adapter import Adapter
 from recfound.model.objectives import EmbeddingConfig
 from recfound.progress import Progress
-from recfound.train.step import StepOptions, train_step
+from recfound.train.step import StepLosses, StepOptions, train_step
 from tiny_step import mixed_batches, step_tokens
 
 MAX_GRAD_NORM = 1.0  # as the training job's default (train.max_grad_norm)
@@ -92,7 +92,7 @@ def measured_training(adapter: Adapter, batches: Iterator[tuple[dict, dict]], si
     params = [p for p in adapter.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=sizes.lr, weight_decay=0.0)
 
-    def step() -> tuple[int, object]:
+    def step() -> tuple[int, StepLosses]:
         """One optimizer step on the next batch, waited for: its tokens and losses."""
         embedding, generative = next(batches)
         losses = train_step(adapter, embedding, generative, options, torch.Tensor.backward, grad_scale=1.0)
@@ -111,7 +111,7 @@ def measured_training(adapter: Adapter, batches: Iterator[tuple[dict, dict]], si
     return result
 
 
-def train(step: Callable[[], tuple[int, object]], sizes: TrainSizes, device: Device, box: TimeBox,
+def train(step: Callable[[], tuple[int, StepLosses]], sizes: TrainSizes, device: Device, box: TimeBox,
           label: str) -> tuple[list[StepRecord], bool]:
     """Up to `sizes.steps` training steps, each timed (at least the warm-up and one more, even past the box);
     the steps' records and whether the box cut them short."""

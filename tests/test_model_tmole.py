@@ -166,8 +166,20 @@ def test_generative_forward_backward_trains_only_adapter_tensors():
     assert adapter.task_table.weight.grad[task_index("U2I")].abs().sum() == 0
 
 
-def test_dropout_in_training_mode_is_the_formula_with_a_rescaled_mask():
+def as_on_a_gpu(monkeypatch, form: str) -> None:
+    """With form 'fused', TMoLE's dropout takes the form it takes on a GPU (torch's fused dropout, which
+    rescales itself, leaving 1.0 to apply), here on the CPU; with 'mask', the CPU's own form."""
+    if form == "fused":
+        from recfound.model import tmole
+
+        real = tmole.dropout_parts
+        monkeypatch.setattr(tmole, "dropout_parts", lambda x, p, fused: real(x, p, fused=True))
+
+
+@pytest.mark.parametrize("form", ["mask", "fused"])
+def test_dropout_in_training_mode_is_the_formula_with_a_rescaled_mask(monkeypatch, form):
     """o = W0 x + (alpha/r) sum_j v_j B_j A_j dropout(x), dropout(x) = x * keep / (1 - p)."""
+    as_on_a_gpu(monkeypatch, form)
     layer, routing, table, config = make_layer((2, 2, 2))
     layer.dropout = 0.3
     layer.train()
@@ -176,11 +188,15 @@ def test_dropout_in_training_mode_is_the_formula_with_a_rescaled_mask():
     torch.manual_seed(11)
     fused = layer(x)
     torch.manual_seed(11)
-    keep = (torch.rand_like(x) >= 0.3).double()
-    dropped = x * keep / (1 - 0.3)
+    if form == "fused":
+        dropped = F.dropout(x, 0.3, training=True)
+    else:
+        dropped = x * (torch.rand_like(x) >= 0.3).double() / (1 - 0.3)
+    keep = dropped != 0
+    assert torch.allclose(dropped[keep], x[keep] / (1 - 0.3), rtol=1e-12)
     lora_part = reference(layer, config, table, ids, dropped, Kind.GENERATIVE) - layer.base_layer(dropped)
     plain = layer.base_layer(x) + lora_part
-    assert 0.2 < 1 - keep.mean().item() < 0.4  # the mask really drops about p of the entries
+    assert 0.2 < 1 - keep.double().mean().item() < 0.4  # the mask really drops about p of the entries
     assert ((fused - plain).norm() / plain.norm()).item() < 1e-10
 
 
@@ -256,20 +272,25 @@ def test_per_expert_dropout_draws_one_mask_per_expert():
     assert all(torch.equal(hidden[..., :r], hidden[..., k * r:(k + 1) * r]) for k in range(n))
 
 
-def test_per_expert_dropout_is_the_formula_with_each_experts_mask():
+@pytest.mark.parametrize("form", ["mask", "fused"])
+def test_per_expert_dropout_is_the_formula_with_each_experts_mask(monkeypatch, form):
     """o = W0 x + (alpha/r) sum_j v_j B_j A_j (x * keep_j / (1 - p)), keep_j drawn for the allowed experts in order."""
+    as_on_a_gpu(monkeypatch, form)
     layer, routing, table, config = per_expert_layer()
     ids = route(routing, table, GENERATIVE)
     x = torch.randn(len(GENERATIVE), 6, 24, dtype=torch.float64)
     torch.manual_seed(11)
     out = layer(x)
     torch.manual_seed(11)
-    keep = (torch.rand((4, *x.shape), dtype=torch.float64) >= 0.3).double()
+    if form == "fused":
+        every_dropped = F.dropout(x.expand(4, *x.shape), 0.3, training=True)
+    else:
+        every_dropped = x * (torch.rand((4, *x.shape), dtype=torch.float64) >= 0.3).double() / 0.7
     r, plain = config.rank, layer.base_layer(x)
     for b, task_id in enumerate(ids.tolist()):
         v = torch.softmax(layer.router(table.weight[task_id])[2:], -1)
         for k, j in enumerate(range(2, 6)):
-            dropped = x[b] * keep[k, b] / 0.7
+            dropped = every_dropped[k, b]
             a_j, b_j = layer.A[j * r:(j + 1) * r], layer.B[:, j * r:(j + 1) * r]
             plain[b] += (config.alpha / r) * v[k] * (dropped @ a_j.T @ b_j.T)
     assert ((out - plain).norm() / plain.norm()).item() < 1e-10

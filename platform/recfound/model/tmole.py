@@ -38,6 +38,19 @@ class Routing:
         self.task_embedding: torch.Tensor | None = None
 
 
+def dropout_parts(x: torch.Tensor, p: float, fused: bool) -> tuple[torch.Tensor, float]:
+    """(dropout(x) as computed, the 1/(1-p) rescale still to apply to it).
+
+    `fused` (on GPUs): torch's dropout, one kernel that rescales itself, so 1.0 is left to apply (the mask
+    form below is three kernels there, its bool-by-bf16 multiply unvectorised: 3x the time in an H200
+    profile). Otherwise (CPUs): one random pass and one multiply, the rescale left to the caller's gate
+    (nn.Dropout's Bernoulli sampling costs 1.2-1.5x there).
+    """
+    if fused:
+        return F.dropout(x, p, training=True), 1.0
+    return x * (torch.rand_like(x) >= p), 1.0 / (1.0 - p)
+
+
 class TMoLELinear(nn.Module):
     """One projection with N LoRA experts and its own router (the task table is model-wide)."""
 
@@ -65,27 +78,22 @@ class TMoLELinear(nn.Module):
         return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
 
     def dropped(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """(dropout(x), the 1/(1-p) rescale still to apply to it). On a GPU, torch's dropout: one fused kernel
-        that rescales itself (the masked product below is three kernels there, its bool-times-bf16 multiply
-        unvectorised: about 3x the time in the 7B profile). On the CPU, one random pass and one multiply, the
-        rescale left to the experts' product (nn.Dropout's Bernoulli sampling costs ~1.2-1.5x there)."""
+        """(dropout(x), the 1/(1-p) rescale still to apply to it: see `dropout_parts`)."""
         if not self.training or self.dropout == 0:
             return x, 1.0
-        if x.is_cuda:
-            return F.dropout(x, self.dropout, training=True), 1.0
-        return x * (torch.rand_like(x) >= self.dropout), 1.0 / (1.0 - self.dropout)
+        return dropout_parts(x, self.dropout, fused=x.is_cuda)
 
     def expert_inputs(self, x: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, float]:
-        """(A_j dropout(x) of the experts in rows lo:hi of A, concatenated [.., hi - lo], without the dropout's
-        rescale; that rescale). With dropout_per_expert each expert gets its own mask."""
+        """(A_j dropout(x) of the experts in rows lo:hi of A, concatenated [.., hi - lo]; the dropout's rescale
+        still to apply). With dropout_per_expert each expert gets its own mask."""
         if not (self.dropout_per_expert and self.training and self.dropout > 0):
             dropped, rescale = self.dropped(x)
             return F.linear(dropped, self.A[lo:hi]), rescale
         n, d_in = (hi - lo) // self.rank, x.shape[-1]
-        keep = torch.rand((n, *x.shape), device=x.device, dtype=x.dtype) >= self.dropout
-        masked = (x * keep).reshape(n, -1, d_in)  # [experts, tokens, d_in]
+        masked, rescale = dropout_parts(x.expand(n, *x.shape), self.dropout, fused=x.is_cuda)
+        masked = masked.reshape(n, -1, d_in)  # [experts, tokens, d_in]
         hidden = torch.bmm(masked, self.A[lo:hi].view(n, self.rank, d_in).transpose(1, 2))  # [experts, tokens, r]
-        return hidden.transpose(0, 1).reshape(*x.shape[:-1], hi - lo), 1.0 / (1.0 - self.dropout)
+        return hidden.transpose(0, 1).reshape(*x.shape[:-1], hi - lo), rescale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routing = self.routing
@@ -98,15 +106,13 @@ class TMoLELinear(nn.Module):
         lo, hi = routing.allowed.start * self.rank, routing.allowed.stop * self.rank
         hidden, rescale = self.expert_inputs(x, lo, hi)
         experts = routing.allowed.stop - routing.allowed.start
-        gate = self.gates(routing.task_embedding, routing.allowed)
+        gate = self.gates(routing.task_embedding, routing.allowed) * (self.scale * rescale)
         # Per sample, the gate of expert j scales its r columns of the middle activation, seen as [.., experts, r].
         hidden = hidden.view(*hidden.shape[:-1], experts, self.rank) * gate.view(
             rows, *(1,) * (x.dim() - 2), experts, 1)
         base = self.base_layer(x)
-        # One addmm adds the experts' product into the base output, alpha/r and the dropout rescale as its
-        # scalar (no extra pass over [.., d_out], no kernel for the scaling: each is a launch on a GPU).
-        out = torch.addmm(base.reshape(-1, base.shape[-1]), hidden.reshape(-1, hi - lo), self.B[:, lo:hi].T,
-                          alpha=self.scale * rescale)
+        # addmm adds the experts' product into the base output in one pass (no extra [.., d_out] sum).
+        out = torch.addmm(base.reshape(-1, base.shape[-1]), hidden.reshape(-1, hi - lo), self.B[:, lo:hi].T)
         return out.view(base.shape)
 
 
