@@ -38,7 +38,8 @@ def smollm2_shaped_config() -> LlamaConfig:
     return LlamaConfig(**SMOLLM2_SHAPE)
 
 
-def attention_shapes(config: PretrainedConfig, name: str, sizes: ShapeSizes, device: Device, box: TimeBox, label: str) -> dict:
+def attention_shapes(config: PretrainedConfig, name: str, sizes: ShapeSizes, device: Device, box: TimeBox,
+                     label: str) -> dict:
     """ms per encoded batch: distinct lengths with cuDNN attention allowed, distinct lengths without it, one
     repeated length without it. Leaves cuDNN attention off, as every model load does."""
     adapter = with_adapter(random_backbone(config, torch.bfloat16, device.torch_device, name),
