@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from gpu_shapes import ShapeSizes, attention_shapes, smollm2_shaped_config  # no
 from gpu_train import TrainSizes, random_model_training, smollm2_training  # noqa: E402
 from recfound.data.tokenizer import SMOLLM2  # noqa: E402
 from recfound.model.presets import preset_config  # noqa: E402
+from transformers import PretrainedConfig  # noqa: E402
 
 SUITE_SECONDS = 480.0
 # Each part's wall-clock box in seconds (they add up to 430 of the suite's 480: start-up and outputs take the rest).
@@ -84,14 +86,12 @@ DRY_PLAN = Plan(
 
 
 def parts(plan: Plan, args: argparse.Namespace, device: Device, workspace: Workspace) -> list[Part]:
-    """The suite's parts in running order; a dry run swaps both models for the tiny preset."""
+    """The suite's parts in running order; a dry run swaps every model for the tiny preset."""
     smollm2 = "tiny" if args.dry_run else args.smollm2
     profile = {key: args.out / f"profile_{key}.txt" if args.profile else None
                for key in ("smollm2_training", "mistral7b_training")}
-    big_config, big_name = ((preset_config("tiny", CORPUS_VOCAB), "tiny (random init)") if args.dry_run
-                            else (mistral_7b_config(), "Mistral-7B config (random init)"))
-    shaped_config, shaped_name = ((preset_config("tiny", CORPUS_VOCAB), "tiny (random init)") if args.dry_run
-                                  else (smollm2_shaped_config(), "SmolLM2-135M shape (random init)"))
+    big_config, big_name = random_model(args.dry_run, mistral_7b_config, "Mistral-7B config (random init)")
+    shaped_config, shaped_name = random_model(args.dry_run, smollm2_shaped_config, "SmolLM2-135M shape (random init)")
     return [
         Part("tmole_layer", "(a) TMoLE layer", lambda box, label: layer_benchmark(plan.layer, device, box, label)),
         Part("smollm2_training", "(b) SmolLM2-135M training",
@@ -105,6 +105,11 @@ def parts(plan: Plan, args: argparse.Namespace, device: Device, workspace: Works
              lambda box, label: random_model_training(big_config, big_name, plan.random_model, device, box, label,
                                                      profile["mistral7b_training"])),
     ]
+
+
+def random_model(dry_run: bool, config_of: Callable[[], PretrainedConfig], name: str) -> tuple[PretrainedConfig, str]:
+    """(config, name) of a random-init model part: the tiny preset's in a dry run."""
+    return (preset_config("tiny", CORPUS_VOCAB), "tiny (random init)") if dry_run else (config_of(), name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

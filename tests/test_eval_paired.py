@@ -141,13 +141,15 @@ def test_a_failed_bootstrap_costs_the_intervals_only(capsys):
 
     records = [{"input": "q", "output": "yes"}] * 12
     scored = {"AP": score_generative("AP", ["yes"] * 12, records)}
-    broken = {"test_base": ModelEvaluation("base", generative=scored),  # its answers are missing
-              "test": ModelEvaluation("trained", generative=scored, answers={"AP": ["yes"] * 12})}
-    assert bootstrap_changes(broken, EvalSection(), {"AP": records}, None, 0) == {}
+    broken_base = ModelEvaluation("base", generative=scored)  # its answers are missing
+    trained = ModelEvaluation("trained", generative=scored, answers={"AP": ["yes"] * 12})
+    assert bootstrap_changes(broken_base, trained, EvalSection(), {"AP": records}, None, 0) == {}
     assert "warning: the paired bootstrap of the changes failed (KeyError" in capsys.readouterr().out
-    whole = {**broken, "test_base": ModelEvaluation("base", generative=scored, answers={"AP": ["yes"] * 12})}
-    assert bootstrap_changes(whole, EvalSection(bootstrap_draws=0), {"AP": records}, None, 0) == {}
-    assert bootstrap_changes(whole, EvalSection(bootstrap_draws=50), {"AP": records}, None, 0) == {"AP": (0.0, 0.0)}
+    base = ModelEvaluation("base", generative=scored, answers={"AP": ["yes"] * 12})
+    assert bootstrap_changes(None, trained, EvalSection(), {"AP": records}, None, 0) == {}  # no base evaluated
+    assert bootstrap_changes(base, trained, EvalSection(bootstrap_draws=0), {"AP": records}, None, 0) == {}
+    assert bootstrap_changes(base, trained, EvalSection(bootstrap_draws=50), {"AP": records}, None, 0) == {
+        "AP": (0.0, 0.0)}
     assert "paired bootstrap of 1 tasks' changes (50 draws of the records)" in capsys.readouterr().out
 
 

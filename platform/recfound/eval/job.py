@@ -75,17 +75,15 @@ def check_evaluation(config: RunConfig) -> None:
                                 f"use {MINILM}, {NO_SCORER} or such a folder")
 
 
-def bootstrap_changes(evaluations: dict[str, ModelEvaluation], options: EvalSection,
+def bootstrap_changes(base: ModelEvaluation | None, trained: ModelEvaluation, options: EvalSection,
                       data: dict[str, list[dict]], scorer: RememberingScorer | None, seed: int) -> dict[str, Interval]:
     """The paired-bootstrap interval of each task's change from the base model ({} without the base or
     with eval.bootstrap_draws 0). A failure here costs the intervals only, not the evaluation."""
-    trained_role, base_role = roles(options.split)
-    if base_role not in evaluations or not options.bootstrap_draws:
+    if base is None or not options.bootstrap_draws:
         return {}
     started = time.perf_counter()
     try:
-        intervals = change_intervals(evaluations[base_role], evaluations[trained_role], data, options.k, scorer,
-                                     options.bootstrap_draws, seed)
+        intervals = change_intervals(base, trained, data, options.k, scorer, options.bootstrap_draws, seed)
     except Exception as error:  # noqa: BLE001 - the scores stand without their intervals
         print(f"warning: the paired bootstrap of the changes failed ({type(error).__name__}: {error}); "
               "the changes are reported without intervals", flush=True)
@@ -117,6 +115,7 @@ def evaluate_training_run(config: RunConfig, tokenizer: Path, trained: Path, ini
     evaluations = {role: evaluate_model(source, data, options, scorer, config.run.seed, config.train.use_gpu, catalog)
                    for role, source in models.items()}
     baselines = baseline_roles(options.split, run_baselines(catalog, options.k))
-    intervals = bootstrap_changes(evaluations, options, data, scorer, config.run.seed)
+    intervals = bootstrap_changes(evaluations.get(base_role), evaluations[trained_role], options, data, scorer,
+                                  config.run.seed)
     print(f"evaluation done in {time.perf_counter() - started:.1f}s", flush=True)
     return evaluations, baselines, intervals
