@@ -31,9 +31,6 @@ from recfound.data.tokenizer import load_tokenizer, resolve_tokenizer  # noqa: E
 from recfound.model.backbone import load_backbone  # noqa: E402
 from recfound.model.pretrain import token_stream  # noqa: E402
 
-SPECIAL_IDS = 16  # random spans draw from above the first ids, where tokenizers keep their special tokens
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", required=True, help="preset, 'smollm2', .gguf or HF folder")
@@ -60,11 +57,15 @@ def copy_accuracy(model: torch.nn.Module, spans: torch.Tensor) -> tuple[float, f
     return first.float().mean().item(), second.float().mean().item()
 
 
-def spans_of(args: argparse.Namespace, tokenizer: str, vocab_size: int) -> dict[str, torch.Tensor]:
+def spans_of(args: argparse.Namespace, tokenizer_dir: str) -> dict[str, torch.Tensor]:
+    """{'text': spans of the train texts' token stream (with --data), 'random': spans of tokens drawn
+    uniformly from the vocabulary without its special tokens}, each [spans, length]."""
+    tokenizer, info = load_tokenizer(tokenizer_dir)
+    ordinary = np.setdiff1d(np.arange(info.vocab_size), list(tokenizer.get_added_tokens_decoder()))
     rng = np.random.default_rng(args.seed)
-    spans = {"random": torch.from_numpy(rng.integers(SPECIAL_IDS, vocab_size, size=(args.spans, args.length)))}
+    spans = {"random": torch.from_numpy(rng.choice(ordinary, size=(args.spans, args.length)))}
     if args.data:
-        stream = token_stream(corpus_texts(args.data), tokenizer, args.seed)
+        stream = token_stream(corpus_texts(args.data), tokenizer_dir, args.seed)
         if len(stream) <= args.length:
             raise ValueError(f"{args.data}: its train texts hold {len(stream)} tokens, too few for spans of "
                              f"{args.length}")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = str(resolve_tokenizer(args.tokenizer))
         _, info = load_tokenizer(tokenizer)
         model = load_backbone(args.backbone, info).model.eval()
-        spans = spans_of(args, tokenizer, info.vocab_size)
+        spans = spans_of(args, tokenizer)
     except (OSError, ValueError, KeyError) as err:
         print(f"in_context_copy: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2

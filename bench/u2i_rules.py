@@ -3,7 +3,7 @@
 Each U2I test record's candidates are the evaluation's sampled ones (its positive and 19 negatives of
 the positive's top category, `CandidatePool.sampled_candidates` with the same seed), and a rule scores a
 candidate item line ("Brand ... | Top > Sub > Leaf") by counting the history's items that share its sub
-category, its brand, or either (the sum). A rule's scores tie often, a model's almost never, so MRR@k is
+category, its brand, or both counts added. A rule's scores tie often, a model's almost never, so MRR@k is
 taken as the expected reciprocal rank when ties are ordered at random (the evaluation itself counts ties
 against the target). docs/training.md compares these with the base and the trained model. Example:
 
@@ -28,7 +28,7 @@ Rule = Callable[[list[Item], Item], int]
 RULES: dict[str, Rule] = {
     "sub category": lambda history, item: sum(seen[1] == item[1] for seen in history),
     "brand": lambda history, item: sum(seen[0] == item[0] for seen in history),
-    "sub category + brand": lambda history, item: sum((seen[1] == item[1]) + (seen[0] == item[0]) for seen in history),
+    "both counts added": lambda history, item: sum((seen[1] == item[1]) + (seen[0] == item[0]) for seen in history),
 }
 
 
@@ -64,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="dataset folder holding test/U2I.jsonl (or another split)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--negatives", type=int, default=19, help="sampled negatives per query (eval default)")
-    parser.add_argument("--seed", type=int, default=0, help="the run's seed (the evaluation draws from it)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the run's seed, which generated --data's corpus and draws the evaluation's negatives")
     parser.add_argument("--k", type=int, default=20)
     args = parser.parse_args(argv)
+    if args.negatives < 1 or args.k < 1:
+        parser.error("--negatives and --k must be >= 1")
     try:
         records = load_split(args.data, args.split, ["U2I"]).get("U2I")
         if not records:

@@ -15,10 +15,11 @@ janitor waits for the trial's controllers to die, then removes every placement g
 (found by creator in the GCS table, so a group created an instant before the kill is found too) and
 stops their cleaners. Whatever that misses (a group the GCS lists only after the janitor looked; the
 suite caught one left by a dead controller about once in ten sweeps, its cause unconfirmed) is an
-orphan: a group of the sweep's job whose creating actor is dead, which nothing can use any more and Ray
-removes only when the job ends. The janitor removes the job's orphans at every trial's end, every
-`ORPHAN_CHECK_S` while the sweep runs (so an orphan cannot keep a pending trial waiting) and once more
-when the sweep ends. This reads internals of Ray 2.60's Train V2 and GCS tables (pinned in
+orphan: a group of the sweep's job whose creating actor is dead. Ray removes those only when the job
+ends, and none of ours is used by anyone but its creator (a Train controller's worker group). The
+janitor removes the job's orphans at every trial's end, about every `ORPHAN_CHECK_S` while the sweep
+runs (so that one cannot keep a pending trial waiting long) and when the sweep ends, where it also
+releases the trials Tune stopped without telling its callbacks' `on_trial_complete`. This reads internals of Ray 2.60's Train V2 and GCS tables (pinned in
 requirements.txt): the controller's callbacks and Ray's cleaner handle, and the creator of each
 placement group.
 """
@@ -41,6 +42,7 @@ from recfound.tune.trial import trial_run_name
 # left twice in about ten runs (busy machine; the cause not confirmed, a slow death fits).
 DEAD_WAIT_S = 60.0
 ORPHAN_CHECK_S = 10.0  # how often the sweep driver has the janitor look for orphaned groups while trials run
+JANITOR_CALL_S = DEAD_WAIT_S + 30.0  # the longest the sweep driver waits for one janitor call
 
 
 def driver_name(run_name: str) -> str:
@@ -78,43 +80,42 @@ class TrialJanitor:
 
     def __init__(self) -> None:
         self._held: dict[str, list[tuple[str, list[Any]]]] = {}
-        self._controllers: set[str] = set()  # every controller registered, released or not
         self._job_id = ray.get_runtime_context().get_job_id()  # the sweep driver's job, whose trials these are
 
     def register(self, run_name: str, controller_id: str, cleaners: list[Any]) -> None:
         self._held.setdefault(run_name, []).append((controller_id, cleaners))
-        self._controllers.add(controller_id)
 
     def release(self, run_name: str, dead_wait_s: float = DEAD_WAIT_S) -> int:
         """Once the trial's controllers are dead, remove the placement groups they created that still
-        exist and stop their cleaners; how many groups were removed."""
-        from ray.util.placement_group import PlacementGroup, remove_placement_group
+        exist and stop their cleaners, then the job's orphans; how many groups were removed."""
+        return self._release(self._held.pop(run_name, []), dead_wait_s)
 
-        held = self._held.pop(run_name, [])
+    def finish(self, dead_wait_s: float = DEAD_WAIT_S) -> int:
+        """At the sweep's end: `release` every trial still held (Tune stops the trials still running at the
+        end without calling `on_trial_complete`); how many groups were removed."""
+        held = [entry for entries in self._held.values() for entry in entries]
+        self._held.clear()
+        return self._release(held, dead_wait_s)
+
+    def remove_orphans(self) -> int:
+        """Remove the job's orphaned placement groups (`orphaned_groups`); how many."""
+        return _remove_groups(orphaned_groups(self._job_id))
+
+    def _release(self, held: list[tuple[str, list[Any]]], dead_wait_s: float) -> int:
         controllers = {controller_id for controller_id, _ in held}
         _wait_dead(controllers, dead_wait_s)
         for _, cleaners in held:
             for cleaner in cleaners:
                 ray.kill(cleaner)  # a finished trial's cleaner has exited already: nothing happens
-        groups = live_groups_created_by(controllers)
-        for group_id in groups:
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
-        return len(groups) + self.remove_orphans()
+        return _remove_groups(live_groups_created_by(controllers)) + self.remove_orphans()
 
-    def remove_orphans(self) -> int:
-        """Remove the job's orphaned placement groups (`orphaned_groups`); how many."""
-        from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-        groups = orphaned_groups(self._job_id)
-        for group_id in groups:
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
-        return len(groups)
+def _remove_groups(group_ids: list[str]) -> int:
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    def finish(self, dead_wait_s: float = DEAD_WAIT_S) -> int:
-        """At the sweep's end: once every controller registered is dead, remove the job's orphaned groups;
-        how many."""
-        _wait_dead(self._controllers, dead_wait_s)
-        return self.remove_orphans()
+    for group_id in group_ids:
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
+    return len(group_ids)
 
 
 def placement_group_records() -> list[Any]:
@@ -139,13 +140,19 @@ def live_groups_created_by(actor_ids: set[str]) -> list[str]:
 
 def orphaned_groups(job_id: str) -> list[str]:
     """The ids of job `job_id`'s placement groups, not yet removed and not detached, that an actor created
-    and whose creator is dead (GCS table): Ray removes those only when the job ends."""
+    and whose creator is dead (GCS tables): Ray removes those only when the job ends."""
+    from ray._private.state import actors
     from ray.core.generated import gcs_pb2
 
-    return [group.placement_group_id.hex() for group in placement_group_records()
-            if group.creator_job_id.hex() == job_id and group.creator_actor_dead and not group.is_detached
-            and not ray.ActorID(group.creator_actor_id).is_nil()  # a driver's group counts as "actor dead" too
-            and group.state != gcs_pb2.PlacementGroupTableData.REMOVED]
+    created_by_actors = [group for group in placement_group_records()
+                         if group.creator_job_id.hex() == job_id and not group.is_detached
+                         and not ray.ActorID(group.creator_actor_id).is_nil()  # not the driver's
+                         and group.state != gcs_pb2.PlacementGroupTableData.REMOVED]
+    # The group's own flag is set when its creator dies, on the groups the GCS holds then: a group whose
+    # creation reached the GCS after its creator died is known dead only from the actor table.
+    return [group.placement_group_id.hex() for group in created_by_actors
+            if group.creator_actor_dead
+            or actors(actor_id=group.creator_actor_id.hex()).get("State", "DEAD") == "DEAD"]
 
 
 def _wait_dead(actor_ids: set[str], wait_s: float) -> None:
@@ -164,11 +171,14 @@ class ReleaseStoppedTrials(tune.Callback):
     """A Tune callback of the sweep driver: when a trial ends (finished, stopped by ASHA or failed), its
     driver actor is killed if still alive, and the janitor releases what the trial's controllers left."""
 
+    # Class-level, so that a sweep saved by an older recfound (its callback pickled without them) restores.
+    orphan_check_s: float = ORPHAN_CHECK_S
+    _orphan_check: Any = None  # the janitor's remove_orphans call started by on_step_end
+    _orphans_checked = 0.0  # when on_step_end started it (time.monotonic)
+
     def __init__(self, spec: SweepSpec, wait_s: float = 10.0, orphan_check_s: float = ORPHAN_CHECK_S) -> None:
         self.spec, self.wait_s, self.orphan_check_s = spec, wait_s, orphan_check_s
         self._janitor: Any = None
-        self._orphan_check: Any = None  # the janitor's last remove_orphans call, while it runs
-        self._orphans_checked = 0.0
 
     def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks with the experiment: no actor handles
         return {**self.__dict__, "_janitor": None, "_orphan_check": None}
@@ -185,21 +195,36 @@ class ReleaseStoppedTrials(tune.Callback):
         self.release(trial)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        """Every `orphan_check_s`, have the janitor remove orphaned groups (without waiting for it)."""
+        """Every `orphan_check_s`, have the janitor remove orphaned groups (without waiting for it; not
+        while it is busy with the last check or a release)."""
         now = time.monotonic()
         if now - self._orphans_checked < self.orphan_check_s:
             return
-        if self._orphan_check is not None and not ray.wait([self._orphan_check], timeout=0)[0]:
-            return  # the last check still runs
+        if self._orphan_check is not None:
+            if not ray.wait([self._orphan_check], timeout=0)[0]:
+                return
+            _answer(self._orphan_check, "remove orphaned placement groups")  # done: says what went wrong
         self._orphan_check, self._orphans_checked = self._janitor.remove_orphans.remote(), now
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        ray.get(self._janitor.finish.remote())
+        _answer(self._janitor.finish.remote(), "release what the last trials left")
 
     def release(self, trial: Any) -> None:
         run_name = trial_run_name(self.spec, trial.trial_id)
         _kill_driver(driver_name(run_name), self.wait_s)
-        ray.get(self._janitor.release.remote(run_name))
+        _answer(self._janitor.release.remote(run_name), f"release what trial {run_name} left")
+
+
+def _answer(call: Any, what: str) -> None:
+    """Wait (at most JANITOR_CALL_S) for a janitor call; a janitor that failed or hangs is a warning, not
+    the sweep's end: its trials trained all the same, only Ray resources may stay held until the job ends."""
+    from ray.exceptions import RayError
+
+    try:
+        ray.get(call, timeout=JANITOR_CALL_S)
+    except RayError as error:
+        print(f"warning: the sweep's janitor could not {what} ({type(error).__name__}: {error}); Ray may keep "
+              "those resources until the sweep's driver ends", flush=True)
 
 
 def _kill_driver(name: str, wait_s: float) -> None:
