@@ -287,7 +287,8 @@ NOISE = ("PlacementGroupCleaner", "Failed to query Ray Train Controller", "Repor
          "TrainingReport(", "built successfully", "FutureWarning", "all_gather_into_tensor", "PreemptionWatcher",
          "core_worker.cc", "fontManager", "Progress bars disabled", " INFO ", "Downloading artifacts",
          "Loading weights", "Requesting resources", "Started training worker group", "Setting up process group",
-         "Started a local Ray instance", "it/s]", "OVERFLOW", "View run", "View experiment")
+         "Started a local Ray instance", "it/s]", "OVERFLOW", "View run", "View experiment",
+         "\x1b[")  # colour codes: the consoles the tests read are pipes, not terminals
 
 
 def test_job_asking_for_more_cpus_than_the_cluster_has_fails_at_once(ray_cluster, tmp_path):

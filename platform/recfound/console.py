@@ -58,6 +58,8 @@ def set_verbose(on: bool) -> None:
 
 def quiet_process() -> None:
     """Turn the libraries down in this process (unless verbose); safe to call more than once."""
+    if not sys.stdout.isatty():  # a log file or a pipe: the workers' lines Ray forwards without colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if verbose():
         return
     for key, value in QUIET_ENV.items():
