@@ -38,8 +38,8 @@ from recfound.tune.trial import trial_run_name
 
 # How long the janitor waits at most for a killed trial's controllers to be dead (it goes on as soon as they
 # are). A controller still alive when the janitor looks can create its worker group's placement group after,
-# which then stays until the sweep's driver ends. With 10 s here the test suite found a dead controller's group
-# left twice in about ten runs (busy machine; the cause not confirmed, a slow death fits).
+# which only a later orphan check removes. With 10 s here the test suite found a dead controller's group left
+# twice in about ten runs (busy machine); with 60 s once more (2026-12-04), hence the orphan checks.
 DEAD_WAIT_S = 60.0
 ORPHAN_CHECK_S = 10.0  # how often the sweep driver has the janitor look for orphaned groups while trials run
 JANITOR_CALL_S = DEAD_WAIT_S + 30.0  # the longest the sweep driver waits for one janitor call
