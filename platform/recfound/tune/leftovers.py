@@ -19,9 +19,9 @@ orphan: a group of the sweep's job whose creating actor is dead. Ray removes tho
 ends, and none of ours is used by anyone but its creator (a Train controller's worker group). The
 janitor removes the job's orphans at every trial's end, about every `ORPHAN_CHECK_S` while the sweep
 runs (so that one cannot keep a pending trial waiting long) and when the sweep ends, where it also
-releases the trials Tune stopped without telling its callbacks' `on_trial_complete`. This reads internals of Ray 2.60's Train V2 and GCS tables (pinned in
-requirements.txt): the controller's callbacks and Ray's cleaner handle, and the creator of each
-placement group.
+releases the trials Tune stopped without telling its callbacks' `on_trial_complete`. This reads
+internals of Ray 2.60's Train V2 and GCS tables (pinned in requirements.txt): the controller's callbacks
+and Ray's cleaner handle, and the creator of each placement group.
 """
 
 from __future__ import annotations
