@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
@@ -57,11 +58,11 @@ def copy_accuracy(model: torch.nn.Module, spans: torch.Tensor) -> tuple[float, f
     return first.float().mean().item(), second.float().mean().item()
 
 
-def spans_of(args: argparse.Namespace, tokenizer_dir: str) -> dict[str, torch.Tensor]:
+def spans_of(args: argparse.Namespace, tokenizer_dir: str, tokenizer: Tokenizer, vocab_size: int
+             ) -> dict[str, torch.Tensor]:
     """{'text': spans of the train texts' token stream (with --data), 'random': spans of tokens drawn
     uniformly from the vocabulary without its special tokens}, each [spans, length]."""
-    tokenizer, info = load_tokenizer(tokenizer_dir)
-    ordinary = np.setdiff1d(np.arange(info.vocab_size), list(tokenizer.get_added_tokens_decoder()))
+    ordinary = np.setdiff1d(np.arange(vocab_size), list(tokenizer.get_added_tokens_decoder()))
     rng = np.random.default_rng(args.seed)
     spans = {"random": torch.from_numpy(rng.choice(ordinary, size=(args.spans, args.length)))}
     if args.data:
@@ -77,10 +78,10 @@ def spans_of(args: argparse.Namespace, tokenizer_dir: str) -> dict[str, torch.Te
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        tokenizer = str(resolve_tokenizer(args.tokenizer))
-        _, info = load_tokenizer(tokenizer)
+        tokenizer_dir = str(resolve_tokenizer(args.tokenizer))
+        tokenizer, info = load_tokenizer(tokenizer_dir)
         model = load_backbone(args.backbone, info).model.eval()
-        spans = spans_of(args, tokenizer)
+        spans = spans_of(args, tokenizer_dir, tokenizer, info.vocab_size)
     except (OSError, ValueError, KeyError) as err:
         print(f"in_context_copy: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2

@@ -64,6 +64,20 @@ def pytest_xdist_make_scheduler(config, log):
     return make_scheduler(config, log)
 
 
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> tuple[str, str]:
+    """(data folder, tokenizer folder): the `tiny` synthetic corpus of seed 0 and a 1,024-token corpus
+    tokenizer built on it, for the bench scripts' tests. Per module: cheap, and it ties no modules together."""
+    from recfound.data.corpus_text import corpus_texts
+    from recfound.data.synth import synthesize
+    from recfound.data.tokenizer import build_corpus_tokenizer
+
+    root = tmp_path_factory.mktemp("corpus")
+    synthesize(root / "data", seed=0, scale="tiny")
+    tokenizer = build_corpus_tokenizer(corpus_texts(root / "data"), root / "tokenizer", vocab_size=1024)
+    return str(root / "data"), str(tokenizer)
+
+
 @pytest.fixture(scope="session")
 def object_store():
     """The session's S3-compatible server on loopback (moto) with one bucket; yields the bucket's URI.

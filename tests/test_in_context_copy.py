@@ -12,10 +12,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from recfound.data.corpus_text import corpus_texts
-from recfound.data.synth import synthesize
-from recfound.data.tokenizer import build_corpus_tokenizer
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import in_context_copy  # noqa: E402
@@ -47,16 +43,8 @@ def test_a_model_that_copies_scores_one_on_the_second_copy_only():
     assert off_by_one == pytest.approx(1 / 6)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    synthesize(root / "data", seed=0, scale="tiny")
-    tokenizer = build_corpus_tokenizer(corpus_texts(root / "data"), root / "tokenizer", vocab_size=1024)
-    return str(root / "data"), str(tokenizer)
-
-
-def test_a_random_preset_prints_both_kinds_and_copies_no_random_span(corpus, capsys):
-    data, tokenizer = corpus
+def test_a_random_preset_prints_both_kinds_and_copies_no_random_span(tiny_corpus, capsys):
+    data, tokenizer = tiny_corpus
     assert in_context_copy.main(["--backbone", "tiny", "--tokenizer", tokenizer, "--data", data,
                                  "--spans", "8", "--length", "12"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -67,8 +55,8 @@ def test_a_random_preset_prints_both_kinds_and_copies_no_random_span(corpus, cap
     assert rows["random"][1] < 0.1  # random weights: no copying (chance is 1 in 1,024)
 
 
-def test_bad_input_is_one_line(corpus, capsys, tmp_path):
-    _, tokenizer = corpus
+def test_bad_input_is_one_line(tiny_corpus, capsys, tmp_path):
+    _, tokenizer = tiny_corpus
     assert in_context_copy.main(["--backbone", "tiny", "--tokenizer", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("in_context_copy: error: ") and "missing" in err and "\n" not in err

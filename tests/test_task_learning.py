@@ -9,22 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from recfound.data.corpus_text import corpus_texts
-from recfound.data.synth import synthesize
-from recfound.data.tokenizer import build_corpus_tokenizer
 from recfound.tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import task_learning  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    synthesize(root / "data", seed=0, scale="tiny")
-    tokenizer = build_corpus_tokenizer(corpus_texts(root / "data"), root / "tokenizer", vocab_size=1024)
-    return str(root / "data"), str(tokenizer)
 
 
 def rows(output: str) -> dict[str, list[str]]:
@@ -34,8 +23,8 @@ def rows(output: str) -> dict[str, list[str]]:
     return {row[0]: row[1:] for row in cells}
 
 
-def test_reports_every_chosen_task_at_every_point_and_the_generative_loss_falls(corpus, capsys):
-    data, tokenizer = corpus
+def test_reports_every_chosen_task_at_every_point_and_the_generative_loss_falls(tiny_corpus, capsys):
+    data, tokenizer = tiny_corpus
     code = task_learning.main(["--data", data, "--tokenizer", tokenizer, "--backbone", "tiny", "--tasks", "PM,I2I",
                                "--steps", "10", "--points", "4", "--generative-batch", "8", "--records", "4",
                                "--max-new-tokens", "4", "--set", "tmole.dropout=0"])
@@ -54,8 +43,8 @@ def test_reports_every_chosen_task_at_every_point_and_the_generative_loss_falls(
     assert losses[-1] < losses[0] - 1.0, losses
 
 
-def test_generative_tasks_alone_feed_the_embedding_branch_with_i2i_unreported(corpus, capsys):
-    data, tokenizer = corpus
+def test_generative_tasks_alone_feed_the_embedding_branch_with_i2i_unreported(tiny_corpus, capsys):
+    data, tokenizer = tiny_corpus
     assert task_learning.main(["--data", data, "--tokenizer", tokenizer, "--backbone", "tiny", "--tasks", "SR",
                                "--steps", "2", "--points", "1", "--embedding-batch", "4", "--generative-batch", "4",
                                "--records", "2", "--max-new-tokens", "2"]) == 0
@@ -75,8 +64,8 @@ def test_the_evaluation_points_end_at_the_last_step():
     (["--tasks", "U2I,Q2I"], "at least one generative task"),
     (["--tasks", "SR", "--set", "train.steps=5"], "--set train.steps: this script sets it from --steps"),
 ])
-def test_bad_arguments_are_refused_with_one_line(corpus, capsys, argv, message):
-    data, tokenizer = corpus
+def test_bad_arguments_are_refused_with_one_line(tiny_corpus, capsys, argv, message):
+    data, tokenizer = tiny_corpus
     with pytest.raises(SystemExit):
         task_learning.main(["--data", data, "--tokenizer", tokenizer, "--backbone", "tiny", *argv])
     assert message in capsys.readouterr().err
@@ -86,8 +75,8 @@ def test_bad_arguments_are_refused_with_one_line(corpus, capsys, argv, message):
     ({"--set": "trian.lr=0.1"}, "trian"),
     ({"--data": "no-such-folder"}, "no-such-folder"),
 ])
-def test_a_bad_setting_or_folder_ends_with_one_line_and_status_2(corpus, capsys, tmp_path, change, message):
-    data, tokenizer = corpus
+def test_a_bad_setting_or_folder_ends_with_one_line_and_status_2(tiny_corpus, capsys, tmp_path, change, message):
+    data, tokenizer = tiny_corpus
     options = {"--data": data, "--tokenizer": tokenizer, "--backbone": "tiny", "--tasks": "SR", **change}
     if change.get("--data"):
         options["--data"] = str(tmp_path / change["--data"])

@@ -99,7 +99,7 @@ class TrialJanitor:
 
     def remove_orphans(self) -> int:
         """Remove the job's orphaned placement groups (`orphaned_groups`); how many."""
-        return _remove_groups(orphaned_groups(self._job_id))
+        return _remove_groups(orphaned_groups(self._job_id, live_group_records()))
 
     def _release(self, held: list[tuple[str, list[Any]]], dead_wait_s: float) -> int:
         controllers = {controller_id for controller_id, _ in held}
@@ -107,7 +107,9 @@ class TrialJanitor:
         for _, cleaners in held:
             for cleaner in cleaners:
                 ray.kill(cleaner)  # a finished trial's cleaner has exited already: nothing happens
-        return _remove_groups(live_groups_created_by(controllers)) + self.remove_orphans()
+        groups = live_group_records()  # read once, after the wait
+        return _remove_groups(sorted(set(groups_created_by(controllers, groups))
+                                     | set(orphaned_groups(self._job_id, groups))))
 
 
 def _remove_groups(group_ids: list[str]) -> int:
@@ -128,26 +130,26 @@ def placement_group_records() -> list[Any]:
             for raw in state._connect_and_get_accessor().get_placement_group_table()]
 
 
-def live_groups_created_by(actor_ids: set[str]) -> list[str]:
-    """The ids of the placement groups not yet removed that one of these actors created (GCS table)."""
+def live_group_records() -> list[Any]:
+    """`placement_group_records` of the groups not yet removed."""
     from ray.core.generated import gcs_pb2
 
-    if not actor_ids:
-        return []
-    return [group.placement_group_id.hex() for group in placement_group_records()
-            if group.creator_actor_id.hex() in actor_ids and group.state != gcs_pb2.PlacementGroupTableData.REMOVED]
+    return [group for group in placement_group_records() if group.state != gcs_pb2.PlacementGroupTableData.REMOVED]
 
 
-def orphaned_groups(job_id: str) -> list[str]:
-    """The ids of job `job_id`'s placement groups, not yet removed and not detached, that an actor created
-    and whose creator is dead (GCS tables): Ray removes those only when the job ends."""
+def groups_created_by(actor_ids: set[str], groups: list[Any]) -> list[str]:
+    """The ids of those of `groups` (GCS records) that one of these actors created."""
+    return [group.placement_group_id.hex() for group in groups if group.creator_actor_id.hex() in actor_ids]
+
+
+def orphaned_groups(job_id: str, groups: list[Any]) -> list[str]:
+    """The ids of those of `groups` (GCS records, not removed) of job `job_id`, not detached, that an actor
+    created and whose creator is dead (GCS tables): Ray removes those only when the job ends."""
     from ray._private.state import actors
-    from ray.core.generated import gcs_pb2
 
-    created_by_actors = [group for group in placement_group_records()
+    created_by_actors = [group for group in groups
                          if group.creator_job_id.hex() == job_id and not group.is_detached
-                         and not ray.ActorID(group.creator_actor_id).is_nil()  # not the driver's
-                         and group.state != gcs_pb2.PlacementGroupTableData.REMOVED]
+                         and not ray.ActorID(group.creator_actor_id).is_nil()]  # not the driver's
     # The group's own flag is set when its creator dies, on the groups the GCS holds then: a group whose
     # creation reached the GCS after its creator died is known dead only from the actor table.
     return [group.placement_group_id.hex() for group in created_by_actors
