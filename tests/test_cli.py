@@ -177,3 +177,42 @@ def test_every_option_and_argument_has_help():
     missing = [f"{name}: {action.dest}" for name, parser in parsers(build_parser(), "recfound")
                for action in parser._actions if not action.help and not isinstance(action, argparse._SubParsersAction)]
     assert not missing
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "tokenizer", "d", "--out", "t", "--vocab-size", "-5"],
+     "argument --vocab-size: must be >= 256: the byte-level alphabet alone takes 256 tokens (got -5)"),
+    (["data", "tokenizer", "d", "--out", "t", "--vocab-size", "many"], "argument --vocab-size: expected an integer, got 'many'"),
+    (["data", "synth", "--out", "d", "--seed", str(2**32)],
+     "argument --seed: must be in [0, 2**32): seeds are 32-bit (got 4294967296)"),
+    (["data", "build", "x", "--source", "movielens", "--out", "o", "--seed", "-1"],
+     "argument --seed: must be in [0, 2**32): seeds are 32-bit (got -1)"),
+    (["data", "build", "x", "--source", "movielens", "--out", "o", "--encoding", "bogus"],
+     "argument --encoding: unknown text encoding 'bogus' (e.g. utf-8, latin-1, cp1252)"),
+])
+def test_bad_option_values_are_refused_by_name_before_anything_runs(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--negatives", "0", "--negatives: must be >= 1 (got 0)"),
+    ("--max-records", "0", "--max-records: must be >= 1 (got 0)"),
+    ("--batch-size", "0", "--batch-size: must be >= 1 (got 0)"),
+    ("--max-new-tokens", "0", "--max-new-tokens: must be >= 1 (got 0)"),
+    ("--workers", "-1", "--workers: must be >= 0 (got -1)"),
+])
+def test_eval_run_names_the_flag_not_the_config_field(tmp_path, flag, value, message, capsys):
+    assert main(["eval", "run", str(tmp_path / "none"), "--data", str(tmp_path / "none"), flag, value]) == 1
+    assert capsys.readouterr().err == f"recfound: error: {message}\n"
+
+
+def test_config_errors_for_a_seed_too_large_and_a_folder_given_as_config(tmp_path, capsys):
+    assert main(["train", "--set", f"run.seed={2**64}"]) == 1
+    assert capsys.readouterr().err == (f"recfound: error: --set: run.seed: must be in [0, 2**32): seeds are 32-bit "
+                                       f"(got {2**64})\n")
+    assert main(["train", "--config", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"recfound: error: {tmp_path}: cannot read the config file: {tmp_path}: a "
+                                       "folder, not a file\n")

@@ -103,6 +103,21 @@ def test_missing_column(tmp_path):
         "(userId,movieId,rating,timestamp) needs userId, movieId, rating, timestamp")
 
 
+def test_a_header_with_excels_byte_order_mark_is_read(tmp_path):
+    folder = copy("ml-latest", tmp_path)
+    (folder / "ratings.csv").write_bytes(b"\xef\xbb\xbf" + (folder / "ratings.csv").read_bytes())
+    plain = build_logs("movielens", FIXTURES / "ml-latest", tmp_path / "plain", Settings())
+    marked = build_logs("movielens", folder, tmp_path / "marked", Settings())
+    assert marked.records == plain.records and sum(sum(c.values()) for c in marked.records.values()) > 0
+
+
+@pytest.mark.parametrize("layout, name, line", [("ml-latest", "ratings.csv", b"   "), ("ml-100k", "u.data", b" \t")])
+def test_a_line_of_blanks_is_named(tmp_path, layout, name, line):
+    folder = copy(layout, tmp_path)
+    replace_line(folder / name, 4, line)
+    assert build_error("movielens", folder, tmp_path) == f"{folder / name}:4: <line>: a line of only spaces or tabs: delete it"
+
+
 def test_missing_files(tmp_path):
     (tmp_path / "empty").mkdir()
     assert build_error("movielens", tmp_path / "empty", tmp_path).endswith(
@@ -183,6 +198,31 @@ def test_gzipped_file_names_the_line(tmp_path):
         "reviews.jsonl.gz:3: parent_asin: missing field")
 
 
+def test_not_finite_numbers_are_named(tmp_path):
+    # Python's json.dumps writes NaN and Infinity; json.loads and pyarrow read them back
+    assert amazon_error(tmp_path, lines(REVIEW, REVIEW, {**REVIEW, "rating": float("nan")})).endswith(
+        "reviews.jsonl:3: rating: nan is not a finite number")
+    assert amazon_error(tmp_path, lines({**REVIEW, "rating": float("inf")})).endswith(
+        "reviews.jsonl:1: rating: inf is not a finite number")
+
+
+def test_damaged_and_misnamed_gzip_files(tmp_path):
+    whole = gzip.compress(lines(*[REVIEW] * 50))
+    assert amazon_error(tmp_path, whole[: len(whole) // 2], name="reviews.jsonl.gz") == (
+        f"{tmp_path / 'reviews.jsonl.gz'}: <file>: a damaged or unfinished gzip file (Compressed file ended before "
+        "the end-of-stream marker was reached): check it with gzip -t, and download or compress it again")
+    assert amazon_error(tmp_path, lines(REVIEW), name="reviews.jsonl.gz") == (
+        f"{tmp_path / 'reviews.jsonl.gz'}: <file>: named .gz but not gzip data: rename it without .gz")
+    assert amazon_error(tmp_path, whole) == (
+        f"{tmp_path / 'reviews.jsonl'}: <file>: gzip-compressed data in a file not named .gz: rename it "
+        "reviews.jsonl.gz")
+    meta = gzip.compress((FIXTURES / "amazon-2023" / "meta.jsonl").read_bytes())
+    (tmp_path / "meta.jsonl.gz").write_bytes(meta[:-20])
+    assert build_error("amazon", FIXTURES / "amazon-2023" / "reviews.jsonl.gz", tmp_path,
+                       tmp_path / "meta.jsonl.gz").startswith(
+        f"{tmp_path / 'meta.jsonl.gz'}: <file>: a damaged or unfinished gzip file")
+
+
 def test_not_utf8_and_empty(tmp_path):
     assert amazon_error(tmp_path, lines(REVIEW) + b'{"title": "caf\xe9"}\n').endswith(
         "reviews.jsonl:2: <line>: not valid UTF-8 (byte 0xe9 at column 15); JSON files are UTF-8")
@@ -190,8 +230,8 @@ def test_not_utf8_and_empty(tmp_path):
 
 
 def test_neither_layout(tmp_path):
-    assert amazon_error(tmp_path, lines({"who": "U1", "what": "B01"})).endswith(
-        "reviews.jsonl:1: <record>: neither Amazon 2023 review fields (user_id, parent_asin, timestamp, rating) nor "
+    assert amazon_error(tmp_path, b"\n \n" + lines({"who": "U1", "what": "B01"})).endswith(
+        "reviews.jsonl:3: <record>: neither Amazon 2023 review fields (user_id, parent_asin, timestamp, rating) nor "
         "2018 ones (reviewerID, asin, unixReviewTime, overall)")
 
 
@@ -206,6 +246,17 @@ def test_unknown_fields_are_ignored_with_one_warning(tmp_path):
     assert report.warnings == [
         "reviews.jsonl: ignoring unknown field(s) mood, weather (seen in the first 9 lines)",
         "meta.jsonl: ignoring unknown field(s) colour_code (seen in the file)"]
+
+
+def test_nothing_to_build_says_why(tmp_path):
+    meta_2018 = lines({"asin": "Z9", "title": "Something else"})
+    assert amazon_error(tmp_path, lines(*[REVIEW] * 3), meta_2018).endswith(
+        "reviews.jsonl: none of its 3 events' items has metadata with a title; nothing to build: check that the "
+        "metadata (or movie) file belongs to these events (e.g. Amazon 2023 reviews with 2023 metadata)")
+    one_each = lines(*({**REVIEW, "user_id": f"U{i}"} for i in range(4)))
+    assert amazon_error(tmp_path, one_each).endswith(
+        "reviews.jsonl: no user has 3 distinct items with metadata (4 events read, 0 without metadata); nothing to "
+        "build: add interactions")
 
 
 def test_option_mistakes():
@@ -250,3 +301,55 @@ def test_cli_prints_one_line(tmp_path, capsys):
     replace_line(folder / "u.data", 3, b"1\t1\tfive\t874965758")
     assert main(["data", "build", str(folder), "--source", "movielens", "--out", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == f"recfound: error: {folder / 'u.data'}:3: rating: expected a number, got 'five'\n"
+
+
+def test_an_output_folder_named_dot_is_built_in_place(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    def records() -> dict[Path, bytes]:  # build.json aside: it holds the build's seconds
+        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "build.json"}
+
+    build_logs("movielens", FIXTURES / "ml-100k", Path("."), Settings())
+    first = records()
+    assert (out / "build.json").is_file() and (out / "train").is_dir()
+    monkeypatch.chdir(tmp_path)  # the folder was replaced: a shell in it would cd again too
+    monkeypatch.chdir(out)
+    build_logs("movielens", FIXTURES / "ml-100k", Path("."), Settings())  # the earlier build is replaced whole
+    assert records() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_build_stopped_by_sigterm_leaves_no_staging_folder(tmp_path):
+    """`recfound data build` in a process of its own, sent SIGTERM while it writes: one line, status 143, and
+    nothing beside the output folder (the earlier build there untouched)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = copy("ml-latest", tmp_path)
+    rows = ["userId,movieId,rating,timestamp"] + [f"{user},{item},4.0,{user * 1000 + item}"
+                                                 for user in range(1, 4001) for item in range(1, 11)]
+    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    build_logs("movielens", FIXTURES / "ml-100k", out, Settings())
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen([sys.executable, "-m", "recfound.cli", "data", "build", "--source", "movielens",
+                                str(folder), "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):  # its staging folder: it is writing
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "no staging folder within 120 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143 and err == "recfound: stopped by SIGTERM\n", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ml-latest", "out"]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -127,6 +127,8 @@ def test_shipped_sweeps_take_the_gpu_cluster_config():
      "variants.bad.tmole.experts: embedding + shared must be > 0 in tmole mode"),
     ({"variants": {"x": {"run.name": "y"}}}, "variants.x.run.name: is set by the sweep for every trial"),
     ({"variants": {}}, "variants: must name at least one variant"),
+    ({"storage": "s3://acme/sweeps"}, "storage: must be a local folder: Tune keeps a sweep's state on the machine"),
+    ({"seed": 2**32}, "seed: must be in [0, 2**32): seeds are 32-bit (got 4294967296)"),
 ])
 def test_a_mistake_is_refused_naming_the_key(tmp_path, keys, message):
     path = write(tmp_path, **keys)
@@ -173,6 +175,28 @@ def test_set_replaces_a_key_or_sets_one_entry_inside_it(tmp_path):
     assert replaced.space[0].values == (8, 16)
     with pytest.raises(ConfigError, match="--set: trails: unknown key"):
         load_sweep(path, ["trails=3"])
+
+
+def test_a_bad_value_given_with_set_is_blamed_on_set_and_one_from_the_file_on_the_file(tmp_path):
+    path = write(tmp_path)
+    for item, message in (("trials=abc", "--set: trials: expected an integer, got 'abc'"),
+                          ("overrides.train.steps=abc", "--set: overrides.train.steps: expected an integer, got 'abc'"),
+                          ("overrides={train.steps: abc}", "--set: overrides.train.steps: expected an integer"),
+                          ("storage=s3://acme/sweeps", "--set: storage: must be a local folder")):
+        with pytest.raises(ConfigError) as caught:
+            load_sweep(path, [item])
+        assert str(caught.value).startswith(message), (item, str(caught.value))
+    with pytest.raises(ConfigError) as caught:  # the file's mistake, whatever else --set changed
+        load_sweep(write(tmp_path, trials="abc"), ["overrides.train.lr=1e-3"])
+    assert str(caught.value).startswith(f"{path}: trials: expected an integer, got 'abc'")
+
+
+def test_set_reaches_a_variant_whose_name_holds_dots(tmp_path):
+    path = write(tmp_path, variants={"w/o M.M.": {"merge.enabled": False}, "w/o M": {}})
+    spec = load_sweep(path, ["variants.w/o M.M..train.lr=0.001", "variants.w/o M.train.lr=0.002",
+                             "variants.new.sched.window=8"])
+    assert spec.variants == {"w/o M.M.": {"merge.enabled": False, "train.lr": 0.001}, "w/o M": {"train.lr": 0.002},
+                             "new": {"sched.window": 8}}
 
 
 def test_space_conversion_to_tune_and_real_optuna_suggestions():

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from recfound.cloud.commands import add_cloud_commands
@@ -17,13 +20,42 @@ TRACKING_URI_HELP = "MLflow (default: $MLFLOW_TRACKING_URI, else .cache/runs/mlf
 MODEL_HELP = "RUN_DIR[:init|final|merged], an adapter file, or models:/NAME/VERSION (or ALIAS, latest)"
 
 
+def _integer_where(rule_name: str) -> Callable[[str], int]:
+    """An argparse type: an integer that passes `recfound.config`'s Rule `rule_name` (imported only when an
+    option is given, so that `recfound --help` stays fast)."""
+    def parse(text: str) -> int:
+        import recfound.config
+
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        rule = getattr(recfound.config, rule_name)
+        if not rule.test(value):
+            raise argparse.ArgumentTypeError(f"{rule.text} (got {value})")
+        return value
+    return parse
+
+
+SEED_TYPE = _integer_where("SEED")
+
+
+def _text_encoding(name: str) -> str:
+    """An argparse type: a text encoding Python knows."""
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown text encoding {name!r} (e.g. utf-8, latin-1, cp1252)") from None
+    return name
+
+
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="create, check and convert instruction records").add_subparsers(
         dest="data_command", required=True)
 
     synth = data.add_parser("synth", help="write a deterministic synthetic corpus for all tasks")
     synth.add_argument("--out", type=Path, required=True, help="folder to write <split>/<TASK>.jsonl into")
-    synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same corpus (default 0)")
+    synth.add_argument("--seed", type=SEED_TYPE, default=0, help="the same seed writes the same corpus (default 0)")
     synth.add_argument("--scale", default="tiny", choices=SCALE_NAMES, help="paper: Table 1's sizes")
     _add_verbose(synth)
     synth.set_defaults(func=cmd_synth)
@@ -53,7 +85,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     tokenizer = data.add_parser("tokenizer", help="build a small BPE tokenizer from a dataset's train split")
     tokenizer.add_argument("root", help="dataset folder or URI whose train split the tokenizer learns from")
     tokenizer.add_argument("--out", type=Path, required=True, help="tokenizer folder to write (tokenizer.json, ...)")
-    tokenizer.add_argument("--vocab-size", type=int, default=2048, help="tokens in the vocabulary (default 2048)")
+    tokenizer.add_argument("--vocab-size", type=_integer_where("CORPUS_VOCAB"), default=2048, help="tokens in the vocabulary (default 2048)")
     _add_verbose(tokenizer)
     tokenizer.set_defaults(func=cmd_tokenizer)
 
@@ -70,7 +102,7 @@ def _add_build_command(data: argparse._SubParsersAction) -> None:
     build.add_argument("--meta", type=Path, help="Amazon item metadata (.jsonl or .jsonl.gz); needed with amazon")
     build.add_argument("--out", type=Path, required=True, help="dataset folder to write (replaced whole, and only, "
                                                                "when the build succeeds)")
-    build.add_argument("--seed", type=int, default=defaults.seed, help=f"every random choice (default {defaults.seed})")
+    build.add_argument("--seed", type=SEED_TYPE, default=defaults.seed, help=f"every random choice (default {defaults.seed})")
     build.add_argument("--min-interactions", type=int, default=defaults.min_interactions, metavar="N",
                        help=f"drop users with fewer distinct items (default {defaults.min_interactions}, the least)")
     build.add_argument("--history", type=int, default=defaults.history, metavar="N",
@@ -81,7 +113,7 @@ def _add_build_command(data: argparse._SubParsersAction) -> None:
                        help=f"negatives of embedding records (default {defaults.negatives})")
     build.add_argument("--per-user", type=int, default=defaults.per_user, metavar="N",
                        help=f"train records per user and task (default {defaults.per_user}; 0: every train event)")
-    build.add_argument("--encoding", help="MovieLens text encoding (default: latin-1 for ML-100K's u.item, "
+    build.add_argument("--encoding", type=_text_encoding, help="MovieLens text encoding (default: latin-1 for ML-100K's u.item, "
                                           "UTF-8 for the CSV files)")
     _add_verbose(build)
     build.set_defaults(func=cmd_build)
@@ -163,7 +195,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train, merge and register a model (Ray Train + DeepSpeed + S2Sched)")
-    train.add_argument("--config", type=Path, help="run config YAML (default: the embedded CPU demo settings)")
+    train.add_argument("--config", help="run config YAML (default: the embedded CPU demo settings)")
     _add_config_arguments(train)
     train.set_defaults(func=cmd_train)
     demo = sub.add_parser("demo", help="the embedded end-to-end run on this machine (no GPU needed): tiny corpus, "
@@ -295,7 +327,7 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
                      help="ours (default), or authors: the rules of the authors' eval scripts (docs/evaluation.md)")
     run.add_argument("--workers", type=int, default=defaults.workers, help="Ray tasks to shard over (0: here)")
     run.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    run.add_argument("--seed", type=int, default=0, help="sampled negatives; the seed of a preset backbone")
+    run.add_argument("--seed", type=SEED_TYPE, default=0, help="sampled negatives; the seed of a preset backbone")
     run.add_argument("--tokenizer", help="tokenizer of a base:SPEC model (a folder, smollm2 or a .gguf file)")
     run.add_argument("--out", type=Path, help="write scores.json, tables.txt and the answers into this folder")
     run.add_argument("--log", action="store_true", help="log the evaluation to a new MLflow run (recfound-eval)")
@@ -318,14 +350,22 @@ def _tracking_uri(given: str | None) -> tuple[str, str | None]:
     return config.tracking_uri(), config.artifact_root()
 
 
+# `eval run`'s options that set an `eval` config field under another name.
+EVAL_RUN_FLAGS = {"max_records": "--max-records", "max_new_tokens": "--max-new-tokens", "batch_size": "--batch-size",
+                  "k": "--k", "sampled_negatives": "--negatives", "scorer": "--scorer", "workers": "--workers"}
+
+
 def cmd_eval_run(args: argparse.Namespace) -> None:
-    from recfound.config import EvalSection
+    from recfound.config import ConfigError, EvalSection
     from recfound.eval.commands import run_evaluation
 
-    options = EvalSection(split=args.split, max_records=args.max_records, max_new_tokens=args.max_new_tokens,
-                          batch_size=args.batch_size, k=args.k, protocol=args.protocol,
-                          sampled_negatives=args.negatives, scorer=args.scorer, scoring=args.scoring,
-                          workers=args.workers)
+    try:
+        options = EvalSection(split=args.split, max_records=args.max_records, max_new_tokens=args.max_new_tokens,
+                              batch_size=args.batch_size, k=args.k, protocol=args.protocol,
+                              sampled_negatives=args.negatives, scorer=args.scorer, scoring=args.scoring,
+                              workers=args.workers)
+    except ConfigError as error:  # named by the flag the user typed, not by the config field behind it
+        raise ConfigError(EVAL_RUN_FLAGS.get(error.key, error.key), error.reason) from None
     tracking_uri, artifact_root = _tracking_uri(args.tracking_uri)
     run_evaluation(args.models, args.data, options, args.tasks, tracking_uri, args.tokenizer, args.seed, args.gpu,
                    args.out, args.log, artifact_root)
@@ -383,13 +423,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `recfound` console command; returns the exit status."""
     from recfound.no_space import full_disk_error
     from recfound.train.errors import TrainingError
-    from recfound.train.interrupt import RunInterrupted, interruption
+    from recfound.train.interrupt import RunInterrupted, interruption, stop_on_signals
 
     args = build_parser().parse_args(argv)
     set_verbose(args.verbose)
     quiet_process()
+    # A data command stopped by SIGTERM (or Ctrl-C) unwinds like an error: its staging folder goes with it.
+    signals = stop_on_signals() if getattr(args, "data_command", None) else contextlib.nullcontext()
     try:
-        args.func(args)
+        with signals:
+            args.func(args)
     except RunInterrupted as stopped:
         print(f"recfound: {stopped}", file=sys.stderr)
         return stopped.exit_code

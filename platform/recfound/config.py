@@ -106,6 +106,10 @@ def matches(pattern: str, what: str | None = None) -> Rule:
 
 
 NOT_EMPTY = Rule(bool, "must not be empty")
+# Seeds reach numpy's legacy seeding (Optuna's TPE sampler), which takes 32 bits.
+SEED_LIMIT = 2**32
+SEED = Rule(lambda value: 0 <= value < SEED_LIMIT, "must be in [0, 2**32): seeds are 32-bit")
+CORPUS_VOCAB = Rule(lambda value: value >= 256, "must be >= 256: the byte-level alphabet alone takes 256 tokens")
 WORKER_COUNT = Rule(lambda value: (value >= 1) if isinstance(value, int) else 1 <= value[0] <= value[1],
                     "must be an integer >= 1, or [min, max] with 1 <= min <= max")
 
@@ -246,7 +250,7 @@ class RunSection(Section):
     name: str = _option("recfound-demo", matches(NAME_PATTERN, f"must be a folder name: {NAME_RULE}"),
                         Rule(lambda value: value not in RESERVED_NAMES,
                              f"must not be one of {', '.join(RESERVED_NAMES)} (the output folder's shared entries)"))
-    seed: int = _option(0, at_least(0))
+    seed: int = _option(0, SEED)
     output_dir: str = ".cache/runs"  # the run folder is output_dir/name
 
 
@@ -257,7 +261,7 @@ class DataSection(Section):
     root: str = ".cache/demo/data"  # <root>/<split>/<TASK>.jsonl|.parquet
     synth_scale: str | None = _option("tiny", one_of(*SCALES))  # generate the corpus if root has no train/; paper: null
     tokenizer: str = CORPUS_TOKENIZER  # "corpus", "smollm2", or a tokenizer / HF folder; paper: the backbone's
-    corpus_vocab: int = _option(2048, at_least(256))  # vocabulary of the corpus tokenizer
+    corpus_vocab: int = _option(2048, CORPUS_VOCAB)  # vocabulary of the corpus tokenizer
     tasks: tuple[str, ...] | None = _option(None, NOT_EMPTY)  # null: every registered task
     tasks_file: str | None = None  # a task file (recfound.task_file) registered with <root>/tasks.yaml on loading
     val_per_task: int = _option(16, at_least(1))  # paper: 128; the CPU demo evaluates fewer

@@ -165,8 +165,12 @@ def list_names(location: Location) -> list[str]:
 
 
 def size(location: Location) -> int:
-    """The size of a file in bytes (FileNotFoundError when there is none)."""
+    """The size of a file in bytes (FileNotFoundError when there is none, IsADirectoryError for a folder)."""
+    import pyarrow.fs
+
     info = _info(location)
+    if info.type == pyarrow.fs.FileType.Directory:
+        raise IsADirectoryError(f"{location}: a folder, not a file")
     if info.size is None:
         raise FileNotFoundError(f"{location}: no such file")
     return info.size

@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 
 from recfound import storage
-from recfound.config import (CORPUS_TOKENIZER, PATHS, ConfigError, RunConfig, as_bool, as_float, as_int, as_text,
-                             load_config, parse_overrides, read_yaml)
+from recfound.config import (CORPUS_TOKENIZER, PATHS, SEED, ConfigError, RunConfig, as_bool, as_float, as_int,
+                             as_text, load_config, parse_overrides, read_yaml)
 from recfound.data.tokenizer import SMOLLM2
 from recfound.model.presets import PRESETS
 from recfound.redact import without_passwords
@@ -193,11 +193,22 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     if not isinstance(raw, Mapping):
         raise ConfigError(reason=f"expected a mapping of sweep keys at the top level, got {_show(raw)}", source=source)
     raw = dict(raw)
-    for key, value in parse_overrides(overrides).items():
+    changes = parse_overrides(overrides)
+    for key, value in changes.items():
         _set(raw, key, value)
-    spec = _parse(raw, source)
+    try:
+        spec = _parse(raw, source)
+    except ConfigError as error:
+        if error.source == source and any(_within(error.key, key) or _within(key, error.key) for key in changes):
+            raise ConfigError(error.key, error.reason, "--set") from None  # the value came from --set, not the file
+        raise
     check_trial_configs(spec)
     return spec
+
+
+def _within(key: str, prefix: str) -> bool:
+    """`key` is the dotted key `prefix` or one inside it."""
+    return key == prefix or key.startswith(prefix + ".")
 
 
 def _set(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -214,7 +225,9 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
         raise ConfigError(head, f"is not a mapping (got {_show(section)}), so {key} cannot be set", "--set")
     section = dict(section)
     if head == "variants":
-        name, _, path = rest.partition(".")
+        # Variant names may hold dots ("w/o M.M."): the longest name the key starts with, else up to the first dot.
+        known = sorted((str(name) for name in section if rest.startswith(f"{name}.")), key=len, reverse=True)
+        name, path = (known[0], rest[len(known[0]) + 1:]) if known else rest.partition(".")[::2]
         variant = dict(section.get(name) or {})
         if path:
             variant[path] = value
@@ -263,8 +276,8 @@ def _build(raw: Mapping[str, Any], source: str) -> SweepSpec:
         mode=_get(raw, "mode", _one_of(MODES), default="min"), search=search, scheduler=scheduler,
         grace_period=grace_period, reduction_factor=reduction_factor, trials=trials,
         max_concurrent_trials=_get(raw, "max_concurrent_trials", _positive_int, default=1), resources=resources,
-        storage=_get(raw, "storage", as_text, default=None),
-        seed=_get(raw, "seed", _non_negative_int, default=base_config.run.seed),
+        storage=_get(raw, "storage", _local_folder, default=None),
+        seed=_get(raw, "seed", _seed, default=base_config.run.seed),
         description=_get(raw, "description", as_text, default=""), workdir=workdir, tracking_uri=tracking_uri,
         artifact_root=artifact_root)
 
@@ -540,6 +553,21 @@ def _non_negative_int(value: Any) -> int:
     number = as_int(value)
     if number < 0:
         raise ConfigError(reason=f"must be >= 0 (got {number})")
+    return number
+
+
+def _local_folder(value: Any) -> str:
+    folder = as_text(value)
+    if storage.is_remote(folder):
+        raise ConfigError(reason=f"must be a local folder: Tune keeps a sweep's state on the machine that runs it "
+                                 f"(got {folder}); the trials' runs can still go to a bucket (run.output_dir)")
+    return folder
+
+
+def _seed(value: Any) -> int:
+    number = as_int(value)
+    if not SEED.test(number):
+        raise ConfigError(reason=f"{SEED.text} (got {number})")
     return number
 
 

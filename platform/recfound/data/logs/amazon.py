@@ -99,12 +99,12 @@ def read_amazon(reviews: Path, meta: Path, scratch: Path, notes: Notes) -> Sourc
 
 def _review_layout(path: Path, notes: Notes) -> ReviewLayout:
     sample = first_objects(path, SAMPLE_LINES)
-    keys = set(sample[0])
-    layout = REVIEWS_2023 if "user_id" in keys else REVIEWS_2018 if "reviewerID" in keys else None
+    number, first = sample[0]
+    layout = REVIEWS_2023 if "user_id" in first else REVIEWS_2018 if "reviewerID" in first else None
     if layout is None:
-        raise RecordError(path, 1, "<record>", "neither Amazon 2023 review fields (user_id, parent_asin, timestamp, "
+        raise RecordError(path, number, "<record>", "neither Amazon 2023 review fields (user_id, parent_asin, timestamp, "
                           "rating) nor 2018 ones (reviewerID, asin, unixReviewTime, overall)")
-    _warn_unknown(path, {key for obj in sample for key in obj}, layout.known, notes, f"first {len(sample)} lines")
+    _warn_unknown(path, {key for _, obj in sample for key in obj}, layout.known, notes, f"first {len(sample)} lines")
     return layout
 
 
@@ -133,12 +133,12 @@ def _read_reviews(path: Path, layout: ReviewLayout, scratch: Path) -> tuple[Even
 
 
 def _meta_layout(path: Path) -> MetaLayout:
-    keys = set(first_objects(path, 1)[0])
-    if "parent_asin" in keys:
+    ((number, first),) = first_objects(path, 1)
+    if "parent_asin" in first:
         return META_2023
-    if "asin" in keys:
+    if "asin" in first:
         return META_2018
-    raise RecordError(path, 1, "<record>", "neither Amazon 2023 item metadata (parent_asin, title, ...) nor 2018 "
+    raise RecordError(path, number, "<record>", "neither Amazon 2023 item metadata (parent_asin, title, ...) nor 2018 "
                       "metadata (asin, title, ...)")
 
 

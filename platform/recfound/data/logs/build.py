@@ -20,9 +20,9 @@ from recfound.data.logs.item_tasks import build_item_tasks
 from recfound.data.logs.report import BuildReport
 from recfound.data.logs.review_tasks import build_review_tasks
 from recfound.data.logs.seq_tasks import build_sequence_tasks
-from recfound.data.logs.settings import Settings
+from recfound.data.logs.settings import MIN_INTERACTIONS, Settings
 from recfound.data.logs.sources import read_source, unavailable
-from recfound.data.logs.split import Sequences, split_source
+from recfound.data.logs.split import Sequences, SplitCounts, split_source
 from recfound.data.logs.tasks_file import AUX_TASKS, write_tasks_file
 from recfound.data.logs.textio import Notes
 from recfound.data.logs.user_tasks import build_user_tasks
@@ -31,6 +31,17 @@ from recfound.data.reader import SPLITS
 
 MARKER = "build.json"  # written last; an output folder holding it may be replaced by the next build
 BUILDERS = (build_sequence_tasks, build_user_tasks, build_item_tasks, build_attribute_tasks, build_review_tasks)
+
+
+def nothing_to_build(path: Path, counts: SplitCounts, min_interactions: int) -> str:
+    """Why a build kept no user, and what to change."""
+    if counts.events_read and counts.events_without_item == counts.events_read:
+        return (f"{path}: none of its {counts.events_read:,} events' items has metadata with a title; nothing to "
+                "build: check that the metadata (or movie) file belongs to these events (e.g. Amazon 2023 reviews "
+                "with 2023 metadata)")
+    lower = f" or lower --min-interactions (at least {MIN_INTERACTIONS})" if min_interactions > MIN_INTERACTIONS else ""
+    return (f"{path}: no user has {min_interactions} distinct items with metadata ({counts.events_read:,} events "
+            f"read, {counts.events_without_item:,} without metadata); nothing to build: add interactions{lower}")
 
 
 def build_logs(source_name: str, path: Path, out: Path, settings: Settings = Settings(), meta: Path | None = None,
@@ -43,8 +54,7 @@ def build_logs(source_name: str, path: Path, out: Path, settings: Settings = Set
         source = read_source(source_name, Path(path), meta and Path(meta), encoding, scratch, notes)
         seq, counts = split_source(source, settings.min_interactions)
         if not counts.users:
-            raise ValueError(f"{path}: no user has {settings.min_interactions} distinct items with metadata; "
-                             "nothing to build (lower --min-interactions?)")
+            raise ValueError(nothing_to_build(path, counts, settings.min_interactions))
         writer = TaskWriter(staging)
         context = Context(source, seq, settings, writer)
         for builder in BUILDERS:

@@ -105,7 +105,7 @@ def _column_names(path: Path, layout: FileLayout, notes: Notes, encoding: str) -
         raise RecordError(path, None, "<file>", f"empty file; expected {layout.label}")
     number, raw = first
     if layout.header:
-        text = _decode(path, layout, number, raw, encoding, ["<header>"])
+        text = _decode(path, layout, number, raw, encoding, ["<header>"]).removeprefix("\ufeff")  # Excel's BOM
         names = next(csv.reader([text], delimiter=layout.delimiter))
         missing = [name for name in expected if name not in names]
         if missing:
@@ -143,8 +143,10 @@ def _locate(path: Path, layout: FileLayout, names: list[str], encoding: str, cau
     if layout.header:
         next(lines)
     for number, raw in lines:
-        if not raw.strip():
+        if not raw:  # the bulk reader skips empty lines, not lines of blanks
             continue
+        if not raw.strip():
+            raise RecordError(path, number, "<line>", "a line of only spaces or tabs: delete it")
         text = _decode(path, layout, number, raw, encoding, names)
         fields = next(csv.reader([text], delimiter=layout.delimiter)) if layout.quoted else text.split(layout.delimiter)
         if len(fields) != len(names):

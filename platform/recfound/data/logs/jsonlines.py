@@ -9,6 +9,7 @@ message that says what the file is and how to turn it into JSON lines.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Iterator, NoReturn
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from recfound.data.logs.textio import raw_lines
@@ -27,6 +29,7 @@ _PYTHON = {"str": (str,), "number": (int, float), "int": (int,), "list": (list,)
            "texts": (str, list)}
 _NAMES = {"str": "a string", "number": "a number", "int": "an integer", "list": "a list", "dict": "an object",
           "texts": "a string or a list of strings"}
+GZIP_MAGIC = b"\x1f\x8b"
 ONE_PER_LINE = "write one object per line, e.g. jq -c . FILE > FILE.jsonl"
 
 
@@ -46,12 +49,16 @@ class Field:
             return "missing field" if self.required else None
         if isinstance(value, bool) or not isinstance(value, _PYTHON[self.kind]):
             return f"expected {_NAMES[self.kind]}, got {type(value).__name__} {json.dumps(value)[:40]}"
+        if isinstance(value, float) and not math.isfinite(value):  # json reads NaN and Infinity
+            return f"{value} is not a finite number"
         if self.low is not None and not self.low <= value <= self.high:
             return f"{value} is outside the range {self.low:g} to {self.high:g}"
         return None
 
     def bad_rows(self, column: pa.Array) -> bool:
         if self.required and column.null_count:
+            return True
+        if pa.types.is_floating(column.type) and pc.any(pc.invert(pc.is_finite(column))).as_py():
             return True
         if self.low is None:
             return False
@@ -64,6 +71,9 @@ def parse_line(path: Path, number: int, raw: bytes) -> dict:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
+        if number == 1 and raw.startswith(GZIP_MAGIC):
+            raise RecordError(path, None, "<file>", f"gzip-compressed data in a file not named .gz: rename it "
+                              f"{path.name}.gz") from None
         raise RecordError(path, number, "<line>", f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
                           f"{err.start + 1}); JSON files are UTF-8") from None
     stripped = text.strip()
@@ -105,9 +115,10 @@ def _check_start(path: Path, raw: bytes) -> None:
                           "with: jq -c '.[]' FILE > FILE.jsonl")
 
 
-def first_objects(path: Path, count: int) -> list[dict]:
-    """The first `count` objects (a sample for telling layouts apart and spotting unknown keys)."""
-    return [obj for _, obj in islice(objects(path), count)]
+def first_objects(path: Path, count: int) -> list[tuple[int, dict]]:
+    """(line number, object) of the first `count` objects (a sample for telling layouts apart and spotting
+    unknown keys)."""
+    return list(islice(objects(path), count))
 
 
 def check(path: Path, number: int, obj: dict, fields: tuple[Field, ...]) -> None:
@@ -128,7 +139,7 @@ def arrow_batches(path: Path, fields: tuple[Field, ...]) -> Iterator[pa.RecordBa
             if any(spec.bad_rows(batch.column(spec.name)) for spec in fields):
                 _locate(path, fields, "a value failed the bulk check")
             yield batch
-    except pa.ArrowInvalid as err:
+    except (pa.ArrowInvalid, OSError) as err:  # OSError: a damaged .gz (the slow pass names it)
         _locate(path, fields, err)
 
 

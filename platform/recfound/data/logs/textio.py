@@ -4,6 +4,7 @@ the notes a build collects (warnings and facts worth telling the user, each said
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -16,9 +17,17 @@ def open_binary(path: Path) -> BinaryIO:
 
 def raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, bytes without the line ending) for every line of the file."""
+    from recfound.data.reader import RecordError
+
     with open_binary(path) as handle:
-        for number, raw in enumerate(handle, start=1):
-            yield number, raw.rstrip(b"\r\n")
+        try:
+            for number, raw in enumerate(handle, start=1):
+                yield number, raw.rstrip(b"\r\n")
+        except gzip.BadGzipFile:
+            raise RecordError(path, None, "<file>", "named .gz but not gzip data: rename it without .gz") from None
+        except (EOFError, zlib.error) as err:
+            raise RecordError(path, None, "<file>", f"a damaged or unfinished gzip file ({err}): check it with "
+                              "gzip -t, and download or compress it again") from None
 
 
 @dataclass
