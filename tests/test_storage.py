@@ -160,3 +160,12 @@ def test_a_bucket_run_gets_its_own_copy_of_the_pretrained_backbone(object_store,
     remote, local = load_backbone(location, info), load_backbone(cached, info)
     assert all(torch.equal(a, b) for a, b in zip(remote.model.parameters(), local.model.parameters()))
     storage.delete(layout.location)
+
+
+def test_train_reads_its_config_file_from_a_bucket(object_store, capsys):
+    from recfound.cli import main
+
+    uri = f"{object_store}/configs/typo.yaml"
+    storage.write_bytes(uri, b"train:\n  stepz: 3\n")
+    assert main(["train", "--config", uri]) == 1  # refused while loading: nothing starts
+    assert capsys.readouterr().err == f"recfound: error: {uri}: train.stepz: unknown key (did you mean train.steps?)\n"
