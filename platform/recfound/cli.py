@@ -195,8 +195,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train, merge and register a model (Ray Train + DeepSpeed + S2Sched)")
-    train.add_argument("--config", help="run config YAML, a local file or a bucket URI (default: the embedded CPU demo "
-                                                 "settings)")
+    train.add_argument("--config", help="run config YAML, a local file or a bucket URI (default: the embedded "
+                                        "CPU demo settings)")
     _add_config_arguments(train)
     train.set_defaults(func=cmd_train)
     demo = sub.add_parser("demo", help="the embedded end-to-end run on this machine (no GPU needed): tiny corpus, "
