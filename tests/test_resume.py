@@ -98,3 +98,18 @@ def test_finished_self_stopped_and_unregistered_runs_are_refused_and_overwrite_s
         _plan(_settings(tmp_path))
     assert _plan(_settings(tmp_path), overwrite=True) is None
     assert [entry.name for entry in run_dir.iterdir()] == [".recfound-run"]
+
+
+def test_a_run_that_stopped_itself_before_its_first_checkpoint_leaves_nothing_to_the_next_start(tmp_path):
+    """Rerun (with the advised lower learning rate) after a run stopped itself with no checkpoint: a fresh start
+    in an emptied folder; its stopped.txt would otherwise fail the new run's end, or refuse its resume."""
+    config = _settings(tmp_path)
+    run_dir = tmp_path / "runs" / "r"
+    with RunFolder(config.run.output_dir, config.run.name) as folder:
+        save_config(config, folder.path / "config.yaml")
+        (folder.path / "stopped.txt").write_text("3 steps in a row had a non-finite loss; lower train.lr")
+    assert _plan(_settings(tmp_path, "train.lr=0.0001")) is None
+    assert [entry.name for entry in run_dir.iterdir()] == [".recfound-run"]
+    (run_dir / "summary.txt").write_text("done")  # a finished run stays refused, checkpoints or not
+    with pytest.raises(FileExistsError, match="run 'r' already finished"):
+        _plan(_settings(tmp_path))

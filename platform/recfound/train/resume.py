@@ -1,6 +1,8 @@
 """What a training run does with what an earlier process of the same run left in its folder.
 
-- Nothing there, or `--overwrite`: the run starts from scratch (`--overwrite` empties the folder).
+- No checkpoint there, or `--overwrite`: the run starts from scratch in the emptied folder (what an earlier
+  start left without a checkpoint, e.g. the `stopped.txt` of a run that stopped itself at once, must not
+  speak for this one). A finished run is refused even without checkpoints.
 - Checkpoints of an unfinished run (killed, stopped by a signal, crashed) and the same settings: the run
   resumes from the latest checkpoint Ray Train registered (Ray Train restores it from the folder's
   `checkpoint_manager_snapshot.json` when the run name and output folder are the same), logging on
@@ -47,8 +49,6 @@ def plan_restart(config: RunConfig, folder: RunFolder, overwrite: bool) -> Resum
               "without finishing (killed or crashed)", flush=True)
         _fail_orphaned_mlflow_run(config, folder.previous.get("mlflow_run_id"))
     layout = RunLayout(folder.location)
-    if not layout.checkpoint_folders():
-        return None
     if overwrite:
         folder.empty()
         return None
@@ -56,6 +56,9 @@ def plan_restart(config: RunConfig, folder: RunFolder, overwrite: bool) -> Resum
     if storage.is_file(layout.summary):
         raise FileExistsError(f"{layout.location}: run {config.run.name!r} already finished (its {SUMMARY_FILE} is "
                               f"there); {start_over}")
+    if not layout.checkpoint_folders():
+        folder.empty()
+        return None
     if storage.is_file(layout.stopped):
         reason = storage.read_bytes(layout.stopped)[:300].decode("utf-8", errors="replace")
         raise FileExistsError(f"{layout.location}: run {config.run.name!r} stopped itself ({reason}); resuming it "
