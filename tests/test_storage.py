@@ -169,3 +169,36 @@ def test_train_reads_its_config_file_from_a_bucket(object_store, capsys):
     storage.write_bytes(uri, b"train:\n  stepz: 3\n")
     assert main(["train", "--config", uri]) == 1  # refused while loading: nothing starts
     assert capsys.readouterr().err == f"recfound: error: {uri}: train.stepz: unknown key (did you mean train.steps?)\n"
+
+
+@pytest.mark.parametrize("where", ["disk", "bucket"])
+def test_a_file_written_over_a_folder_is_refused_and_the_folder_kept(places, where):
+    root = places[where]
+    storage.write_bytes(storage.join(root, "run", "checkpoint_000001", "adapter.safetensors"), b"x")
+    with pytest.raises(IsADirectoryError, match="run: is a folder; give the name of a file"):
+        storage.write_bytes(storage.join(root, "run"), b"merged")  # e.g. `recfound merge ... --out <the run>`
+    assert storage.is_dir(storage.join(root, "run")) and storage.list_names(storage.join(root, "run")) == \
+        ["checkpoint_000001"]
+
+
+def test_a_whole_bucket_is_never_deleted_and_a_one_slash_uri_is_no_local_path(object_store):
+    storage.write_bytes(f"{object_store}/guard/keep.txt", b"k")
+    with pytest.raises(ValueError, match=f"{object_store}: refusing to delete a whole bucket; name a prefix inside it"):
+        storage.delete(object_store)
+    assert storage.read_bytes(f"{object_store}/guard/keep.txt") == b"k"
+    storage.delete(f"{object_store}/guard")
+    for text in ("s3:/bucket/runs", "S3:bucket/runs", "gs:/bucket/runs"):
+        with pytest.raises(ValueError, match=r"a storage URI takes two slashes \((s3|S3|gs)://bucket/prefix\)"):
+            storage.write_bytes(text, b"1")
+
+
+def test_an_unreachable_endpoint_says_what_to_check(object_store, monkeypatch):
+    from cloud_services import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(storage.StorageError) as caught:
+        storage.list_names(f"{object_store}/runs")
+    message = str(caught.value)
+    assert message.startswith(f"{object_store}: cannot reach the object store (") and "\n" not in message
+    assert message.endswith("; check the bucket name, the credentials (AWS_ACCESS_KEY_ID, "
+                            "GOOGLE_APPLICATION_CREDENTIALS) and AWS_ENDPOINT_URL"), message

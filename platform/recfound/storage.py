@@ -15,7 +15,9 @@ written last, see `recfound.train.manifest`).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -29,6 +31,16 @@ Location = str | Path
 SCHEMES = ("s3", "gs")
 
 
+CHECK_ACCESS = "check the bucket name, the credentials (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS) and AWS_ENDPOINT_URL"
+# What a store's error says (pyarrow's S3 and GCS wordings) when it cannot be reached or has no credentials,
+# and when it refuses the credentials given.
+UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "INTERNAL_FAILURE", "OAuth2")
+DENIED = ("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH",
+          "SignatureDoesNotMatch")
+# GCS: pyarrow retries a failing request for 15 minutes by default (e.g. with no credentials to find).
+GCS_RETRY_S = 20
+
+
 class StorageError(OSError):
     """An object store refused or failed an operation (one line: the location and the store's reason)."""
 
@@ -37,6 +49,8 @@ def scheme(location: Location) -> str | None:
     """'s3' or 'gs' for a URI of a supported store, None for a local path; ValueError for another scheme."""
     text = str(location)
     if "://" not in text:
+        if re.match(r"(s3|gs|gcs):/?[^/]", text, re.IGNORECASE):  # "s3:/bucket/key" would be a local folder "s3:"
+            raise ValueError(f"{text}: a storage URI takes two slashes ({text.split(':', 1)[0]}://bucket/prefix)")
         return None
     name = text.split("://", 1)[0].lower()
     if name == "gcs":
@@ -90,15 +104,20 @@ def _remote_filesystem(uri_root: str, endpoint: str | None) -> pyarrow.fs.FileSy
     that a changed endpoint opens it again)."""
     import pyarrow.fs
 
-    check = "check the bucket name, the credentials (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS) and AWS_ENDPOINT_URL"
+    check = CHECK_ACCESS
     try:
-        filesystem, bucket = pyarrow.fs.FileSystem.from_uri(uri_root)
+        if uri_root.startswith("gs://"):
+            filesystem, bucket = pyarrow.fs.GcsFileSystem(retry_time_limit=timedelta(seconds=GCS_RETRY_S)), uri_root[5:]
+        else:
+            filesystem, bucket = pyarrow.fs.FileSystem.from_uri(uri_root)
     except (OSError, ValueError) as err:
         raise StorageError(f"{uri_root}: cannot open the object store ({_first_line(err)}); {check}") from None
     try:  # once per bucket and process: a missing one is named here, not as a missing file later
         missing = filesystem.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound
-    except OSError:  # credentials for objects only may not look at the bucket: the operations will tell
-        missing = False
+    except OSError as err:
+        if _says(err, UNREACHABLE):
+            raise StorageError(f"{uri_root}: cannot reach the object store ({_first_line(err)}); {check}") from None
+        missing = False  # credentials for objects only may not look at the bucket: the operations will tell
     if missing:
         raise StorageError(f"{uri_root}: no such bucket; {check}")
     return filesystem
@@ -121,8 +140,14 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def _says(err: BaseException, words: tuple[str, ...]) -> bool:
+    return any(word in str(err) for word in words)
+
+
 def _store_error(location: Location, what: str, err: BaseException) -> StorageError:
-    return StorageError(f"{location}: cannot {what} ({_first_line(err)})")
+    reason = _first_line(err)
+    hint = f"; {CHECK_ACCESS}" if _says(err, UNREACHABLE + DENIED) else ""
+    return StorageError(f"{location}: cannot {what} ({reason}){hint}")
 
 
 def _info(location: Location):
@@ -220,9 +245,14 @@ def read_text(location: Location) -> str:
 def write_bytes(location: Location, data: bytes) -> None:
     """Write a whole file: locally through a renamed temporary file, on a store as one upload (an object is
     visible only once complete)."""
+    folder = IsADirectoryError(f"{location}: is a folder; give the name of a file (inside it, say)")
     if not is_remote(location):
+        if Path(location).is_dir():
+            raise folder
         atomic_write_bytes(location, data)
         return
+    if is_dir(location):  # the object would hide the folder's files from every listing
+        raise folder
     filesystem, path = resolve(location)
     try:
         with filesystem.open_output_stream(path) as stream:
@@ -277,6 +307,8 @@ def delete(location: Location) -> None:
             path.unlink(missing_ok=True)
         return
     filesystem, path = resolve(location)
+    if "/" not in path:  # pyarrow empties the bucket before it refuses to delete it
+        raise ValueError(f"{location}: refusing to delete a whole bucket; name a prefix inside it")
     try:
         if is_dir(location):
             filesystem.delete_dir(path)
