@@ -330,8 +330,10 @@ def test_a_build_stopped_by_sigterm_leaves_no_staging_folder(tmp_path):
     import time
 
     folder = copy("ml-latest", tmp_path)
-    rows = ["userId,movieId,rating,timestamp"] + [f"{user},{item},4.0,{user * 1000 + item}"
-                                                 for user in range(1, 4001) for item in range(1, 11)]
+    movies = [line.split(",", 1)[0] for line in (folder / "movies.csv").read_text().splitlines()[1:]]
+    # 200,000 ratings of the fixture's movies: seconds of work, so that the signal lands while it writes
+    rows = ["userId,movieId,rating,timestamp"] + [f"{user},{movies[(user + k) % len(movies)]},4.0,{user * 1000 + k}"
+                                                 for user in range(1, 20_001) for k in range(10)]
     (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
     build_logs("movielens", FIXTURES / "ml-100k", out, Settings())
@@ -353,3 +355,14 @@ def test_a_build_stopped_by_sigterm_leaves_no_staging_folder(tmp_path):
     assert process.returncode == 143 and err == "recfound: stopped by SIGTERM\n", err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ml-latest", "out"]
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_an_item_id_on_two_lines_is_warned_about_and_its_first_line_used(tmp_path):
+    folder = copy("ml-latest", tmp_path)
+    with (folder / "movies.csv").open("a", encoding="utf-8") as movies:
+        movies.write("1,Another Title (1999),Drama\n")
+    report = build_logs("movielens", folder, tmp_path / "out", Settings())
+    assert "ml-latest's movie file: 1 item line(s) repeat an earlier item's id (e.g. 1); the first line of each id " \
+           "is used" in report.warnings
+    items = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
+    assert "Another Title" not in json.dumps(items) and sum("Toy Story" in json.dumps(item) for item in items) == 1
