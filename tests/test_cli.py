@@ -189,6 +189,8 @@ def test_every_option_and_argument_has_help():
      "argument --seed: must be in [0, 2**32): seeds are 32-bit (got -1)"),
     (["data", "build", "x", "--source", "movielens", "--out", "o", "--encoding", "bogus"],
      "argument --encoding: unknown text encoding 'bogus' (e.g. utf-8, latin-1, cp1252)"),
+    (["data", "build", "x", "--source", "movielens", "--out", "o", "--encoding", "rot13"],  # a codec, not an encoding
+     "argument --encoding: unknown text encoding 'rot13' (e.g. utf-8, latin-1, cp1252)"),
 ])
 def test_bad_option_values_are_refused_by_name_before_anything_runs(argv, message, capsys):
     with pytest.raises(SystemExit) as stopped:

@@ -367,4 +367,9 @@ def test_a_run_in_a_bucket_merges_as_it_does_on_disk_skipping_a_cut_off_upload(r
     local = merge_run(run_dir)
     assert storage.read_bytes(f"{bucket_run}/merged.safetensors") == (run_dir / "merged.safetensors").read_bytes()
     assert [source["step"] for source in read_adapter(local)[0]["merge"]["sources"]] == [50, 100, 200]
+    # A bucket folder named as the output: refused (the object would hide the run's files), the run intact.
+    assert main(["merge", bucket_run, "--out", bucket_run]) == 1
+    assert capsys.readouterr().err == f"recfound: error: {bucket_run}: is a folder; give the name of a file " \
+                                      "(inside it, say)\n"
+    assert storage.is_dir(bucket_run) and "merged.safetensors" in storage.list_names(bucket_run)
     storage.delete(bucket_run)

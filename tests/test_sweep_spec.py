@@ -178,11 +178,14 @@ def test_set_replaces_a_key_or_sets_one_entry_inside_it(tmp_path):
 
 
 def test_a_bad_value_given_with_set_is_blamed_on_set_and_one_from_the_file_on_the_file(tmp_path):
-    path = write(tmp_path)
+    path = write(tmp_path, variants={"a": {}})
     for item, message in (("trials=abc", "--set: trials: expected an integer, got 'abc'"),
                           ("overrides.train.steps=abc", "--set: overrides.train.steps: expected an integer, got 'abc'"),
                           ("overrides={train.steps: abc}", "--set: overrides.train.steps: expected an integer"),
-                          ("storage=s3://acme/sweeps", "--set: storage: must be a local folder")):
+                          ("storage=s3://acme/sweeps", "--set: storage: must be a local folder"),
+                          ("storage=hdfs://acme/sweeps", "--set: storage: hdfs://acme/sweeps: unsupported storage "
+                                                         "scheme 'hdfs'"),
+                          ("variants.a.train.lr=abc", "--set: variants.a.train.lr: expected a number")):
         with pytest.raises(ConfigError) as caught:
             load_sweep(path, [item])
         assert str(caught.value).startswith(message), (item, str(caught.value))
@@ -197,6 +200,8 @@ def test_set_reaches_a_variant_whose_name_holds_dots(tmp_path):
                              "variants.new.sched.window=8"])
     assert spec.variants == {"w/o M.M.": {"merge.enabled": False, "train.lr": 0.001}, "w/o M": {"train.lr": 0.002},
                              "new": {"sched.window": 8}}
+    replaced = load_sweep(path, ["variants.w/o M.M.={sched.window: 8}"])  # a whole variant, by its dotted name
+    assert replaced.variants == {"w/o M.M.": {"sched.window": 8}, "w/o M": {}}
 
 
 def test_space_conversion_to_tune_and_real_optuna_suggestions():

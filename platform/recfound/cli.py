@@ -43,9 +43,11 @@ SEED_TYPE = _integer_where("SEED")
 def _text_encoding(name: str) -> str:
     """An argparse type: a text encoding Python knows."""
     try:
-        codecs.lookup(name)
+        is_text = codecs.lookup(name)._is_text_encoding  # rot13, hex, zlib, ... are codecs but not text encodings
     except LookupError:
-        raise argparse.ArgumentTypeError(f"unknown text encoding {name!r} (e.g. utf-8, latin-1, cp1252)") from None
+        is_text = False
+    if not is_text:
+        raise argparse.ArgumentTypeError(f"unknown text encoding {name!r} (e.g. utf-8, latin-1, cp1252)")
     return name
 
 
@@ -85,7 +87,8 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     tokenizer = data.add_parser("tokenizer", help="build a small BPE tokenizer from a dataset's train split")
     tokenizer.add_argument("root", help="dataset folder or URI whose train split the tokenizer learns from")
     tokenizer.add_argument("--out", type=Path, required=True, help="tokenizer folder to write (tokenizer.json, ...)")
-    tokenizer.add_argument("--vocab-size", type=_integer_where("CORPUS_VOCAB"), default=2048, help="tokens in the vocabulary (default 2048)")
+    tokenizer.add_argument("--vocab-size", type=_integer_where("CORPUS_VOCAB"), default=2048,
+                           help="tokens in the vocabulary (default 2048)")
     _add_verbose(tokenizer)
     tokenizer.set_defaults(func=cmd_tokenizer)
 
@@ -102,7 +105,8 @@ def _add_build_command(data: argparse._SubParsersAction) -> None:
     build.add_argument("--meta", type=Path, help="Amazon item metadata (.jsonl or .jsonl.gz); needed with amazon")
     build.add_argument("--out", type=Path, required=True, help="dataset folder to write (replaced whole, and only, "
                                                                "when the build succeeds)")
-    build.add_argument("--seed", type=SEED_TYPE, default=defaults.seed, help=f"every random choice (default {defaults.seed})")
+    build.add_argument("--seed", type=SEED_TYPE, default=defaults.seed,
+                       help=f"every random choice (default {defaults.seed})")
     build.add_argument("--min-interactions", type=int, default=defaults.min_interactions, metavar="N",
                        help=f"drop users with fewer distinct items (default {defaults.min_interactions}, the least)")
     build.add_argument("--history", type=int, default=defaults.history, metavar="N",
@@ -113,8 +117,8 @@ def _add_build_command(data: argparse._SubParsersAction) -> None:
                        help=f"negatives of embedding records (default {defaults.negatives})")
     build.add_argument("--per-user", type=int, default=defaults.per_user, metavar="N",
                        help=f"train records per user and task (default {defaults.per_user}; 0: every train event)")
-    build.add_argument("--encoding", type=_text_encoding, help="MovieLens text encoding (default: latin-1 for ML-100K's u.item, "
-                                          "UTF-8 for the CSV files)")
+    build.add_argument("--encoding", type=_text_encoding,
+                       help="MovieLens text encoding (default: latin-1 for ML-100K's u.item, UTF-8 for the CSV files)")
     _add_verbose(build)
     build.set_defaults(func=cmd_build)
 
@@ -351,7 +355,7 @@ def _tracking_uri(given: str | None) -> tuple[str, str | None]:
     return config.tracking_uri(), config.artifact_root()
 
 
-# `eval run`'s options that set an `eval` config field under another name.
+# `eval run`'s flags by the `eval` config field each sets (its errors name the flag).
 EVAL_RUN_FLAGS = {"max_records": "--max-records", "max_new_tokens": "--max-new-tokens", "batch_size": "--batch-size",
                   "k": "--k", "sampled_negatives": "--negatives", "scorer": "--scorer", "workers": "--workers"}
 

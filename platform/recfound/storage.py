@@ -31,14 +31,15 @@ Location = str | Path
 SCHEMES = ("s3", "gs")
 
 
-CHECK_ACCESS = "check the bucket name, the credentials (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS) and AWS_ENDPOINT_URL"
+CHECK_ACCESS = ("check the bucket name, the credentials (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS) and "
+                "AWS_ENDPOINT_URL")
 # What a store's error says (pyarrow's S3 and GCS wordings) when it cannot be reached or has no credentials,
 # and when it refuses the credentials given.
-UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "INTERNAL_FAILURE", "OAuth2")
+# (S3 says INTERNAL_FAILURE without credentials, but also for a passing server error: a hint, not a stop.)
+UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "OAuth2")
 DENIED = ("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH",
-          "SignatureDoesNotMatch")
-# GCS: pyarrow retries a failing request for 15 minutes by default (e.g. with no credentials to find).
-GCS_RETRY_S = 20
+          "SignatureDoesNotMatch", "INTERNAL_FAILURE")
+GCS_CHECK_S = 20
 
 
 class StorageError(OSError):
@@ -104,22 +105,23 @@ def _remote_filesystem(uri_root: str, endpoint: str | None) -> pyarrow.fs.FileSy
     that a changed endpoint opens it again)."""
     import pyarrow.fs
 
-    check = CHECK_ACCESS
     try:
-        if uri_root.startswith("gs://"):
-            filesystem, bucket = pyarrow.fs.GcsFileSystem(retry_time_limit=timedelta(seconds=GCS_RETRY_S)), uri_root[5:]
-        else:
-            filesystem, bucket = pyarrow.fs.FileSystem.from_uri(uri_root)
+        filesystem, bucket = pyarrow.fs.FileSystem.from_uri(uri_root)
+        # GCS retries a failing request for 15 minutes (right for the run's uploads), which looks like a hang
+        # when there are no credentials to find: the bucket check gives up after GCS_CHECK_S.
+        probe = pyarrow.fs.GcsFileSystem(retry_time_limit=timedelta(seconds=GCS_CHECK_S)) \
+            if uri_root.startswith("gs://") else filesystem
     except (OSError, ValueError) as err:
-        raise StorageError(f"{uri_root}: cannot open the object store ({_first_line(err)}); {check}") from None
+        raise StorageError(f"{uri_root}: cannot open the object store ({_first_line(err)}); {CHECK_ACCESS}") from None
     try:  # once per bucket and process: a missing one is named here, not as a missing file later
-        missing = filesystem.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound
+        missing = probe.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound
     except OSError as err:
         if _says(err, UNREACHABLE):
-            raise StorageError(f"{uri_root}: cannot reach the object store ({_first_line(err)}); {check}") from None
+            raise StorageError(f"{uri_root}: cannot reach the object store ({_first_line(err)}); "
+                               f"{CHECK_ACCESS}") from None
         missing = False  # credentials for objects only may not look at the bucket: the operations will tell
     if missing:
-        raise StorageError(f"{uri_root}: no such bucket; {check}")
+        raise StorageError(f"{uri_root}: no such bucket; {CHECK_ACCESS}")
     return filesystem
 
 
@@ -242,17 +244,26 @@ def read_text(location: Location) -> str:
     return read_bytes(location).decode("utf-8")
 
 
+def folder_error(location: Location) -> IsADirectoryError:
+    return IsADirectoryError(f"{location}: is a folder; give the name of a file (inside it, say)")
+
+
+def refuse_folder(location: Location) -> None:
+    """IsADirectoryError when a file is about to be written where a folder is: in a bucket the object would
+    hide the folder's files from every listing (`write_bytes` checks only on disk: two more requests per
+    object-store write would slow every upload)."""
+    if is_dir(location):
+        raise folder_error(location)
+
+
 def write_bytes(location: Location, data: bytes) -> None:
     """Write a whole file: locally through a renamed temporary file, on a store as one upload (an object is
     visible only once complete)."""
-    folder = IsADirectoryError(f"{location}: is a folder; give the name of a file (inside it, say)")
     if not is_remote(location):
         if Path(location).is_dir():
-            raise folder
+            raise folder_error(location)
         atomic_write_bytes(location, data)
         return
-    if is_dir(location):  # the object would hide the folder's files from every listing
-        raise folder
     filesystem, path = resolve(location)
     try:
         with filesystem.open_output_stream(path) as stream:

@@ -54,7 +54,9 @@ def atomic_folder(out: Path | str, marker: str) -> Iterator[Path]:
     An existing `out` is only replaced when it is empty or holds `marker` (a file every earlier
     result of the same kind has, e.g. tokenizer.json), so a mistyped path never deletes other data.
     """
-    out = Path(os.path.abspath(out))  # "." and "a/.." have no name to stage beside; symlinks stay as given
+    out = Path(out)
+    if out.name in ("", ".."):  # "." and "a/..": no name to stage beside
+        out = out.resolve()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
         raise FileExistsError(f"{out}: exists and is not a folder written by this command (no {marker}); "
                               "choose another path or remove it first")

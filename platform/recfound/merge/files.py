@@ -105,6 +105,7 @@ def _checked_plan(base: storage.Location, checkpoints: Sequence[str], out: stora
     base, out = str(base), str(out)
     if storage.normalize(out) in {storage.normalize(location) for location in (base, *checkpoints)}:
         raise ValueError(f"{out}: the output would overwrite one of the inputs; choose another output file")
+    storage.refuse_folder(out)
     return MergePlan(base, tuple(checkpoints), out)
 
 

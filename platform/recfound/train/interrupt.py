@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -118,8 +119,10 @@ def _exit_if_repeated(signum: int) -> None:
 
 
 def _in_driver_main_thread() -> bool:
-    import ray
-
     if threading.current_thread() is not threading.main_thread():
         return False
+    if "ray" not in sys.modules:  # a process that never imported Ray is no Ray worker (a data command)
+        return True
+    import ray
+
     return not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE

@@ -198,11 +198,11 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
         _set(raw, key, value)
     try:
         spec = _parse(raw, source)
+        check_trial_configs(spec)
     except ConfigError as error:
         if error.source == source and any(_within(error.key, key) or _within(key, error.key) for key in changes):
             raise ConfigError(error.key, error.reason, "--set") from None  # the value came from --set, not the file
         raise
-    check_trial_configs(spec)
     return spec
 
 
@@ -225,9 +225,11 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
         raise ConfigError(head, f"is not a mapping (got {_show(section)}), so {key} cannot be set", "--set")
     section = dict(section)
     if head == "variants":
-        # Variant names may hold dots ("w/o M.M."): the longest name the key starts with, else up to the first dot.
+        # Variant names may hold dots ("w/o M.M."): a whole name, else the longest name the key starts with, else
+        # up to the first dot.
         known = sorted((str(name) for name in section if rest.startswith(f"{name}.")), key=len, reverse=True)
-        name, path = (known[0], rest[len(known[0]) + 1:]) if known else rest.partition(".")[::2]
+        name, path = (rest, "") if rest in section else (known[0], rest[len(known[0]) + 1:]) if known \
+            else rest.partition(".")[::2]
         variant = dict(section.get(name) or {})
         if path:
             variant[path] = value
@@ -558,7 +560,11 @@ def _non_negative_int(value: Any) -> int:
 
 def _local_folder(value: Any) -> str:
     folder = as_text(value)
-    if storage.is_remote(folder):
+    try:
+        remote = storage.is_remote(folder)
+    except ValueError as error:  # another scheme, or "s3:/x" with one slash
+        raise ConfigError(reason=str(error)) from None
+    if remote:
         raise ConfigError(reason=f"must be a local folder: Tune keeps a sweep's state on the machine that runs it "
                                  f"(got {folder}); the trials' runs can still go to a bucket (run.output_dir)")
     return folder

@@ -102,8 +102,8 @@ def _review_layout(path: Path, notes: Notes) -> ReviewLayout:
     number, first = sample[0]
     layout = REVIEWS_2023 if "user_id" in first else REVIEWS_2018 if "reviewerID" in first else None
     if layout is None:
-        raise RecordError(path, number, "<record>", "neither Amazon 2023 review fields (user_id, parent_asin, timestamp, "
-                          "rating) nor 2018 ones (reviewerID, asin, unixReviewTime, overall)")
+        raise RecordError(path, number, "<record>", "neither Amazon 2023 review fields (user_id, parent_asin, "
+                          "timestamp, rating) nor 2018 ones (reviewerID, asin, unixReviewTime, overall)")
     _warn_unknown(path, {key for _, obj in sample for key in obj}, layout.known, notes, f"first {len(sample)} lines")
     return layout
 
