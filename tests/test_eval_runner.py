@@ -4,6 +4,7 @@ against one record at a time, Ray-sharded evaluation against in-process, reports
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -85,7 +86,10 @@ def test_candidate_pool_and_sampled_negatives():
     wide, share = pool.sampled_candidates(negatives=8, seed=0)  # filled from the other category
     assert len(set(wide[1])) == 9 and share == pytest.approx((4 + 5 * 5) / 48)
     with pytest.raises(ValueError, match="too few for 11 sampled negatives .*--negatives"):
-        pool.sampled_candidates(negatives=11, seed=0)
+        pool.sampled_candidates(negatives=11, seed=0)  # record 0 leaves out its own item too: 10 others
+    users = CandidatePool.of("U2I", [{**record, "query": f"user {i}"} for i, record in enumerate(records)])
+    every_other, _ = users.sampled_candidates(negatives=11, seed=0)  # no query is a document: 11 others each
+    assert all(sorted(row) == list(range(12)) for row in every_other)
     with pytest.raises(ValueError, match="not an embedding task"):
         CandidatePool.of("SR", records)
     assert category_of("no path here") is None
@@ -112,6 +116,8 @@ def test_ranks_match_a_brute_force_sort_and_ties_count_against_the_positive():
     assert full_pool_ranks(same, np.ones((30, 5)), [0, 4]).tolist() == [30, 30]
     assert sampled_ranks(np.full((1, 5), np.nan), documents, [candidates[0]]).tolist() == [7]
     assert full_pool_ranks(np.zeros((1, 5)), documents, [3]).tolist() == [30]
+    # ... last among the documents that count: the left-out ones never do
+    assert full_pool_ranks(np.full((1, 5), np.nan), documents, [3], [[1, 2]]).tolist() == [28]
 
 
 def test_batched_inference_equals_one_record_at_a_time(run_dir, data):
@@ -242,6 +248,14 @@ def test_average_rank_before_after_and_tables():
     text = comparison_tables([base, trained])
     assert "Generative tasks (Table 2 shape)" in text and "Embedding tasks (Table 3 shape)" in text
     assert "2.00 (0.00)" in text  # base is last on the one embedding column
+    # a NaN score (the authors' scoring with every query left out) ranks last, never first
+    assert average_ranks([[np.nan, 0.2], [0.5, 0.1]]) == [(1.5, 0.5), (1.5, 0.5)]
+    assert average_ranks([[np.nan], [np.nan], [0.1]]) == [(2.5, 0.0), (2.5, 0.0), (1.0, 0.0)]
+    # tasks not evaluated for every model are named, not dropped in silence
+    partial = comparison_tables([evaluation("a", {"SR": 0.2, "U2I": 0.3, "AP": 0.1}), evaluation("b", {"SR": 0.4})])
+    assert partial.endswith("\n\nnot compared (not evaluated for every model): AP, U2I (sampled)")
+    with pytest.raises(ValueError, match=r"share no task to compare \(each has only some of: SR, U2I \(sampled\)\)"):
+        comparison_tables([evaluation("a", {"U2I": 0.3}), evaluation("b", {"SR": 0.4})])
 
 
 def test_logged_evaluations_round_trip_and_compare(tmp_path):
@@ -260,8 +274,15 @@ def test_logged_evaluations_round_trip_and_compare(tmp_path):
     assert {"evaluation/scores.json", "evaluation/tables.txt", "evaluation/table.json", "evaluation/answers"} <= artifacts
     text = compare_runs([run_id, "evalrun"], uri)
     assert f"{run_id}:test_base" in text and "evalrun:test" in text
-    with pytest.raises(KeyError, match="no MLflow run with id or name 'nope'"):
+    with pytest.raises(KeyError, match="no MLflow run with id or name 'nope' in sqlite:///"):
         read_logged_evaluations(uri, "nope")
+    with pytest.raises(KeyError) as caught:
+        read_logged_evaluations(uri, "it's")  # a quote in the name: searched, not a filter syntax error
+    assert caught.value.args[0] == f"""no MLflow run with id or name "it's" in {uri}"""
+    missing = tmp_path / "elsewhere" / "mlflow.db"
+    with pytest.raises(FileNotFoundError, match="no MLflow store there"):
+        read_logged_evaluations(f"sqlite:///{missing}", "evalrun")
+    assert not missing.parent.exists()  # reading created nothing
 
 
 def test_a_run_and_data_in_a_bucket_score_as_on_disk(run_dir, tmp_path, object_store, capsys):
@@ -309,10 +330,44 @@ def test_cli_evaluates_a_run_and_a_bare_backbone(run_dir, tmp_path, capsys):
     theirs = json.loads((tmp_path / "theirs" / "scores.json").read_text())["evalrun:merged"]
     assert theirs["generative"]["SR"]["scoring"] == theirs["retrieval"]["sampled"]["Q2I"]["scoring"] == "authors"
     assert main(["eval", "run", str(run_dir), f"{run_dir}:merged", *options]) == 1
-    assert "named twice: evalrun:merged" in capsys.readouterr().err
+    assert f"{run_dir} and {run_dir}:merged are the same model" in capsys.readouterr().err
     assert main(["eval", "run", f"{run_dir}:fianl", "--data", str(data)]) == 1
     assert f"{run_dir}: no model 'fianl'; choose init, final or merged" in capsys.readouterr().err
     assert main(["eval", "run", str(tmp_path / "missing"), "--data", str(data)]) == 1
     assert "no such run folder or adapter file" in capsys.readouterr().err
     assert main(["eval", "run", "base:tiny", "--data", str(data)]) == 1
     assert "needs --tokenizer" in capsys.readouterr().err
+
+
+def test_eval_run_refuses_bad_input_before_it_evaluates(run_dir, tmp_path, capsys):
+    data = run_dir.parent.parent / "data"
+    options = ["--data", str(data), "--tasks", "SR", "--max-records", "2", "--max-new-tokens", "2", "--scorer", "none",
+               "--workers", "0"]
+    (tmp_path / "taken").write_text("mine")
+    cases = [
+        ([str(run_dir), *options, "--out", str(tmp_path / "taken")],
+         f"{tmp_path / 'taken'}: exists and is not a folder written by this command (no scores.json)"),
+        ([str(run_dir), *options, "--log", "--tracking-uri", "foo://bar"], "--log: cannot use the MLflow store foo://bar ("),
+        ([str(run_dir), *options[:2], "--tasks", "sr", *options[4:]], "unknown task 'sr'; known tasks: U2I, Q2I"),
+        (["base:", "--tokenizer", str(run_dir / "tokenizer"), *options], "base:: give the backbone after base:"),
+        ([str(run_dir), str(run_dir / "merged.safetensors"), *options],
+         f"{run_dir} and {run_dir / 'merged.safetensors'} are the same model (each model is evaluated once)"),
+    ]
+    for argv, message in cases:
+        assert main(["eval", "run", *argv]) == 1
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"recfound: error: {message}") and "\n" not in captured.err.rstrip(), captured.err
+        assert "Generative tasks" not in captured.out  # refused before any model was evaluated
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_two_runs_of_one_folder_name_are_told_apart_by_their_paths(run_dir, tmp_path, capsys):
+    other = tmp_path / "elsewhere" / run_dir.name
+    shutil.copytree(run_dir, other)
+    other_init = other / "adapter_init.safetensors"
+    other_init.write_bytes((run_dir / "merged.safetensors").read_bytes())  # another model: the copy's init differs
+    assert main(["eval", "run", f"{run_dir}:init", f"{other}:init", "--data", str(run_dir.parent.parent / "data"),
+                 "--tasks", "SR", "--max-records", "2", "--max-new-tokens", "2", "--scorer", "none",
+                 "--workers", "0"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert f"{run_dir}:init" in printed and f"{other}:init" in printed

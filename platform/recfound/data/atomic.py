@@ -47,6 +47,14 @@ def atomic_write_lines(path: Path | str, lines: Iterable[str]) -> None:
     atomic_write_bytes(path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
 
+def check_replaceable(out: Path, marker: str) -> None:
+    """FileExistsError unless `out` is missing, an empty folder, or a folder holding `marker` (what
+    `atomic_folder` may replace): a command checks this before its long work, not after."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
+        raise FileExistsError(f"{out}: exists and is not a folder written by this command (no {marker}); "
+                              "choose another path or remove it first")
+
+
 @contextmanager
 def atomic_folder(out: Path | str, marker: str) -> Iterator[Path]:
     """Yield an empty staging folder beside `out`; on success it replaces `out` whole, on error it is removed.
@@ -57,9 +65,7 @@ def atomic_folder(out: Path | str, marker: str) -> Iterator[Path]:
     out = Path(out)
     if out.name in ("", ".."):  # "." and "a/..": no name to stage beside
         out = out.resolve()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
-        raise FileExistsError(f"{out}: exists and is not a folder written by this command (no {marker}); "
-                              "choose another path or remove it first")
+    check_replaceable(out, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
     staging.mkdir()  # plain mkdir: the usual umask permissions, unlike mkdtemp's 0700

@@ -204,6 +204,8 @@ def selected_task_files(root: storage.Location, split: str, tasks: list[str] | N
     """{task: file location} of `tasks` (default: every task file present, in registry order) in
     `<root>/<split>/`; a FileNotFoundError names the selected tasks that have no file."""
     files = task_files(root, split)
+    for name in tasks or ():
+        get_task(name)  # an unknown name (e.g. lower-case) is a KeyError naming the known tasks
     names = tasks or [name for name in task_names() if name in files]
     missing = [name for name in names if name not in files]
     if missing:

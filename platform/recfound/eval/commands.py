@@ -13,14 +13,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 from recfound import storage
+from recfound.data.atomic import check_replaceable
 from recfound.config import EvalSection
 from recfound.eval.catalog import load_catalog
 from recfound.eval.data import load_split
 from recfound.eval.job import make_scorer, run_baselines
-from recfound.eval.report import (evaluation_tables, log_evaluations, read_logged_evaluations,
+from recfound.eval.report import (SCORES_FILE, evaluation_tables, log_evaluations, read_logged_evaluations,
                                   write_evaluation_files)
 from recfound.eval.runner import ModelEvaluation, evaluate_model
 from recfound.eval.source import RUN_MODELS, ModelSource, run_config, run_serving, run_tokenizer
@@ -58,6 +60,9 @@ def model_source(spec: str, tracking_uri: str, tokenizer: str | None, seed: int)
             raise ValueError(f"{spec}: expected models:/NAME/VERSION (or an alias instead of VERSION)")
         return ModelSource.from_registered(tracking_uri, name, version)
     if spec.startswith(BASE):
+        if not spec[len(BASE):]:
+            raise ValueError(f"{spec}: give the backbone after {BASE} (a preset such as tiny, smollm2, an HF folder "
+                             "or a .gguf file)")
         if tokenizer is None:
             raise ValueError(f"{spec}: a bare backbone needs --tokenizer (a tokenizer folder, 'smollm2' or a .gguf)")
         from recfound.data.tokenizer import resolve_tokenizer
@@ -76,6 +81,30 @@ def model_source(spec: str, tracking_uri: str, tokenizer: str | None, seed: int)
     raise FileNotFoundError(f"{spec}: no such run folder or adapter file (nor models:/NAME/VERSION or base:SPEC)")
 
 
+def distinctly_labelled(specs: Sequence[str], sources: Sequence[ModelSource]) -> list[ModelSource]:
+    """The sources, each labelled by its spec as typed where two different models got the same label (two
+    runs of one name, say); ValueError for one model given twice."""
+    for i, (spec, source) in enumerate(zip(specs, sources)):
+        for other_spec, other in zip(specs[:i], sources[:i]):
+            if (source.adapter, source.serving, source.backbone_files) == \
+                    (other.adapter, other.serving, other.backbone_files):
+                raise ValueError(f"{other_spec} and {spec} are the same model (each model is evaluated once)")
+    labels = [source.label for source in sources]
+    return [replace(source, label=spec) if labels.count(source.label) > 1 else source
+            for spec, source in zip(specs, sources)]
+
+
+def _check_store(tracking_uri: str, artifact_root: str | None) -> None:
+    """Open the MLflow store (and the evaluation experiment) a `--log` will write to, or say why it cannot."""
+    from recfound.tracking.store import ensure_experiment
+
+    try:
+        ensure_experiment(tracking_uri, EVAL_EXPERIMENT, artifact_root)
+    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; each becomes the one line below
+        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise ValueError(f"--log: cannot use the MLflow store {without_password(tracking_uri)} ({reason})") from None
+
+
 def run_evaluation(models: Sequence[str], data_root: storage.Location, options: EvalSection, tasks: list[str] | None,
                    tracking_uri: str, tokenizer: str | None = None, seed: int = 0, use_gpu: bool = False,
                    out: Path | None = None, log: bool = False, artifact_root: str | None = None
@@ -86,11 +115,11 @@ def run_evaluation(models: Sequence[str], data_root: storage.Location, options: 
     given). Returns {label: evaluation}."""
     from recfound.cluster import ray_session
 
-    sources = [model_source(spec, tracking_uri, tokenizer, seed) for spec in models]
-    labels = [s.label for s in sources]
-    twice = sorted({label for label in labels if labels.count(label) > 1})
-    if twice:
-        raise ValueError(f"model(s) named twice: {', '.join(twice)} (each model is evaluated once)")
+    if out is not None:  # the places the results go, checked before the long part
+        check_replaceable(Path(out), SCORES_FILE)
+    if log:
+        _check_store(tracking_uri, artifact_root)
+    sources = distinctly_labelled(models, [model_source(spec, tracking_uri, tokenizer, seed) for spec in models])
     data = load_split(data_root, options.split, tasks, options.max_records)
     catalog = load_catalog(data_root, options.split, data)
     scorer = make_scorer(options.scorer)

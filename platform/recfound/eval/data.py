@@ -68,7 +68,8 @@ class CandidatePool:
     def sampled_candidates(self, negatives: int, seed: int) -> tuple[list[list[int]], float]:
         """(per record [its positive, then `negatives` other documents, of the positive's category when
         there are enough], the share of all sampled negatives that are of that category). Seeded."""
-        if len(self.documents) - 2 < negatives:
+        left_out = 2 if any(own is not None for own in self.own or ()) else 1  # the positive (and the query's item)
+        if len(self.documents) - left_out < negatives:
             raise ValueError(f"task {self.task}: the pool holds {len(self.documents)} documents, too few for "
                              f"{negatives} sampled negatives per query (lower eval.sampled_negatives, "
                              "`--negatives` of recfound eval run)")

@@ -36,16 +36,18 @@ from recfound.eval.paired import Interval, verdicts
 from recfound.eval.retrieval import CATALOG
 from recfound.eval.runner import ModelEvaluation
 from recfound.progress import format_table
+from recfound.redact import without_password
 from recfound.tasks import Kind, get_task, task_names
 
-SCORES_ARTIFACT = "evaluation/scores.json"
+SCORES_FILE = "scores.json"  # what marks a folder of write_evaluation_files
+SCORES_ARTIFACT = f"evaluation/{SCORES_FILE}"
 BASELINES_FILE = "baselines.json"
 
 
 def average_ranks(rows: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
     """Per row (model): (mean, std) of its rank over the columns (tasks), higher values ranking first,
-    ties sharing the mean of the ranks they span."""
-    values = np.asarray(rows, dtype=float)
+    ties sharing the mean of the ranks they span; a NaN score ranks last."""
+    values = np.nan_to_num(np.asarray(rows, dtype=float), nan=-np.inf)
     ranks = np.zeros_like(values)
     for column in range(values.shape[1]):
         scores = values[:, column]
@@ -81,16 +83,23 @@ def comparison_tables(evaluations: Sequence[ModelEvaluation]) -> str:
     """Table 2 (generative) and Table 3 (embedding, per protocol) of the models, as text."""
     if not evaluations:
         raise ValueError("no evaluations to compare")
-    parts = []
+    parts, left_out = [], []
     generative = [t for t in task_names(Kind.GENERATIVE) if all(t in e.generative for e in evaluations)]
+    left_out += sorted({t for e in evaluations for t in e.generative} - set(generative))
     if generative:
         parts.append("Generative tasks (Table 2 shape)\n" + _table(evaluations, lambda e: e.generative, generative))
-    for protocol, group in evaluations[0].retrieval.items():
+    for protocol in dict.fromkeys(p for e in evaluations for p in e.retrieval):  # in the order they were evaluated
         tasks = [t for t in task_names(Kind.EMBEDDING) if all(t in e.retrieval.get(protocol, {}) for e in evaluations)]
+        left_out += [f"{t} ({protocol})" for t in sorted({t for e in evaluations for t in e.retrieval.get(protocol, {})}
+                                                           - set(tasks))]
         if tasks:
-            described = group[tasks[0]].protocol
+            described = next(e.retrieval[protocol][tasks[0]].protocol for e in evaluations)
             parts.append(f"Embedding tasks (Table 3 shape), protocol: {described}\n"
                          + _table(evaluations, lambda e, p=protocol: e.retrieval[p], tasks))
+    if not parts:
+        raise ValueError(f"the evaluations share no task to compare (each has only some of: {', '.join(left_out)})")
+    if left_out:
+        parts.append(f"not compared (not evaluated for every model): {', '.join(left_out)}")
     return "\n\n".join(parts)
 
 
@@ -297,7 +306,7 @@ def write_evaluation_files(folder: Path, evaluations: Mapping[str, ModelEvaluati
     folder there is replaced)."""
     from recfound.data.atomic import atomic_folder
 
-    with atomic_folder(folder, "scores.json") as staging:
+    with atomic_folder(folder, SCORES_FILE) as staging:
         scores = {role: e.to_dict() for role, e in evaluations.items()}
         (staging / "scores.json").write_text(json.dumps(scores, indent=1), encoding="utf-8")
         if baselines:
@@ -335,8 +344,9 @@ def read_logged_evaluations(tracking_uri: str, run: str) -> dict[str, ModelEvalu
 
     from recfound.tracking.store import client
 
+    _require_store(tracking_uri)
     mlflow_client = client(tracking_uri)
-    run_id = _run_id(mlflow_client, run)
+    run_id = _run_id(mlflow_client, run, tracking_uri)
     with tempfile.TemporaryDirectory(prefix="recfound-compare-") as folder:
         try:
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SCORES_ARTIFACT,
@@ -347,16 +357,28 @@ def read_logged_evaluations(tracking_uri: str, run: str) -> dict[str, ModelEvalu
     return {role: ModelEvaluation.from_dict(item) for role, item in data.items()}
 
 
-def _run_id(mlflow_client, run: str) -> str:
+def _require_store(tracking_uri: str) -> None:
+    """A SQLite store that is not there: FileNotFoundError (reading must not create an empty one)."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix):]).is_file():
+        raise FileNotFoundError(f"{tracking_uri}: no MLflow store there (nothing was logged to it); give the store "
+                                "the runs were logged to (--tracking-uri, or $MLFLOW_TRACKING_URI)")
+
+
+def _run_id(mlflow_client, run: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
         return mlflow_client.get_run(run).info.run_id
     except MlflowException:
         pass
+    missing = KeyError(f"no MLflow run with id or name {run!r} in {without_password(tracking_uri)}")
+    quote = "'" if "'" not in run else '"'
+    if quote in run:  # both quotes: MLflow's filter language cannot say the name
+        raise missing
     experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
-    found = mlflow_client.search_runs(experiments, filter_string=f"attributes.run_name = '{run}'",
+    found = mlflow_client.search_runs(experiments, filter_string=f"attributes.run_name = {quote}{run}{quote}",
                                       order_by=["attributes.start_time DESC"], max_results=1)
     if not found:
-        raise KeyError(f"no MLflow run with id or name {run!r}")
+        raise missing
     return found[0].info.run_id

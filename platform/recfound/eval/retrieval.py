@@ -29,12 +29,14 @@ def normalized(vectors: np.ndarray) -> torch.Tensor:
     return torch.nn.functional.normalize(tensor, dim=-1)
 
 
-def _ranks_of_first(scores: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+def _ranks_of_first(scores: torch.Tensor, own: torch.Tensor, counted: torch.Tensor | None = None) -> torch.Tensor:
     """1 + the candidates scoring at least `own` (the positive's score), the positive not counted: ties go
-    against the positive, and a NaN score (a broken embedding) ranks last, never first."""
+    against the positive, and a NaN score (a broken embedding) ranks last, never first. `counted`: where
+    given, only the candidates it marks count (the left-out ones never do, not even against a NaN query)."""
     scores = torch.nan_to_num(scores, nan=-torch.inf)
     own = torch.nan_to_num(own, nan=-torch.inf)
-    return (scores >= own[:, None]).sum(dim=1)
+    at_least = scores >= own[:, None]
+    return (at_least if counted is None else at_least & counted).sum(dim=1)
 
 
 def full_pool_ranks(queries: np.ndarray, documents: np.ndarray, positives: Sequence[int],
@@ -46,11 +48,13 @@ def full_pool_ranks(queries: np.ndarray, documents: np.ndarray, positives: Seque
     ranks = torch.empty(len(q), dtype=torch.long)
     for start in range(0, len(q), QUERY_BATCH):
         scores = q[start:start + QUERY_BATCH] @ d.T
+        counted = torch.ones_like(scores, dtype=torch.bool)
         for row, doc in enumerate(excluded[start:start + QUERY_BATCH]):
             if doc is not None:
-                scores[row, torch.as_tensor(doc, dtype=torch.long)] = -torch.inf
+                counted[row, torch.as_tensor(doc, dtype=torch.long)] = False
         rows = torch.arange(len(scores))
-        ranks[start:start + QUERY_BATCH] = _ranks_of_first(scores, scores[rows, positives[start:start + QUERY_BATCH]])
+        ranks[start:start + QUERY_BATCH] = _ranks_of_first(scores, scores[rows, positives[start:start + QUERY_BATCH]],
+                                                           counted)
     return ranks.numpy()
 
 
