@@ -3,6 +3,7 @@ adapter routed to that task, with normal permissions; refusals of unknown tasks 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -124,9 +125,14 @@ def test_export_refuses_an_unknown_task_and_an_occupied_folder(run, tmp_path, ca
     assert main(["export", str(run_dir), "--task", "SA", "--out", str(occupied), "--overwrite"]) == 1
     assert "not a folder written by this command" in capsys.readouterr().err  # --overwrite replaces exports only
     assert (occupied / "notes.txt").read_text() == "keep me"
+    (occupied / "config.json").write_text("{}")  # a HF model folder, say: not an export either
+    assert main(["export", str(run_dir), "--task", "SA", "--out", str(occupied), "--overwrite"]) == 1
+    assert "not a folder written by this command (no recfound-export.json)" in capsys.readouterr().err
+    assert sorted(p.name for p in occupied.iterdir()) == ["config.json", "notes.txt"]
     out = tmp_path / "out"
     assert main(["export", str(run_dir), "--task", "SA", "--out", str(out)]) == 0
     assert main(["export", str(run_dir), "--task", "SA", "--out", str(out)]) == 1
     assert main(["export", str(run_dir), "--task", "QR", "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "recfound-export.json").read_text()) == {"task": "QR"}
     assert main(["export", "base:tiny", "--task", "SA", "--out", str(tmp_path / "base")]) == 1
     assert "bare backbone has no adapter" in capsys.readouterr().err

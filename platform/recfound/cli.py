@@ -294,11 +294,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     if args.model.startswith(BASE):
         raise ValueError(f"{args.model}: a bare backbone has no adapter to merge; it is a plain model already")
+    from recfound.data.atomic import check_replaceable
+    from recfound.model.state import EXPORT_MARKER
+
     if args.out.exists() and not args.out.is_dir():
         raise FileExistsError(f"{args.out}: is a file; choose a folder to write the model into")
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{args.out}: exists and is not empty; choose another folder, or pass --overwrite "
                               "to replace an earlier export")
+    check_replaceable(args.out, EXPORT_MARKER)  # --overwrite replaces an earlier export, never other files
     get_task(args.task)  # an unknown task is refused before any model is loaded
     source = model_source(args.model, _tracking_uri(args.tracking_uri)[0], None, 0)
     out = source.export_dense(args.task, args.out)

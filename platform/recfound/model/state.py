@@ -144,14 +144,19 @@ def load_adapter(adapter: Adapter, path: Path | str) -> None:
     adapter.load_trainable_state(tensors)
 
 
+EXPORT_MARKER = "recfound-export.json"  # what marks a folder as an export (only such a folder is ever replaced)
+
+
 def export_dense(adapter: Adapter, task: str, out: Path | str, tokenizer_dir: Path | str | None = None) -> Path:
     """Write the dense model for `task` (`W0 + (alpha/r) sum_j v_j B_j A_j` per projection, token rows
     merged) as a HF folder that `AutoModelForCausalLM.from_pretrained` loads; the tokenizer files of
     `tokenizer_dir` are copied beside it when given. The folder appears whole or not at all; a task the
-    adapter does not know is a KeyError that lists its tasks."""
+    adapter does not know is a KeyError that lists its tasks. An existing `out` is replaced only when it is
+    empty or an earlier export (it holds EXPORT_MARKER)."""
     out = Path(out)
     adapter.task_id(task)
-    with atomic_folder(out, "config.json") as staging:
+    with atomic_folder(out, EXPORT_MARKER) as staging:
+        (staging / EXPORT_MARKER).write_text(json.dumps({"task": task}) + "\n", encoding="utf-8")
         with adapter.dense(task) as model:
             model.save_pretrained(str(staging))
         if tokenizer_dir is not None:
