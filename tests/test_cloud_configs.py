@@ -195,3 +195,51 @@ def test_mlflow_server_that_cannot_start_says_why_in_one_line(tmp_path, capsys):
     assert line.startswith("recfound: error: the MLflow server exited with status 1: mlflow.tracking.registry."
                            "UnsupportedModelRegistryStoreURIException:") and "'nosuchdb://x/y'" in line, line
     assert not pid_file.exists()
+
+
+def test_stop_never_kills_a_process_the_pid_file_does_not_name_as_its_server(tmp_path):
+    """A stale pid file (the server gone, its pid reused) names another program: `mlflow-server stop` leaves
+    it alone and says no server ran."""
+    import subprocess
+    import sys
+
+    from recfound.tracking.server import stop_server
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        pid_file = tmp_path / "server.pid"
+        pid_file.write_text(str(other.pid))  # as an older recfound wrote it: the pid alone
+        assert stop_server(pid_file) is False and not pid_file.exists()
+        assert other.poll() is None  # still running
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+
+
+def test_start_refuses_a_port_where_another_server_answers(tmp_path):
+    """`mlflow-server start` on a port another server answers on fails at once, instead of reporting that
+    server as its own (its own process would die on the taken port)."""
+    import http.server
+    import threading
+
+    from recfound.tracking.server import TrackingServerError, start_server
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's name is http.server's
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        port = other.server_address[1]
+        with pytest.raises(TrackingServerError, match=f"another server already answers at http://127.0.0.1:{port} "
+                                                      rf"\(not the one {tmp_path / 'server.pid'} names\)"):
+            start_server("127.0.0.1", port, tmp_path / "server.log", tmp_path / "server.pid", {}, timeout_s=10)
+        assert not (tmp_path / "server.pid").exists()
+    finally:
+        other.shutdown()
+        other.server_close()

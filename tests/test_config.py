@@ -86,6 +86,9 @@ def test_with_overrides():
 @pytest.mark.parametrize("overrides, key, reason", [
     (["sched.window=abc"], "sched.window", "expected an integer, got 'abc'"),
     (["sched.window=1"], "sched.window", "must be >= 2 (got 1)"),
+    (["mlflow.register_as=team/recfound"], "mlflow.register_as",
+     "must be an MLflow model name: not empty, no /, : or quotes (got 'team/recfound')"),
+    ([f"run.seed={2**32}"], "run.seed", "must be in [0, 2**32): seeds are 32-bit (got 4294967296)"),
     (["sched.warmup_ratio=1"], "sched.warmup_ratio", "must be in [0, 1) (got 1.0)"),
     (["tmole.experts={embedding: 0, shared: 0, generative: 0}"], "tmole.experts",
      "embedding + shared + generative must be > 0"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -208,6 +209,15 @@ def test_registered_adapter_loads_and_serves_like_the_adapter(store, served, mon
                                                   for r in GENERATIVE_RECORDS]  # batched = one at a time
     with pytest.raises(ValueError, match=r"input row 0 \(task Q2I\): missing query"):
         model.predict([{"task": "Q2I", "instruction": "Find it."}])
+    # options as one string would be split into characters, a number not read at all: both refused by name
+    for options, shown in (("positive, negative", "str 'positive, negative'"), (5, "int '5'")):
+        with pytest.raises(ValueError, match=f"input row 0 \\(task SA\\): options must be a list of strings, "
+                                             f"got {shown}"):
+            model.predict([{**GENERATIVE_RECORDS[-1], "options": options}])
+    for params, shown in (({"batch_size": 0}, "batch_size must be a whole number >= 1, got 0"),
+                          ({"max_new_tokens": -1}, "max_new_tokens must be a whole number >= 1, got -1")):
+        with pytest.raises(ValueError, match=f"param {shown}"):
+            model.predict(EMBEDDING_RECORDS[:1], params=params)
 
     again = log_and_register_adapter(uri, run_id, adapter_file, tokenizer_dir, "tiny", SEED, "rf-adapter",
                                      {"data_hash": "d41d8c"})
@@ -375,3 +385,29 @@ def test_base_and_trained_scores_share_one_metric_per_task(store):
                                  "embedding_avg": (0.3, 0.6)}.items():
         history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, f"test_by_step/{key}"))
         assert history == [(0, pytest.approx(before)), (30, pytest.approx(after))], key
+
+
+def test_a_sqlite_file_that_is_no_mlflow_store_is_refused_untouched(tmp_path, capsys):
+    import sqlite3
+
+    from recfound.cli import main
+    from recfound.tracking.store import check_sqlite_store, client
+
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as database:
+        database.execute("CREATE TABLE users (name TEXT)")
+    (tmp_path / "junk.db").write_text("not a database")
+    for name, message in (("app.db", "another program's SQLite database (tables: users), not an MLflow store"),
+                          ("junk.db", "not a SQLite database (file is not a database)")):
+        with pytest.raises(ValueError, match=re.escape(f"sqlite:///{tmp_path / name}: {message}")):
+            client(f"sqlite:///{tmp_path / name}")
+    with sqlite3.connect(other) as database:  # MLflow added none of its tables
+        assert [row[0] for row in database.execute("SELECT name FROM sqlite_master")] == ["users"]
+    with pytest.raises(FileNotFoundError, match="no MLflow store there"):
+        check_sqlite_store(f"sqlite:///{tmp_path / 'typo' / 'mlflow.db'}", must_exist=True)
+    assert main(["export", "models:/rf/1", "--task", "SA", "--out", str(tmp_path / "o"), "--tracking-uri",
+                 f"sqlite:///{tmp_path / 'typo' / 'mlflow.db'}"]) == 1
+    assert not (tmp_path / "typo").exists()  # loading a registered model created no store
+    assert main(["eval", "compare", "abc", "--tracking-uri", "sqlite:/x.db"]) == 1  # MLflow's own error: one line
+    assert capsys.readouterr().err.endswith("recfound: error: MLflow store: Could not parse SQLAlchemy URL from given "
+                                            "URL string\n")

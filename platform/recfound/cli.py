@@ -428,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raised_by(err: BaseException, packages: tuple[str, ...]) -> bool:
+    """Whether `err` is an exception class of one of `packages` (without importing them)."""
+    return any(kind.__module__.split(".")[0] in packages for kind in type(err).__mro__)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `recfound` console command; returns the exit status."""
     from recfound.no_space import full_disk_error
@@ -454,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             message = full.strerror
         elif isinstance(err, (RecordError, OSError, ValueError, KeyError, TrainingError)):
             message = err.args[0] if isinstance(err, KeyError) else str(err)
+        elif _raised_by(err, ("mlflow", "sqlalchemy")):  # a store that cannot be opened, read or written
+            message = f"MLflow store: {(str(err).strip() or type(err).__name__).splitlines()[0]}"
         else:
             raise
         print(f"recfound: error: {message}", file=sys.stderr)

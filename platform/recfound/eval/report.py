@@ -342,9 +342,9 @@ def read_logged_evaluations(tracking_uri: str, run: str) -> dict[str, ModelEvalu
     """{role: evaluation} logged to an MLflow run, given its id or its name (the latest run of that name)."""
     import mlflow
 
-    from recfound.tracking.store import client
+    from recfound.tracking.store import check_sqlite_store, client
 
-    _require_store(tracking_uri)
+    check_sqlite_store(tracking_uri, must_exist=True)  # reading creates no store
     mlflow_client = client(tracking_uri)
     run_id = _run_id(mlflow_client, run, tracking_uri)
     with tempfile.TemporaryDirectory(prefix="recfound-compare-") as folder:
@@ -355,14 +355,6 @@ def read_logged_evaluations(tracking_uri: str, run: str) -> dict[str, ModelEvalu
             raise FileNotFoundError(f"run {run!r} ({run_id}) has no {SCORES_ARTIFACT}: was it evaluated?") from err
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     return {role: ModelEvaluation.from_dict(item) for role, item in data.items()}
-
-
-def _require_store(tracking_uri: str) -> None:
-    """A SQLite store that is not there: FileNotFoundError (reading must not create an empty one)."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix):]).is_file():
-        raise FileNotFoundError(f"{tracking_uri}: no MLflow store there (nothing was logged to it); give the store "
-                                "the runs were logged to (--tracking-uri, or $MLFLOW_TRACKING_URI)")
 
 
 def _run_id(mlflow_client, run: str, tracking_uri: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
@@ -127,8 +128,21 @@ def _record(raw: dict, row: int) -> dict:
     for name in fields_of(task):
         default = [] if name in OPTIONAL_FIELDS else ""
         value = values.get(name, default)
+        if name in OPTIONAL_FIELDS and not isinstance(value, (list, tuple, np.ndarray)):  # a string is no list
+            raise ServingInputError(f"input row {row} (task {task.name}): {name} must be a list of strings, got "
+                                    f"{type(value).__name__} {str(value)[:40]!r}")
         record[name] = [str(v) for v in value] if name in OPTIONAL_FIELDS else str(value)
     return record
+
+
+def _positive_param(options: dict[str, Any], name: str) -> int:
+    try:
+        value = int(options[name])
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1 or value != options[name]:
+        raise ServingInputError(f"param {name} must be a whole number >= 1, got {options[name]!r}")
+    return value
 
 
 class RecfoundAdapterModel(mlflow.pyfunc.PythonModel):
@@ -148,7 +162,8 @@ class RecfoundAdapterModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         options = {**DEFAULT_PARAMS, **(params or {})}
-        self.inference.options = replace(self.inference.options, batch_size=int(options["batch_size"]))
+        batch_size, max_new_tokens = _positive_param(options, "batch_size"), _positive_param(options, "max_new_tokens")
+        self.inference.options = replace(self.inference.options, batch_size=batch_size)
         rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
         records = [_record(raw, row) for row, raw in enumerate(rows)]
         outputs: dict[str, list] = {"embedding": [None] * len(records), "text": [None] * len(records)}
@@ -160,7 +175,7 @@ class RecfoundAdapterModel(mlflow.pyfunc.PythonModel):
             if kind is Kind.EMBEDDING:
                 results = self.inference.embed_queries(chosen).astype(float).tolist()
             else:
-                results = self.inference.generate(chosen, int(options["max_new_tokens"]))
+                results = self.inference.generate(chosen, max_new_tokens)
             for i, result in zip(indices, results):
                 outputs[column][i] = result
         # Object columns keep None as None (JSON null); a string column would turn it into NaN.

@@ -83,12 +83,39 @@ def is_healthy(url: str) -> bool:
 
 
 def _running_pid(pid_file: Path) -> int | None:
+    """The pid of the server the pid file names, if that very process still runs: a process group leader
+    running `mlflow server`, started when the file says (a pid reused by another program is not it)."""
+    import psutil
+
     try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
+        fields = pid_file.read_text().split()
+        pid, started = int(fields[0]), float(fields[1]) if len(fields) > 1 else None
+        process = psutil.Process(pid)
+        ours = (os.getpgid(pid) == pid and "mlflow" in " ".join(process.cmdline())
+                and (started is None or abs(process.create_time() - started) < 1.0))
+    except (OSError, ValueError, IndexError, psutil.Error):
         return None
-    return pid
+    return pid if ours else None
+
+
+def _write_pid_file(pid_file: Path, pid: int) -> None:
+    """The server's pid and start time (what `_running_pid` checks)."""
+    import psutil
+
+    pid_file.write_text(f"{pid} {psutil.Process(pid).create_time()}\n")
+
+
+def _serves(pid: int, port: int) -> bool:
+    """Whether the process or one of its children (MLflow's web workers) listens on `port`."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        return any(connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+                   for process in (parent, *parent.children(recursive=True))
+                   for connection in process.net_connections(kind="inet"))
+    except psutil.Error:
+        return False
 
 
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b")
@@ -111,16 +138,24 @@ def start_server(host: str, port: int, log_file: str | Path, pid_file: str | Pat
     and answers is kept (starting again is harmless)."""
     reachable = LOOPBACK if host in ("0.0.0.0", "::", "") else host  # all interfaces: ask on this machine's own
     url, pid_path, log_path = f"http://{reachable}:{port}", Path(pid_file), Path(log_file)
-    if _running_pid(pid_path) is not None and is_healthy(url):
-        return url
+    running = _running_pid(pid_path)
+    if running is not None:  # started by an earlier call: it answers, or it is still starting
+        deadline = time.monotonic() + timeout_s
+        while _alive(running) and time.monotonic() < deadline:
+            if is_healthy(url) and _serves(running, port):
+                return url
+            time.sleep(0.5)
+    if is_healthy(url):
+        raise TrackingServerError(f"another server already answers at {url} (not the one {pid_path} names): stop it, "
+                                  "or choose another --port")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(server_command(host, port), env=environment, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    pid_path.write_text(str(process.pid))
+    _write_pid_file(pid_path, process.pid)
     deadline = time.monotonic() + timeout_s
-    while not is_healthy(url):
+    while not (is_healthy(url) and _serves(process.pid, port)):  # its own answer, not another server's
         if process.poll() is not None:
             pid_path.unlink(missing_ok=True)
             raise TrackingServerError(f"the MLflow server exited with status {process.returncode}: "

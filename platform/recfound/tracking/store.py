@@ -7,8 +7,10 @@ here depends on (or changes) MLflow's global state.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -20,9 +22,40 @@ DB_NAME = "mlflow.db"
 ARTIFACTS_NAME = "mlartifacts"
 
 
+SQLITE_PREFIX = "sqlite:///"
+_checked_stores: set[Path] = set()  # SQLite files seen to be MLflow stores by this process
+
+
 def client(tracking_uri: str) -> mlflow.MlflowClient:
-    """A client bound to `tracking_uri` for both tracking and the model registry."""
+    """A client bound to `tracking_uri` for both tracking and the model registry (a SQLite file that is not
+    an MLflow store is refused: MLflow would add its tables to it)."""
+    check_sqlite_store(tracking_uri)
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def check_sqlite_store(tracking_uri: str, must_exist: bool = False) -> None:
+    """For a SQLite tracking URI: a missing file is fine (MLflow creates the store) unless `must_exist`
+    (FileNotFoundError: a command that only reads must not create an empty store); an existing file must be
+    empty or an MLflow store (ValueError for another program's database or a file that is not SQLite)."""
+    if not tracking_uri.startswith(SQLITE_PREFIX):
+        return
+    path = Path(tracking_uri[len(SQLITE_PREFIX):].split("?", 1)[0]).resolve()
+    if not path.is_file():
+        if must_exist:
+            raise FileNotFoundError(f"{tracking_uri}: no MLflow store there (nothing was logged to it); give the "
+                                    "store the runs were logged to (--tracking-uri, or $MLFLOW_TRACKING_URI)")
+        return
+    if path in _checked_stores:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as database:
+            tables = {name for (name,) in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise ValueError(f"{tracking_uri}: not a SQLite database ({err}); give an MLflow store's file") from None
+    if tables and "alembic_version" not in tables:  # every MLflow store has it
+        raise ValueError(f"{tracking_uri}: another program's SQLite database (tables: {', '.join(sorted(tables)[:5])}), "
+                         "not an MLflow store; give another file")
+    _checked_stores.add(path)
 
 
 def default_tracking_uri(output_dir: str | Path) -> str:
