@@ -243,3 +243,13 @@ def test_start_refuses_a_port_where_another_server_answers(tmp_path):
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_the_servers_last_exception_line_is_found_in_sqlalchemys_wording_too(tmp_path):
+    from recfound.tracking.server import _last_line
+
+    log = tmp_path / "server.log"
+    log.write_text("INFO starting\n(psycopg.OperationalError) connection failed: Connection refused\n"
+                   "(Background on this error at: https://sqlalche.me/e/20/e3q8)\n"
+                   "Operation will be retried in 51.1 seconds\n")
+    assert _last_line(log) == "(psycopg.OperationalError) connection failed: Connection refused"

@@ -118,7 +118,8 @@ def _serves(pid: int, port: int) -> bool:
         return False
 
 
-EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b")
+# "KeyError: ...", and SQLAlchemy's "(psycopg.OperationalError) connection ... refused"
+EXCEPTION_LINE = re.compile(r"^\(?[A-Za-z_][\w.]*(Error|Exception|Exit)\b")
 
 
 def _last_line(log_file: Path) -> str:
