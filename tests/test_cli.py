@@ -149,10 +149,16 @@ def test_a_missing_registered_model_version_or_alias_is_one_line_naming_what_exi
     assert main(["export", "models:/no-such-model/latest", "--task", "SA", "--out", str(tmp_path / "out"),
                  "--tracking-uri", uri]) == 1
     assert one_error_line(capsys) == expected["models:/no-such-model/1"]
+    missing = f"sqlite:///{tmp_path / 'missing.db'}"
+    assert main(["eval", "run", "models:/rf-a/1", "--data", str(tmp_path), "--tracking-uri", missing]) == 1
+    assert one_error_line(capsys) == f"{missing}: no MLflow store there (nothing was logged to it); give the store " \
+                                     "the runs were logged to (--tracking-uri, or $MLFLOW_TRACKING_URI)"
+    assert not (tmp_path / "missing.db").exists()  # looking for a model created no store
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    mlflow.MlflowClient(empty, registry_uri=empty).search_experiments()  # a store with nothing registered
+    capsys.readouterr()
     assert main(["eval", "run", "models:/rf-a/1", "--data", str(tmp_path), "--tracking-uri", empty]) == 1
-    last = capsys.readouterr().err.splitlines()[-1]  # after MLflow's log lines creating the new store
-    assert last == f"recfound: error: no registered model 'rf-a' at {empty}; no model is registered there"
+    assert one_error_line(capsys) == f"no registered model 'rf-a' at {empty}; no model is registered there"
 
 
 def test_merge_of_a_folder_without_checkpoints_says_how_to_get_some(tmp_path, capsys):

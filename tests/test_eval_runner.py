@@ -118,6 +118,7 @@ def test_ranks_match_a_brute_force_sort_and_ties_count_against_the_positive():
     assert full_pool_ranks(np.zeros((1, 5)), documents, [3]).tolist() == [30]
     # ... last among the documents that count: the left-out ones never do
     assert full_pool_ranks(np.full((1, 5), np.nan), documents, [3], [[1, 2]]).tolist() == [28]
+    assert full_pool_ranks(queries[:1], documents, [3], [[3]]).tolist() == [expected[0]]  # the positive always counts
 
 
 def test_batched_inference_equals_one_record_at_a_time(run_dir, data):

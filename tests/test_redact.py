@@ -48,3 +48,14 @@ def test_a_sweeps_store_password_stays_out_of_its_definition_and_params(tmp_path
     assert spec.overrides["mlflow.tracking_uri"] == "postgresql://alice:hunter2@db/mlflow"  # what trials use
     for shown in (yaml.safe_dump(spec.to_dict()), repr(spec.params())):
         assert "hunter2" not in shown and "postgresql://alice@db/mlflow" in shown
+
+
+def test_every_uri_inside_a_message_loses_its_password():
+    from recfound.redact import without_passwords_in_text
+
+    message = ("(psycopg.OperationalError) connection to postgresql://alice:s3cret@db:5432/mlflow failed; "
+               "fallback 'mysql://bob:pw@other/x' too")
+    assert without_passwords_in_text(message) == ("(psycopg.OperationalError) connection to "
+                                                  "postgresql://alice@db:5432/mlflow failed; fallback "
+                                                  "'mysql://bob@other/x' too")
+    assert without_passwords_in_text("no URI here") == "no URI here"

@@ -409,5 +409,30 @@ def test_a_sqlite_file_that_is_no_mlflow_store_is_refused_untouched(tmp_path, ca
                  f"sqlite:///{tmp_path / 'typo' / 'mlflow.db'}"]) == 1
     assert not (tmp_path / "typo").exists()  # loading a registered model created no store
     assert main(["eval", "compare", "abc", "--tracking-uri", "sqlite:/x.db"]) == 1  # MLflow's own error: one line
-    assert capsys.readouterr().err.endswith("recfound: error: MLflow store: Could not parse SQLAlchemy URL from given "
+    assert capsys.readouterr().err.endswith("recfound: error: MLflow: Could not parse SQLAlchemy URL from given "
                                             "URL string\n")
+
+
+def test_a_store_left_with_a_crashed_writers_journal_is_not_refused(tmp_path):
+    """A writer killed mid-transaction leaves a hot journal that a read-only look cannot roll back: the
+    check lets MLflow open (and recover) the store instead of calling it "not a SQLite database"."""
+    import sqlite3
+
+    from recfound.tracking.store import check_sqlite_store
+
+    store = tmp_path / "mlflow.db"
+    with sqlite3.connect(store) as database:
+        database.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        database.execute("CREATE TABLE runs (payload BLOB)")
+    writer = subprocess.run([sys.executable, "-c", f"""
+import os, sqlite3
+database = sqlite3.connect({str(store)!r})
+database.execute("PRAGMA cache_size = 1")  # spill the changes to the file: the journal is hot
+database.execute("BEGIN")
+database.executemany("INSERT INTO runs VALUES (?)", [(os.urandom(4096),) for _ in range(200)])
+os._exit(0)  # killed before it commits
+"""], timeout=60)
+    assert writer.returncode == 0 and (tmp_path / "mlflow.db-journal").is_file()
+    check_sqlite_store(f"sqlite:///{store}")  # no error
+    with sqlite3.connect(store) as database:  # a read-write open rolls the journal back
+        assert database.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)

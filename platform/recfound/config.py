@@ -109,7 +109,8 @@ NOT_EMPTY = Rule(bool, "must not be empty")
 # Seeds reach numpy's legacy seeding (Optuna's TPE sampler), which takes 32 bits.
 SEED_LIMIT = 2**32
 SEED = Rule(lambda value: 0 <= value < SEED_LIMIT, "must be in [0, 2**32): seeds are 32-bit")
-MODEL_NAME = matches(r"[^/:'\"]+", "must be an MLflow model name: not empty, no /, : or quotes")
+MODEL_NAME = Rule(lambda name: re.fullmatch(r"[^/:'\"]+", name) is not None and name.strip() not in ("", ".", ".."),
+                  "must be an MLflow model name: not blank, not . or .., no /, : or quotes")
 CORPUS_VOCAB = Rule(lambda value: value >= 256, "must be >= 256: the byte-level alphabet alone takes 256 tokens")
 WORKER_COUNT = Rule(lambda value: (value >= 1) if isinstance(value, int) else 1 <= value[0] <= value[1],
                     "must be an integer >= 1, or [min, max] with 1 <= min <= max")

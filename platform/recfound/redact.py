@@ -9,6 +9,8 @@ still works where that environment is set.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -35,6 +37,14 @@ def without_password(text: str) -> str:
         parts = parts._replace(query=urlencode(kept))
     cleaned = urlunsplit(parts)
     return text if cleaned == urlunsplit(urlsplit(text)) else cleaned
+
+
+URI_IN_TEXT = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"]+")
+
+
+def without_passwords_in_text(text: str) -> str:
+    """`text` (an error message, a log line) with the password of every URI in it removed."""
+    return URI_IN_TEXT.sub(lambda found: without_password(found.group(0)), text)
 
 
 def without_passwords(value: Any) -> Any:

@@ -117,9 +117,9 @@ def run_evaluation(models: Sequence[str], data_root: storage.Location, options: 
 
     if out is not None:  # the places the results go, checked before the long part
         check_replaceable(Path(out), SCORES_FILE)
-    if log:
-        _check_store(tracking_uri, artifact_root)
     sources = distinctly_labelled(models, [model_source(spec, tracking_uri, tokenizer, seed) for spec in models])
+    if log:  # after the models: a mistyped one leaves no new store behind
+        _check_store(tracking_uri, artifact_root)
     data = load_split(data_root, options.split, tasks, options.max_records)
     catalog = load_catalog(data_root, options.split, data)
     scorer = make_scorer(options.scorer)

@@ -53,6 +53,7 @@ def full_pool_ranks(queries: np.ndarray, documents: np.ndarray, positives: Seque
             if doc is not None:
                 counted[row, torch.as_tensor(doc, dtype=torch.long)] = False
         rows = torch.arange(len(scores))
+        counted[rows, positives[start:start + QUERY_BATCH]] = True  # never left out: its rank starts at 1
         ranks[start:start + QUERY_BATCH] = _ranks_of_first(scores, scores[rows, positives[start:start + QUERY_BATCH]],
                                                            counted)
     return ranks.numpy()

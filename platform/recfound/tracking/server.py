@@ -105,17 +105,16 @@ def _write_pid_file(pid_file: Path, pid: int) -> None:
     pid_file.write_text(f"{pid} {psutil.Process(pid).create_time()}\n")
 
 
-def _serves(pid: int, port: int) -> bool:
-    """Whether the process or one of its children (MLflow's web workers) listens on `port`."""
+def _listening_ports(pid: int) -> set[int]:
+    """The ports the process or one of its children (MLflow's web workers) listens on."""
     import psutil
 
     try:
         parent = psutil.Process(pid)
-        return any(connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
-                   for process in (parent, *parent.children(recursive=True))
-                   for connection in process.net_connections(kind="inet"))
+        return {connection.laddr.port for process in (parent, *parent.children(recursive=True))
+                for connection in process.net_connections(kind="inet") if connection.status == psutil.CONN_LISTEN}
     except psutil.Error:
-        return False
+        return set()
 
 
 # "KeyError: ...", and SQLAlchemy's "(psycopg.OperationalError) connection ... refused"
@@ -143,8 +142,12 @@ def start_server(host: str, port: int, log_file: str | Path, pid_file: str | Pat
     if running is not None:  # started by an earlier call: it answers, or it is still starting
         deadline = time.monotonic() + timeout_s
         while _alive(running) and time.monotonic() < deadline:
-            if is_healthy(url) and _serves(running, port):
+            ports = _listening_ports(running)
+            if port in ports and is_healthy(url):
                 return url
+            if ports - {port}:
+                raise TrackingServerError(f"the server {pid_path} names runs on port {min(ports)}, not {port}: stop "
+                                          f"it first (recfound mlflow-server stop --pid-file {pid_path})")
             time.sleep(0.5)
     if is_healthy(url):
         raise TrackingServerError(f"another server already answers at {url} (not the one {pid_path} names): stop it, "
@@ -156,7 +159,7 @@ def start_server(host: str, port: int, log_file: str | Path, pid_file: str | Pat
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     _write_pid_file(pid_path, process.pid)
     deadline = time.monotonic() + timeout_s
-    while not (is_healthy(url) and _serves(process.pid, port)):  # its own answer, not another server's
+    while not (is_healthy(url) and port in _listening_ports(process.pid)):  # its own answer, not another's
         if process.poll() is not None:
             pid_path.unlink(missing_ok=True)
             raise TrackingServerError(f"the MLflow server exited with status {process.returncode}: "

@@ -50,6 +50,8 @@ def check_sqlite_store(tracking_uri: str, must_exist: bool = False) -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as database:
             tables = {name for (name,) in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError:  # locked, or a crashed writer's journal a read-only look cannot roll back
+        return  # MLflow opens it read-write (and recovers it); looked at again next time
     except sqlite3.DatabaseError as err:
         raise ValueError(f"{tracking_uri}: not a SQLite database ({err}); give an MLflow store's file") from None
     if tables and "alembic_version" not in tables:  # every MLflow store has it
