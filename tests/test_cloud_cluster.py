@@ -112,7 +112,7 @@ def test_the_fake_cluster_mirrors_cluster_yaml_and_fits_the_job(tmp_path):
         f"available_node_types.gpu_h100.resources.{WORKER_RESOURCE}: advertised, but the training config does not "
         "ask for it (train.worker_resource is 'other')",
         "available_node_types.gpu_h100.resources: no worker type holds one training worker {CPU: 1, other: 1} "
-        "(declare each type's resources)"]
+        "(no worker type advertises other, which train.worker_resource asks for)"]
 
 
 def test_job_submission_without_the_token_is_refused(cloud):

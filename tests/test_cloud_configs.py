@@ -116,6 +116,25 @@ def test_a_worker_type_without_gpus_or_with_an_unasked_resource_does_not_fit(tmp
     head_gpu = write_variant(tmp_path, "gcp", lambda raw: raw["available_node_types"]["head"]["resources"].update(GPU=1))
     assert check_fit(load_launcher_config(head_gpu), paper_config())[0].startswith(
         "available_node_types.head.resources: the head must advertise GPU: 0")
+    # A CPU-only job: its workers fit on the head, where Ray would place them.
+    assert check_fit(load_launcher_config(LAUNCHERS["aws"]), paper_config("train.use_gpu=false")) == [
+        "available_node_types.head.resources: the head {CPU: 8, GPU: 0} holds a training worker {CPU: 8}: ask each "
+        "worker for a GPU (train.use_gpu) or for a resource only the worker types advertise (train.worker_resource)"]
+    # A worker resource no type advertises is named as such.
+    assert check_fit(load_launcher_config(LAUNCHERS["aws"]), paper_config("train.worker_resource=fake_h100")) == [
+        "available_node_types.gpu_h100|gpu_h100_spot.resources: no worker type holds one training worker "
+        "{CPU: 8, GPU: 1, fake_h100: 1} (no worker type advertises fake_h100, which train.worker_resource asks for)"]
+
+
+def test_min_workers_above_max_workers_is_refused_not_quietly_lowered(tmp_path):
+    def above(raw):
+        raw["available_node_types"]["gpu_h100"].update(min_workers=3, max_workers=2)
+
+    with pytest.raises(LauncherError, match=r"aws-variant.yaml: available_node_types.gpu_h100.min_workers: 3 is more "
+                                            "than its max_workers 2"):
+        load_launcher_config(write_variant(tmp_path, "aws", above))
+    with pytest.raises(LauncherError, match="min_workers: not a top-level key"):
+        load_launcher_config(write_variant(tmp_path, "aws", lambda raw: raw.update(min_workers=1)))
 
 
 def test_missing_mounted_files_and_a_missing_token_are_one_line_each(tmp_path, monkeypatch, capsys):

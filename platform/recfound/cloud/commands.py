@@ -54,7 +54,9 @@ def cmd_cluster_check(args: argparse.Namespace) -> None:
     types = ", ".join(f"{name} (max {node['max_workers']})" for name, node in launcher["available_node_types"].items()
                       if name != launcher["head_node_type"])
     print(f"{args.launcher_file}: ok: head {launcher['head_node_type']}, worker types {types}, "
-          f"at most {launcher['max_workers']} worker node(s)" + (f"; fits {args.config}" if args.config else ""))
+          f"at most {launcher['max_workers']} worker node(s)" + (f"; fits {args.config or 'the default config'}"
+                                                                  + (" with the --set items" if args.overrides else "")
+                                                                  if args.config or args.overrides else ""))
 
 
 def cmd_server_start(args: argparse.Namespace) -> None:

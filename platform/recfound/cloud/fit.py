@@ -28,9 +28,14 @@ def check_fit(cluster: dict[str, Any], config: Any) -> list[str]:
     types, head = cluster["available_node_types"], cluster["head_node_type"]
     per_worker = worker_resources(config.train)
     problems = []
-    if types[head].get("resources", {}).get("GPU") != 0:
+    head_resources = types[head].get("resources", {})
+    if head_resources.get("GPU") != 0:
         problems.append(f"available_node_types.{head}.resources: the head must advertise GPU: 0 (it runs the job "
                         "drivers, the scheduler actor and the MLflow server; no training worker may land on it)")
+    elif _workers_per_node(head_resources, per_worker):  # e.g. a CPU-only job: Ray would place workers there
+        problems.append(f"available_node_types.{head}.resources: the head {_describe(head_resources)} holds a training "
+                        f"worker {_describe(per_worker)}: ask each worker for a GPU (train.use_gpu) or for a resource "
+                        "only the worker types advertise (train.worker_resource)")
     per_node = {name: _workers_per_node(node_type.get("resources", {}), per_worker)
                 for name, node_type in types.items() if name != head}
     for name in per_node:
@@ -39,8 +44,12 @@ def check_fit(cluster: dict[str, Any], config: Any) -> list[str]:
                 problems.append(f"available_node_types.{name}.resources.{key}: advertised, but the training config "
                                 f"does not ask for it (train.worker_resource is {config.train.worker_resource!r})")
     if not any(per_node.values()):
+        unadvertised = [key for key in per_worker if key not in RAY_BUILTIN_RESOURCES
+                        and not any(key in types[name].get("resources", {}) for name in per_node)]
+        why = (f"no worker type advertises {', '.join(unadvertised)}, which train.worker_resource asks for"
+               if unadvertised else "declare each type's resources")
         problems.append(f"available_node_types.{'|'.join(per_node) or '<worker types>'}.resources: no worker type "
-                        f"holds one training worker {_describe(per_worker)} (declare each type's resources)")
+                        f"holds one training worker {_describe(per_worker)} ({why})")
         return problems
     # Each type up to its own max_workers nodes, and all types together up to the global max_workers.
     capacity = min(sum(count * types[name].get("max_workers", cluster["max_workers"]) for name, count in per_node.items()),

@@ -62,6 +62,14 @@ def load_launcher_config(path: str | Path) -> dict[str, Any]:
         raise LauncherError(f"{source}: {error}") from None
     finally:
         filler.setLevel(level)
+    if "min_workers" in raw:  # prepare_config drops it without a word
+        raise LauncherError(f"{source}: min_workers: not a top-level key (Ray ignores it there); set min_workers "
+                            "per node type under available_node_types")
+    for name, node_type in prepared["available_node_types"].items():
+        low, high = node_type.get("min_workers", 0), node_type.get("max_workers")
+        if high is not None and low > high:  # Ray would quietly keep only max_workers
+            raise LauncherError(f"{source}: available_node_types.{name}.min_workers: {low} is more than its "
+                                f"max_workers {high}")
     return prepared
 
 
