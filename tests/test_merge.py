@@ -339,6 +339,14 @@ def test_cli_merges_a_run_and_chosen_checkpoints(run_dir, capsys):
     (["{run}", "--out", "{run}/adapter_init.safetensors"], "would overwrite one of the inputs"),
     (["{run}/adapter_init.safetensors", "{run}/checkpoint_a"], r"not all sit in one run folder .*give the base"),
     (["{run}/checkpoint_a", "{run}/../checkpoint_e"], "checkpoint_e: checkpoint folder without adapter.safetensors"),
+    # a run's own files are never an output: a checkpoint's adapter, its config, a text file
+    (["{run}", "--last", "1", "--out", "{run}/checkpoint_a/adapter.safetensors"],
+     "checkpoint_a/adapter.safetensors: exists and is not a merged adapter .*choose another --out"),
+    (["{run}", "--out", "{run}/notes.txt"], "notes.txt: exists and is not a merged adapter"),
+    (["{run}", "--out", ""], "--out: an empty path; give a file name"),
+    ([""], r"nothing to merge: .*\(an empty path was given\)"),
+    (["{run}/checkpoint_c", "{run}/checkpoint_c/", "{run}/checkpoint_c/adapter.safetensors"],
+     "checkpoint_c/adapter.safetensors: given twice; each checkpoint is merged once"),
 ])
 def test_cli_errors(run_dir, capsys, args, message):
     (run_dir.parent / "checkpoint_e").mkdir()  # an empty checkpoint folder beside the run
@@ -373,3 +381,31 @@ def test_a_run_in_a_bucket_merges_as_it_does_on_disk_skipping_a_cut_off_upload(r
                                       "(inside it, say)\n"
     assert storage.is_dir(bucket_run) and "merged.safetensors" in storage.list_names(bucket_run)
     storage.delete(bucket_run)
+
+
+def test_an_earlier_merge_is_replaced_and_fewer_checkpoints_than_asked_are_said(run_dir, capsys):
+    assert main(["merge", str(run_dir), "--last", "2"]) == 0
+    first = (run_dir / "merged.safetensors").read_bytes()
+    assert main(["merge", str(run_dir), "--last", "9"]) == 0  # an earlier merge's output is replaced
+    printed = capsys.readouterr().out
+    assert f"warning: {run_dir} has {len(STEPS)} complete checkpoint(s), fewer than the last 9 asked for: merging " \
+           "those" in printed
+    assert (run_dir / "merged.safetensors").read_bytes() != first
+    assert [s["step"] for s in read_adapter(run_dir / "merged.safetensors")[0]["merge"]["sources"]] == \
+        sorted(STEPS.values())
+
+
+def test_a_write_that_fails_names_the_output_not_its_hidden_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    import recfound.data.atomic as atomic
+
+    def read_only(source, destination):  # as a read-only file system fails the rename, naming the temporary file
+        raise OSError(errno.EROFS, "Read-only file system", str(source), None, str(destination))
+
+    monkeypatch.setattr(atomic.os, "replace", read_only)
+    target = tmp_path / "merged.safetensors"
+    with pytest.raises(OSError) as caught:
+        atomic.atomic_write_bytes(target, b"x")
+    assert caught.value.filename == str(target) and caught.value.strerror == "Read-only file system"
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone too

@@ -25,7 +25,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if err.filename is None:  # a failed write names no file (e.g. ENOSPC): name the one being written
+        if err.filename in (None, str(tmp)):  # no file (e.g. ENOSPC), or our hidden one: name the one being written
             raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     except BaseException:

@@ -52,8 +52,11 @@ def plan_run(run_dir: storage.Location, base: storage.Location | None = None, ou
                                 "train a run (recfound train writes its checkpoints into <run.output_dir>/<run.name>), "
                                 "or name checkpoint folders or adapter files (with --base and --out outside a run "
                                 "folder)")
+    if len(checkpoints) < last:
+        print(f"warning: {layout.location} has {len(checkpoints)} complete checkpoint(s), fewer than the last {last} "
+              "asked for: merging those", flush=True)
     files = [checkpoint.adapter for checkpoint in checkpoints[-last:]]
-    return _checked_plan(base or layout.init_adapter, files, out or layout.merged)
+    return _checked_plan(layout.init_adapter if base is None else base, files, layout.merged if out is None else out)
 
 
 def plan_merge(inputs: Sequence[storage.Location], base: storage.Location | None = None,
@@ -62,8 +65,9 @@ def plan_merge(inputs: Sequence[storage.Location], base: storage.Location | None
     defaults to 3), or checkpoint folders and adapter files; for those, `base` and `out` default to
     the files of the one run folder they all sit in."""
     locations = [str(location) for location in inputs]
-    if not locations:
-        raise ValueError("nothing to merge: give a run folder or checkpoint folders")
+    if not locations or not all(location.strip() for location in locations):
+        raise ValueError("nothing to merge: give a run folder or checkpoint folders (an empty path was given)"
+                         if locations else "nothing to merge: give a run folder or checkpoint folders")
     files = [_adapter_file(location) for location in locations]
     runs = [location for location, file in zip(locations, files) if file is None]
     if runs:
@@ -77,7 +81,16 @@ def plan_merge(inputs: Sequence[storage.Location], base: storage.Location | None
     if run_dir is None and (base is None or out is None):
         raise ValueError("the checkpoints do not all sit in one run folder with an "
                          f"{INIT_FILE}: give the base adapter (--base) and the output file (--out)")
-    return _checked_plan(base or storage.join(run_dir, INIT_FILE), files, out or storage.join(run_dir, MERGED_FILE))
+    return _checked_plan(storage.join(run_dir, INIT_FILE) if base is None else base, files,
+                         storage.join(run_dir, MERGED_FILE) if out is None else out)
+
+
+def _is_merged_adapter(path: str) -> bool:
+    try:
+        header, _ = read_adapter(path)
+    except ValueError:  # not an adapter at all
+        return False
+    return "merge" in header
 
 
 def _adapter_file(location: str) -> str | None:
@@ -101,10 +114,21 @@ def _common_run(files: Sequence[str]) -> str | None:
 
 
 def _checked_plan(base: storage.Location, checkpoints: Sequence[str], out: storage.Location) -> MergePlan:
-    """A plan whose output is none of its inputs."""
+    """A plan whose output is none of its inputs, nor any file but an earlier merge's, and whose
+    checkpoints are each given once."""
     base, out = str(base), str(out)
+    for flag, path in (("--base", base), ("--out", out)):
+        if not path.strip():
+            raise ValueError(f"{flag}: an empty path; give a file name")
+    given = [storage.normalize(location) for location in checkpoints]
+    twice = sorted({location for location in given if given.count(location) > 1})
+    if twice:
+        raise ValueError(f"{twice[0]}: given twice; each checkpoint is merged once")
     if storage.normalize(out) in {storage.normalize(location) for location in (base, *checkpoints)}:
         raise ValueError(f"{out}: the output would overwrite one of the inputs; choose another output file")
+    if storage.is_file(out) and not _is_merged_adapter(out):  # a checkpoint's adapter, config.yaml, the run's marker
+        raise FileExistsError(f"{out}: exists and is not a merged adapter (only an earlier merge's output is "
+                              "replaced); choose another --out")
     storage.refuse_folder(out)
     return MergePlan(base, tuple(checkpoints), out)
 
