@@ -86,6 +86,8 @@ def test_with_overrides():
 @pytest.mark.parametrize("overrides, key, reason", [
     (["sched.window=abc"], "sched.window", "expected an integer, got 'abc'"),
     (["sched.window=1"], "sched.window", "must be >= 2 (got 1)"),
+    (["model.attn_implementation=flash_attention_2"], "model.attn_implementation",
+     "flash_attention_2 runs on GPUs only: set train.use_gpu=true"),
     (["mlflow.register_as=team/recfound"], "mlflow.register_as",
      "must be an MLflow model name: not blank, not . or .., no /, : or quotes (got 'team/recfound')"),
     (["mlflow.register_as=' '"], "mlflow.register_as", "must be an MLflow model name: not blank"),

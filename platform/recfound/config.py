@@ -499,6 +499,9 @@ class RunConfig(CarriesAddedTasks, Section):
         unknown = [name for name in self.data.tasks or () if name not in known]
         if unknown:
             raise ConfigError("data.tasks", f"unknown task(s) {', '.join(unknown)}; known tasks: {', '.join(known)}")
+        if self.model.attn_implementation == "flash_attention_2" and not self.train.use_gpu:
+            raise ConfigError("model.attn_implementation", "flash_attention_2 runs on GPUs only: set train.use_gpu=true "
+                                                           "(with the flash-attn package in the image), or use sdpa")
         keep, last = self.checkpoint.keep, self.merge.last
         if last > keep:
             raise ConfigError("merge.last", f"must be <= checkpoint.keep ({keep}) (got {last})")
