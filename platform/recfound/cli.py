@@ -460,9 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(err, (RecordError, OSError, ValueError, KeyError, TrainingError)):
             message = err.args[0] if isinstance(err, KeyError) else str(err)
         elif _raised_by(err, ("mlflow", "sqlalchemy")):  # e.g. a store that cannot be opened, read or written
+            from recfound.error_chain import first_line
             from recfound.redact import without_passwords_in_text
 
-            message = f"MLflow: {without_passwords_in_text((str(err).strip() or type(err).__name__).splitlines()[0])}"
+            message = f"MLflow: {without_passwords_in_text(first_line(err))}"
         else:
             raise
         print(f"recfound: error: {message}", file=sys.stderr)

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from recfound.data.atomic import atomic_write_bytes
+from recfound.error_chain import first_line
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -112,12 +113,12 @@ def _remote_filesystem(uri_root: str, endpoint: str | None) -> pyarrow.fs.FileSy
         probe = pyarrow.fs.GcsFileSystem(retry_time_limit=timedelta(seconds=GCS_CHECK_S)) \
             if uri_root.startswith("gs://") else filesystem
     except (OSError, ValueError) as err:
-        raise StorageError(f"{uri_root}: cannot open the object store ({_first_line(err)}); {CHECK_ACCESS}") from None
+        raise StorageError(f"{uri_root}: cannot open the object store ({first_line(err)}); {CHECK_ACCESS}") from None
     try:  # once per bucket and process: a missing one is named here, not as a missing file later
         missing = probe.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound
     except OSError as err:
         if _says(err, UNREACHABLE):
-            raise StorageError(f"{uri_root}: cannot reach the object store ({_first_line(err)}); "
+            raise StorageError(f"{uri_root}: cannot reach the object store ({first_line(err)}); "
                                f"{CHECK_ACCESS}") from None
         missing = False  # credentials for objects only may not look at the bucket: the operations will tell
     if missing:
@@ -137,17 +138,12 @@ def resolve(location: Location) -> tuple[pyarrow.fs.FileSystem, str]:
     return _remote_filesystem(bucket_root, os.environ.get("AWS_ENDPOINT_URL")), uri.split("://", 1)[1]
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
-
-
 def _says(err: BaseException, words: tuple[str, ...]) -> bool:
     return any(word in str(err) for word in words)
 
 
 def _store_error(location: Location, what: str, err: BaseException) -> StorageError:
-    reason = _first_line(err)
+    reason = first_line(err)
     hint = f"; {CHECK_ACCESS}" if _says(err, UNREACHABLE + DENIED) else ""
     return StorageError(f"{location}: cannot {what} ({reason}){hint}")
 

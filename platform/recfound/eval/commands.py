@@ -19,6 +19,7 @@ from pathlib import Path
 from recfound import storage
 from recfound.data.atomic import check_replaceable
 from recfound.config import EvalSection
+from recfound.error_chain import first_line
 from recfound.eval.catalog import load_catalog
 from recfound.eval.data import load_split
 from recfound.eval.job import make_scorer, run_baselines
@@ -101,8 +102,8 @@ def _check_store(tracking_uri: str, artifact_root: str | None) -> None:
     try:
         ensure_experiment(tracking_uri, EVAL_EXPERIMENT, artifact_root)
     except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; each becomes the one line below
-        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-        raise ValueError(f"--log: cannot use the MLflow store {without_password(tracking_uri)} ({reason})") from None
+        raise ValueError(f"--log: cannot use the MLflow store {without_password(tracking_uri)} "
+                         f"({first_line(err)})") from None
 
 
 def run_evaluation(models: Sequence[str], data_root: storage.Location, options: EvalSection, tasks: list[str] | None,
