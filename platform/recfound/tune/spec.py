@@ -211,6 +211,19 @@ def _within(key: str, prefix: str) -> bool:
     return key == prefix or key.startswith(prefix + ".")
 
 
+def _variant_and_path(rest: str, variants: Mapping[str, Any]) -> tuple[str, str]:
+    """(variant name, config path) of `variants.<rest>`. Names may hold dots ("w/o M.M."): a whole name first,
+    then the longest name `rest` starts with, else up to the first dot (a new variant)."""
+    if rest in variants:
+        return rest, ""
+    known = [str(name) for name in variants if rest.startswith(f"{name}.")]
+    if known:
+        name = max(known, key=len)
+        return name, rest[len(name) + 1:]
+    name, _, path = rest.partition(".")
+    return name, path
+
+
 def _set(raw: dict[str, Any], key: str, value: Any) -> None:
     """One `--set` item: a top-level key replaces it; `section.rest` sets `rest` inside that section
     (for overrides and space the rest is a dotted config path, for variants `name.path`)."""
@@ -225,11 +238,7 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
         raise ConfigError(head, f"is not a mapping (got {_show(section)}), so {key} cannot be set", "--set")
     section = dict(section)
     if head == "variants":
-        # Variant names may hold dots ("w/o M.M."): a whole name, else the longest name the key starts with, else
-        # up to the first dot.
-        known = sorted((str(name) for name in section if rest.startswith(f"{name}.")), key=len, reverse=True)
-        name, path = (rest, "") if rest in section else (known[0], rest[len(known[0]) + 1:]) if known \
-            else rest.partition(".")[::2]
+        name, path = _variant_and_path(rest, section)
         variant = dict(section.get(name) or {})
         if path:
             variant[path] = value
