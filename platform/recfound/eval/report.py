@@ -93,7 +93,7 @@ def comparison_tables(evaluations: Sequence[ModelEvaluation]) -> str:
         left_out += [f"{t} ({protocol})" for t in sorted({t for e in evaluations for t in e.retrieval.get(protocol, {})}
                                                            - set(tasks))]
         if tasks:
-            described = next(e.retrieval[protocol][tasks[0]].protocol for e in evaluations)
+            described = evaluations[0].retrieval[protocol][tasks[0]].protocol  # every model has the task
             parts.append(f"Embedding tasks (Table 3 shape), protocol: {described}\n"
                          + _table(evaluations, lambda e, p=protocol: e.retrieval[p], tasks))
     if not parts:
