@@ -87,7 +87,7 @@ def plan_merge(inputs: Sequence[storage.Location], base: storage.Location | None
 
 def _is_merged_adapter(path: str) -> bool:
     try:
-        header, _ = read_adapter(path)
+        header, _ = read_adapter(path, with_tensors=False)
     except ValueError:  # not an adapter at all
         return False
     return "merge" in header

@@ -74,18 +74,20 @@ def save_adapter(adapter: Adapter, path: storage.Location,
     return path
 
 
-def read_adapter(path: storage.Location) -> tuple[dict, dict[str, torch.Tensor]]:
+def read_adapter(path: storage.Location, with_tensors: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
     """(header, tensors) of an adapter file (a local path or URI); a ValueError naming the file for anything
-    else: not a safetensors file (e.g. truncated), no or a malformed recfound header, a non-finite tensor."""
+    else: not a safetensors file (e.g. truncated), no or a malformed recfound header, a non-finite tensor.
+    Without `with_tensors`, the header alone (and no tensors: {})."""
     if not storage.is_file(path):
         raise FileNotFoundError(f"{path}: no such adapter file")
     if not storage.is_remote(path):
-        return _read_adapter_file(Path(path), str(path))
+        return _read_adapter_file(Path(path), str(path), with_tensors)
     with tempfile.TemporaryDirectory(prefix="recfound-adapter-") as folder:
-        return _read_adapter_file(storage.download(path, Path(folder) / storage.basename(path)), str(path))
+        return _read_adapter_file(storage.download(path, Path(folder) / storage.basename(path)), str(path),
+                                  with_tensors)
 
 
-def _read_adapter_file(local: Path, path: str) -> tuple[dict, dict[str, torch.Tensor]]:
+def _read_adapter_file(local: Path, path: str, with_tensors: bool) -> tuple[dict, dict[str, torch.Tensor]]:
     """`read_adapter` of a local file; errors name `path`, where the file came from."""
     from safetensors import SafetensorError, safe_open
 
@@ -94,7 +96,7 @@ def _read_adapter_file(local: Path, path: str) -> tuple[dict, dict[str, torch.Te
             metadata = handle.metadata() or {}
             if HEADER_KEY not in metadata:
                 raise ValueError(f"{path}: not a recfound adapter (no '{HEADER_KEY}' header)")
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()} if with_tensors else {}
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{path}: not a readable safetensors file ({error}); it may be truncated: use another "
                          "checkpoint or train again") from None
