@@ -69,6 +69,9 @@ def test_a_second_load_reads_the_same_pools_back_and_a_changed_file_limit_or_tok
     limited = load_pools(root, "train", tokenizer, TokenLimits(max_prompt=40, max_response=2, max_text=5), cache=cache)
     assert [ref.from_cache for ref in limited.values()] == [False, False]
     assert all(len(row["response_ids"]) == 2 for row in fetched(limited)["SA"])
+    assert limited["Q2I"].cut.records == len(Q2I)  # what was cut is known from the cached pools too
+    again = load_pools(root, "train", tokenizer, TokenLimits(max_prompt=40, max_response=2, max_text=5), cache=cache)
+    assert [(ref.from_cache, ref.cut) for ref in again.values()] == [(True, ref.cut) for ref in limited.values()]
     # Another tokenizer is other rows.
     other = build_corpus_tokenizer(corpus_texts(root), tmp_path / "other-tokenizer", vocab_size=300)
     assert [ref.from_cache for ref in load_pools(root, "train", str(other), cache=cache).values()] == [False, False]

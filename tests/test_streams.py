@@ -9,10 +9,11 @@ import pytest
 
 from recfound.data.collate import IGNORE_INDEX, collate_embedding, collate_generative
 from recfound.data.corpus_text import corpus_texts
-from recfound.data.prompts import embedding_instruction, generative_prompt, generative_response
+from recfound.data.cuts import CutCounts, cut_warnings
+from recfound.data.prompts import embedding_instruction, generative_pieces, generative_prompt, generative_response
 from recfound.data.pools import materialize_pools
 from recfound.data.streams import open_streams
-from recfound.data.tokenize import TokenLimits, fit_prompt
+from recfound.data.tokenize import Cut, TokenLimits, fit_prompt, prompt_cut
 from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer, resolve_tokenizer
 from recfound.tasks import task_index
 
@@ -91,6 +92,64 @@ def test_fit_prompt_cuts_body_then_head():
     assert fit_prompt(head, body, tail, 7) == [1, 2, 3, 4, 5, 8, 9]
     assert fit_prompt(head, body, tail, 4) == [1, 2, 8, 9]
     assert fit_prompt(head, body, tail, 1) == [9]
+
+
+def test_prompt_cut_says_what_fit_prompt_left_out():
+    head, body, tail = [1, 2, 3], [4, 5, 6, 7], [8, 9]
+    for limit in range(1, 12):
+        kept = fit_prompt(head, body, tail, limit)
+        body_whole = all(token in kept for token in body)
+        frame_whole = kept[:3] == head and kept[-2:] == tail
+        expected = (Cut(0) if body_whole else Cut.TEXT) | (Cut(0) if frame_whole else Cut.FRAME)
+        assert prompt_cut(head, body, tail, limit) == expected, limit
+    assert prompt_cut(head, [], tail, 4) == Cut.FRAME  # nothing to cut but the frame
+
+
+def expected_cuts(row: dict, record: dict, tokenizer) -> Cut:
+    """The flags a row should carry, read off its decoded tokens against the record's whole texts."""
+    if "prompt_ids" in row:
+        instruction, body, tail = generative_pieces(record["instruction"], record["input"], record.get("options"))
+        prompt = tokenizer.decode(row["prompt_ids"])
+        flags = Cut(0) if body.strip() in prompt else Cut.TEXT
+        if not (prompt.startswith(instruction.strip()) and prompt.endswith(tail.strip())):
+            flags |= Cut.FRAME
+        if tokenizer.decode(row["response_ids"][:-1]) != generative_response(record["output"]):
+            flags |= Cut.RESPONSE
+        return flags
+    prefix = row["query_prefix_len"]
+    flags = Cut(0) if tokenizer.decode(row["query_ids"][prefix:]) == record["query"] else Cut.TEXT
+    if tokenizer.decode(row["query_ids"][1:prefix]).strip() != embedding_instruction(record["instruction"]).strip():
+        flags |= Cut.FRAME
+    documents = [row["positive_ids"], *row["negative_ids"]]
+    if [tokenizer.decode(ids[1:]) for ids in documents] != [record["positive"], *record["negatives"]]:
+        flags |= Cut.DOCUMENT
+    return flags
+
+
+def test_every_row_says_what_the_limits_cut_and_the_pools_count_it(dataset, ray_cluster):
+    root, tokenizer_dir = dataset
+    tokenizer, _ = load_tokenizer(tokenizer_dir)
+    records = {record["id"]: record for record in SA + Q2I}
+    for limits in (TokenLimits(), TokenLimits(max_prompt=24, max_response=2, max_text=8),
+                   TokenLimits(max_prompt=6, max_text=3)):
+        refs = materialize_pools(open_streams(root, "train", tokenizer_dir, limits=limits))
+        for task, ref in refs.items():
+            rows = ref.fetch().table.to_pylist()
+            flags = [Cut(row["cut"]) for row in rows]
+            assert flags == [expected_cuts(row, records[row["id"]], tokenizer) for row in rows], (task, limits)
+            assert ref.cut == CutCounts(sum(map(bool, flags)), *(sum(bool(f & flag) for f in flags) for flag in
+                                                                  (Cut.TEXT, Cut.FRAME, Cut.RESPONSE, Cut.DOCUMENT)))
+        lines = list(cut_warnings({"train": refs}, limits))
+        if limits == TokenLimits():
+            assert lines == [] and all(ref.cut == CutCounts() for ref in refs.values())
+    # The last limits leave no room for the frames: every record of both tasks is named (in the registry's
+    # order), with what to raise.
+    assert lines == [
+        f"warning: the token limits shortened 5 of the 5 Q2I train records: 5 queries (data.max_text 3); the "
+        f"instruction of 5 queries: data.max_text 3 does not hold it, raise it; a positive or negative of 5 "
+        f"(data.max_text 3)",
+        f"warning: the token limits shortened 6 of the 6 SA train records: the input of 6 prompts (data.max_prompt "
+        f"6); the instruction, options or answer cue of 6: data.max_prompt 6 does not hold them, raise it"]
 
 
 def test_collate_generative_masks_the_prompt(pools):

@@ -221,13 +221,17 @@ def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
 
     overrides = job_overrides(tmp_path, "diverging", "train.lr=1e30", "train.lr_warmup_ratio=0", "train.max_bad_steps=2",
                               "checkpoint.every=1", "data.tasks=[Q2I, SA]", "train.num_workers=1",
-                              "run.output_dir=runs", "data.root=data")
+                              "run.output_dir=runs", "data.root=data", "data.max_text=12")
     env = {key: value for key, value in os.environ.items() if key != "RECFOUND_VERBOSE"}
     done = subprocess.run([str(Path(sys.executable).parent / "recfound"), "train", *set_arguments(overrides)],
                           env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     console = done.stdout + done.stderr
     assert done.returncode == 1, console[-4000:]
     assert [noise for noise in NOISE if noise in console] == [], console
+    # (This run also says what its short data.max_text cut, before its workers start.)
+    cut = [line for line in done.stdout.splitlines() if line.startswith("warning: the token limits shortened")]
+    assert [line.split(" records: ")[0].rsplit(" ", 2)[1:] for line in cut] == [["Q2I", "train"], ["Q2I", "val"]]
+    assert all("(data.max_text 12)" in line for line in cut), cut
     error = [line for line in done.stderr.splitlines() if line.strip()][-1]  # the workers' lines come before it
     assert error.startswith("recfound: error: training run 'diverging' stopped: 2 steps in a row up to step 3 "
                             "had a non-finite loss"), done.stderr
@@ -240,6 +244,10 @@ def test_diverging_run_stops_after_too_many_non_finite_steps(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("recfound").experiment_id],
                                 filter_string="attributes.run_name = 'diverging'")
     assert run.info.status == "FAILED"
+    (dataset,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+    profile = json.loads(dataset.dataset.profile)  # what the warnings said, logged with the data
+    assert [profile["train_records_cut"], profile["val_records_cut"]] == [
+        int(line.split(" shortened ")[1].split(" of ")[0]) for line in cut]
 
 
 # What Ray's job server answers while none of its agents is ready to take a job (seen beside CPU hogs).

@@ -108,6 +108,7 @@ def _run_stages(config: RunConfig, folder: RunFolder, parent_run_id: str | None,
 def _tokenized_pools(config: RunConfig, root: str, tokenizer: str) -> dict[str, dict[str, Any]]:
     """Every selected task's train and validation pool, read, validated and tokenized by Ray Data (whose
     tasks may run on any node: `tokenizer` is where they find it, a local folder or a URI)."""
+    from recfound.data.cuts import cut_warnings
     from recfound.data.pipeline import load_pools
     from recfound.data.pool_cache import cache_folder
     from recfound.train.validation import check_validation_pools
@@ -123,6 +124,8 @@ def _tokenized_pools(config: RunConfig, root: str, tokenizer: str) -> dict[str, 
     print(f"{sum(len(p) for p in pools['train'].values()):,} train and "
           f"{sum(len(p) for p in pools['val'].values()):,} validation records in "
           f"{time.perf_counter() - started:.1f}s{reused}", flush=True)
+    for line in cut_warnings(pools, config.token_limits()):
+        print(line, flush=True)
     check_validation_pools(pools["val"], config.train.max_workers, root)
     return pools
 
@@ -144,6 +147,8 @@ def _tracking_run(config: RunConfig, resume: Resume | None, parent_run_id: str |
         run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, config.run.name, run_params(config),
                                     tags=tags, artifact_root=config.artifact_root())
         profile = {f"{split}_records": sum(len(pool) for pool in group.values()) for split, group in pools.items()}
+        profile.update({f"{split}_records_cut": sum(pool.cut.records for pool in group.values())
+                        for split, group in pools.items()})
         tracking.log_dataset(tracking_uri, run_id, storage.basename(storage.normalize(root)), digest, root, "training",
                              {**profile, "tasks": len(pools["train"])})
     return run_id, digest

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from recfound import storage
 from recfound.data.collate import collate_embedding, collate_generative
+from recfound.data.cuts import CutCounts
 from recfound.data.mixer import TaskMixer
 from recfound.data.pool_cache import PoolKeys, read_pool, remove_leftovers
 from recfound.data.pools import PoolRef, materialize_pools
@@ -126,7 +127,8 @@ def load_pools(root: storage.Location, split: str, tokenizer_path: str, limits: 
         kept = read_pool(cache, key)
         if kept is not None:
             table, fingerprint = kept
-            pools[task] = PoolRef(task, ray.put(table), table.num_rows, fingerprint, from_cache=True)
+            pools[task] = PoolRef(task, ray.put(table), table.num_rows, fingerprint, from_cache=True,
+                                  cut=CutCounts.of_table(table))
     to_tokenize = [task for task in files if task not in pools]
     if to_tokenize:
         streams = open_streams(root, split, tokenizer_path, tasks=to_tokenize, limits=limits)

@@ -3,7 +3,7 @@
 Per task, a Ray task takes the stream's tokenized blocks (by reference: the driver never fetches them),
 concatenates them, sorts them by `position` (Ray Data may finish blocks out of order; the mixer needs
 the file order on every run), and returns the table plus a few numbers: its size, its fingerprint, what
-the `skip` policy dropped. The driver keeps a `PoolRef` per task; whoever needs the rows (a training
+the `skip` policy dropped, what the token limits shortened. The driver keeps a `PoolRef` per task; whoever needs the rows (a training
 worker, the demo's mixer) fetches them.
 """
 
@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from recfound.console import quiet_process
 from recfound.data.blocks import PROBLEM, split_problems
+from recfound.data.cuts import CutCounts
 from recfound.data.reader import RecordError, SkipReport
 from recfound.data.streams import TaskStream, TokenPool, table_fingerprint
 from recfound.progress import Progress
@@ -47,6 +48,7 @@ class PoolRef:
     size: int
     fingerprint: str  # `TokenPool.fingerprint` of the table
     from_cache: bool = False  # read back from the pool cache (`recfound.data.pool_cache`), not tokenized
+    cut: CutCounts = CutCounts()  # what the token limits shortened
 
     def __len__(self) -> int:
         return self.size
@@ -65,6 +67,7 @@ class PoolSummary:
     size: int
     fingerprint: str
     skipped: SkipReport
+    cut: CutCounts
 
 
 def build_pool(task: str, max_reasons: int, *blocks: pa.Table,
@@ -76,7 +79,7 @@ def build_pool(task: str, max_reasons: int, *blocks: pa.Table,
     table = records.sort_by("position").combine_chunks()
     reasons = problems.sort_by("position").column(PROBLEM).to_pylist()
     skipped = SkipReport(max_reasons, Counter({task: len(reasons)} if reasons else {}), reasons[:max_reasons])
-    summary = PoolSummary(table.num_rows, table_fingerprint(table), skipped)
+    summary = PoolSummary(table.num_rows, table_fingerprint(table), skipped, CutCounts.of_table(table))
     if keep_in is not None and not reasons and table.num_rows:
         from recfound.data.pool_cache import write_pool
 
@@ -191,7 +194,7 @@ def materialize_pools(streams: dict[str, TaskStream], report: SkipReport | None 
                 raise ValueError(f"{stream.location}: no valid records for task {stream.task}")
             if report is not None:
                 report.merge(summary.skipped)
-            pools[stream.task] = PoolRef(stream.task, table, summary.size, summary.fingerprint)
+            pools[stream.task] = PoolRef(stream.task, table, summary.size, summary.fingerprint, cut=summary.cut)
             if bar:
                 bar.update(1, summary.size)
     finally:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from recfound import storage
 from recfound.data.blocks import split_problems, with_problems
 from recfound.data.reader import Policy, selected_task_files
-from recfound.data.tokenize import TokenLimits, tokenize_batch
+from recfound.data.tokenize import CUT_COLUMN, TokenLimits, tokenize_batch
 from recfound.data.tokenizer import load_tokenizer, resolve_tokenizer
 from recfound.tasks import Task, get_task
 
@@ -84,9 +84,12 @@ def open_streams(root: storage.Location, split: str, tokenizer: str | Path, task
 
 def table_fingerprint(table: pa.Table) -> str:
     """A CRC-32 over every integer column (token ids, positions) in order, so a resumed run can tell
-    whether its pools hold the same tokenized records as when its position was saved."""
+    whether its pools hold the same tokenized records as when its position was saved. The `cut` flags follow
+    from the token ids and the limits, and are left out: a run started before they existed resumes."""
     crc = 0
     for name in table.column_names:
+        if name == CUT_COLUMN:
+            continue
         column = table.column(name)
         while pa.types.is_list(column.type):
             column = pc.list_flatten(column)

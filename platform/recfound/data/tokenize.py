@@ -3,11 +3,13 @@
 Generative rows keep the prompt and the response apart (`prompt_ids`, `response_ids`, the latter
 ending with EOS) so the loss can be masked to the response. Embedding rows carry `query_ids`
 (starting with `<embed>`), `query_prefix_len` (the `<embed>` + instruction tokens, for pooling over
-the non-instruction tokens only), `positive_ids` and `negative_ids` (a list per row).
+the non-instruction tokens only), `positive_ids` and `negative_ids` (a list per row). Every row also has
+`cut`: the `Cut` flags of what the token limits shortened in it (0: nothing), which runs report.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -18,6 +20,16 @@ from recfound.data.tokenizer import TokenizerInfo, load_tokenizer
 from recfound.tasks import Kind
 
 IDS = pa.list_(pa.int32())
+CUT_COLUMN = "cut"
+
+
+class Cut(enum.IntFlag):
+    """What the token limits shortened in a row (its `cut` column)."""
+
+    TEXT = 1  # the long part: a generative prompt's input, an embedding query's text
+    FRAME = 2  # the fixed parts: an instruction, or a prompt's options and answer cue
+    RESPONSE = 4  # a generative reference answer
+    DOCUMENT = 8  # an embedding record's positive or one of its negatives
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,15 @@ def fit_prompt(head: list[int], body: list[int], tail: list[int], limit: int) ->
     return tail[-limit:]
 
 
+def prompt_cut(head: list[int], body: list[int], tail: list[int], limit: int) -> Cut:
+    """What `fit_prompt` shortens: the body when it does not fit, the head or tail as well when they alone
+    do not."""
+    budget = limit - len(head) - len(tail)
+    if budget < 0:
+        return Cut.FRAME | (Cut.TEXT if body else Cut(0))
+    return Cut.TEXT if len(body) > budget else Cut(0)
+
+
 def _generative_columns(batch: pa.Table, tokenizer, info: TokenizerInfo, limits: TokenLimits) -> dict:
     pieces = [generative_pieces(i, x, o) for i, x, o in zip(
         batch.column("instruction").to_pylist(), batch.column("input").to_pylist(),
@@ -74,7 +95,10 @@ def _generative_columns(batch: pa.Table, tokenizer, info: TokenizerInfo, limits:
     responses = _encode(tokenizer, [generative_response(o) for o in batch.column("output").to_pylist()])
     prompt_ids = [fit_prompt(h, b, t, limits.max_prompt) for h, b, t in zip(heads, bodies, tails)]
     response_ids = [r[: limits.max_response - 1] + [info.eos_id] for r in responses]
-    return {"prompt_ids": pa.array(prompt_ids, IDS), "response_ids": pa.array(response_ids, IDS)}
+    cut = [prompt_cut(h, b, t, limits.max_prompt) | (Cut.RESPONSE if len(r) >= limits.max_response else Cut(0))
+           for h, b, t, r in zip(heads, bodies, tails, responses)]
+    return {"prompt_ids": pa.array(prompt_ids, IDS), "response_ids": pa.array(response_ids, IDS),
+            CUT_COLUMN: pa.array(cut, pa.int8())}
 
 
 def _embedding_columns(batch: pa.Table, tokenizer, info: TokenizerInfo, limits: TokenLimits) -> dict:
@@ -84,22 +108,28 @@ def _embedding_columns(batch: pa.Table, tokenizer, info: TokenizerInfo, limits: 
     positives = _encode(tokenizer, batch.column("positive").to_pylist())
     negative_lists = batch.column("negatives").to_pylist()
     flat_negatives = _encode(tokenizer, [text for texts in negative_lists for text in texts])
-    query_ids, prefix_lens = [], []
+    query_ids, prefix_lens, cut = [], [], []
     for instruction, query in zip(instructions, queries):
         # A long instruction may take at most half of what the query does not need: never all of it.
-        instruction = instruction[: max(room - len(query), room // 2)]
-        ids = (instruction + query)[:room]
+        kept = instruction[: max(room - len(query), room // 2)]
+        ids = (kept + query)[:room]
         query_ids.append([info.embed_id] + ids)
-        prefix_lens.append(1 + min(len(instruction), room))
+        prefix_lens.append(1 + min(len(kept), room))
+        cut.append((Cut.FRAME if len(kept) < len(instruction) else Cut(0))
+                   | (Cut.TEXT if len(kept) + len(query) > room else Cut(0)))
     negative_ids, start = [], 0
-    for texts in negative_lists:
-        negative_ids.append(_document_rows(flat_negatives[start:start + len(texts)], info, limits))
+    for row, texts in enumerate(negative_lists):
+        documents = [positives[row], *flat_negatives[start:start + len(texts)]]
+        negative_ids.append(_document_rows(documents[1:], info, limits))
         start += len(texts)
+        if any(len(ids) > room for ids in documents):
+            cut[row] |= Cut.DOCUMENT
     return {
         "query_ids": pa.array(query_ids, IDS),
         "query_prefix_len": pa.array(prefix_lens, pa.int32()),
         "positive_ids": pa.array(_document_rows(positives, info, limits), IDS),
         "negative_ids": pa.array(negative_ids, pa.list_(IDS)),
+        CUT_COLUMN: pa.array(cut, pa.int8()),
     }
 
 
