@@ -145,11 +145,11 @@ def test_every_row_says_what_the_limits_cut_and_the_pools_count_it(dataset, ray_
     # The last limits leave no room for the frames: every record of both tasks is named (in the registry's
     # order), with what to raise.
     assert lines == [
-        f"warning: the token limits shortened 5 of the 5 Q2I train records: 5 queries (data.max_text 3); the "
-        f"instruction of 5 queries: data.max_text 3 does not hold it, raise it; a positive or negative of 5 "
-        f"(data.max_text 3)",
-        f"warning: the token limits shortened 6 of the 6 SA train records: the input of 6 prompts (data.max_prompt "
-        f"6); the instruction, options or answer cue of 6: data.max_prompt 6 does not hold them, raise it"]
+        "warning: the token limits shortened 5 of the 5 Q2I train records: 5 queries (data.max_text 3); the "
+        "instruction of 5 queries: data.max_text 3 does not hold it, raise it; a positive or negative of 5 "
+        "(data.max_text 3)",
+        "warning: the token limits shortened 6 of the 6 SA train records: the input of 6 prompts (data.max_prompt "
+        "6); the instruction, options or answer cue of 6: data.max_prompt 6 does not hold them, raise it"]
 
 
 def test_collate_generative_masks_the_prompt(pools):
