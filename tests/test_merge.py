@@ -409,3 +409,20 @@ def test_a_write_that_fails_names_the_output_not_its_hidden_temporary_file(tmp_p
         atomic.atomic_write_bytes(target, b"x")
     assert caught.value.filename == str(target) and caught.value.strerror == "Read-only file system"
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
+
+
+def test_a_density_too_small_for_some_tensors_says_so_and_leaves_them_at_the_base(run_dir, capsys):
+    """At density 0.1 the trim keeps floor(0.1 * numel) entries: none of a tensor of fewer than 10 entries (the
+    tiny adapter's router biases and gates); `ties` leaves those at the base, as peft's does, and says so."""
+    _, init = read_adapter(run_dir / "adapter_init.safetensors")
+    emptied = sorted(name for name, tensor in init.items() if tensor.numel() < 10)
+    assert 0 < len(emptied) < len(init)
+    assert main(["merge", str(run_dir), "--density", "0.1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"warning: density 0.1 keeps no entry of {len(emptied)} of the {len(init)} tensors (fewer than " \
+           f"1 / density entries, e.g. {next(n for n in init if n in emptied)!r}): they stay the base's; raise " \
+           "--density to merge them" in printed
+    _, merged = read_adapter(run_dir / "merged.safetensors")
+    assert [name for name in init if torch.equal(merged[name], init[name])] == \
+        [name for name in init if name in emptied]
+    assert main(["merge", str(run_dir)]) == 0 and "keeps no entry" not in capsys.readouterr().out  # 0.8: all keep

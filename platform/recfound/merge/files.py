@@ -19,7 +19,8 @@ from typing import Sequence
 from torch import Tensor
 
 from recfound import storage
-from recfound.merge.ties import changed_fraction, check_density, check_method, state_mismatch, ties_merge
+from recfound.merge.ties import (changed_fraction, check_density, check_method, state_mismatch, ties_merge,
+                                 trimmed_to_nothing)
 from recfound.model.state import HEADER_KEY, read_adapter
 from recfound.run_layout import ADAPTER_FILE, CHECKPOINT_PREFIX, INIT_FILE, MERGED_FILE, PROGRESS_FILE, RunLayout, \
     checkpoint_step
@@ -147,6 +148,11 @@ def merge_adapter_files(base: storage.Location, checkpoints: Sequence[storage.Lo
     base_header, base_state = read_adapter(base)
     states = [_read_matching(str(path), base, base_header, base_state) for path in checkpoints]
     merged = ties_merge(base_state, states, density, method)
+    emptied = trimmed_to_nothing(base_state, density)
+    if emptied:
+        print(f"warning: density {density} keeps no entry of {len(emptied)} of the {len(base_state)} tensors (fewer "
+              f"than 1 / density entries, e.g. {emptied[0]!r}): they stay the base's; raise --density to merge them",
+              flush=True)
     header = {**base_header, "merge": {
         "method": method, "density": density,
         "base": _relative(base, out),

@@ -61,6 +61,14 @@ def trim(taus: Tensor, density: float) -> Tensor:
     return torch.zeros_like(flat).scatter_(1, index, flat.gather(1, index)).view_as(taus)
 
 
+def trimmed_to_nothing(base: dict[str, Tensor], density: float) -> list[str]:
+    """The tensors too small for `density`: their k = floor(density * numel) is 0, so the trim keeps none of
+    their entries (`ties` leaves them at the base, as peft's does; `authors` refuses them)."""
+    if density >= 1:
+        return []
+    return [name for name, tensor in base.items() if int(density * tensor.numel()) == 0]
+
+
 def elect_sign(taus: Tensor) -> Tensor:
     """+1 where the task vectors sum to >= 0, else -1."""
     return torch.where(taus.sum(0) >= 0, 1.0, -1.0).to(taus.dtype)
@@ -139,12 +147,12 @@ def ties_merge(base: dict[str, Tensor], checkpoints: Sequence[dict[str, Tensor]]
         problem = state_mismatch(base, state)
         if problem:
             raise ValueError(f"checkpoint {index}: {problem}")
-    if method == "authors" and density < 1:
-        for name, tensor in base.items():
-            if int(density * tensor.numel()) == 0:
-                raise ValueError(f"tensor {name!r} has {tensor.numel()} entries, of which density {density} keeps "
-                                 "none; the authors' merge refuses that (their sparsify asserts k > 0): raise the "
-                                 "density or use the method 'ties'")
+    emptied = trimmed_to_nothing(base, density)
+    if method == "authors" and emptied:
+        name = emptied[0]
+        raise ValueError(f"tensor {name!r} has {base[name].numel()} entries, of which density {density} keeps "
+                         "none; the authors' merge refuses that (their sparsify asserts k > 0): raise the "
+                         "density or use the method 'ties'")
     return {name: ties_merge_tensor(tensor, [state[name] for state in checkpoints], density, method)
             for name, tensor in base.items()}
 
