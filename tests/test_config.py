@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recfound.config import (
     PATHS, ConfigError, RunConfig, TrainSection, config_from_dict, load_config, save_config,
@@ -239,6 +241,30 @@ def test_sections_validate_on_construction_and_errors_pickle():
 def test_docs_list_every_key():
     text = (ROOT / "docs" / "config.md").read_text()
     assert [path for path, section in PATHS.items() if section is None and f"| `{path}` |" not in text] == []
+
+
+def test_the_docs_paper_column_is_what_the_paper_config_holds():
+    """docs/config.md's "paper" column: "-" is the default's value, a literal in backticks (or null) the value of
+    mistral7b-8xh100.yaml; words (e.g. "the model folder") are checked by test_shipped_configs_load."""
+    default, paper = RunConfig().flat(), load_config(CONFIGS / "mistral7b-8xh100.yaml", check_paths=False).flat()
+    wrong = []
+    for line in (ROOT / "docs" / "config.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not re.fullmatch(r"`[a-z_]+\.[a-z_.]+`", cells[0]):
+            continue
+        key, said = cells[0].strip("`"), cells[3]
+        literal = re.match(r"`([^`]*)`|null\b", said)
+        if said.startswith("-"):
+            expected = default[key]
+        elif literal:
+            expected = yaml.safe_load(literal.group(1) or "null")
+            if isinstance(paper[key], float):
+                expected = float(expected)
+        else:
+            continue
+        if paper[key] != expected and not (isinstance(paper[key], str) and str(expected) == paper[key]):
+            wrong.append(f"{key}: docs say {said!r}, the file holds {paper[key]!r}")
+    assert wrong == []
 
 
 def test_num_workers_is_a_count_or_an_elastic_range():

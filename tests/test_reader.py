@@ -39,6 +39,8 @@ DAMAGE = [
     ("options not a list", damaged(GOOD_SA, options="A,B"), "options", "list of strings"),
     ("record of another task", damaged(GOOD_SA, task="PM"), "task", "file holds SA"),
     ("unknown field", damaged(GOOD_SA, answer="A"), "answer", "unknown field"),
+    ("a field of the other kind", damaged(GOOD_SA, negatives=["a look-alike"]), "negatives",
+     "unknown field for a generative record (allowed: id, input, instruction, options, output, task)"),
     ("invalid JSON", '{"instruction": "x",, }', "<line>", "invalid JSON"),
     ("not an object", "[1, 2]", "<record>", "JSON object"),
     ("invalid UTF-8", b'{"instruction": "caf\xe9"}', "<line>", "invalid UTF-8"),
@@ -57,6 +59,13 @@ def test_strict_names_file_line_and_field(tmp_path, name, bad, field, words):
     assert (err.path, err.line, err.field) == (str(path), 3, field)
     assert words in err.reason
     assert str(err).startswith(f"{path}:3: {field}: ")
+
+
+def test_an_embedding_record_with_options_is_refused_naming_them(tmp_path):
+    path = write_lines(tmp_path / "train" / "Q2I.jsonl", [json.dumps({**GOOD_Q2I, "options": ["a", "b"]})])
+    with pytest.raises(RecordError, match=r"Q2I.jsonl:1: options: unknown field for an embedding record \(allowed: "
+                                          r"id, instruction, negatives, positive, query, task\)"):
+        read_records(path, "Q2I", "strict")
 
 
 @pytest.mark.parametrize("name,bad,field,words", DAMAGE, ids=[d[0] for d in DAMAGE])

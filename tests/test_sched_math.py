@@ -34,7 +34,7 @@ def ref_softmax(values):
 
 
 def ref_ratios(history, window, tau, logit_scale=False, min_ratio=0.0, size_prior=None, max_loss_slope=False):
-    """Eqs. 3-6 as DESIGN.md writes them, plus the options as the authors' code applies them."""
+    """Eqs. 3-6 as the paper writes them, plus the options as the authors' code applies them."""
     points, k = len(history), len(history[0])
     if points < 2:
         return [1 / k] * k

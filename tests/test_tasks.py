@@ -6,7 +6,7 @@ import pytest
 
 from recfound.tasks import AnswerType, Kind, Task, all_tasks, get_task, task_index, task_names
 
-PAPER = {  # task: (kind, metric, answer type), from DESIGN.md's evaluation section
+PAPER = {  # task: (kind, metric, answer type), from the paper's evaluation (Tables 2 and 3)
     "U2I": ("embedding", "mrr@20", "none"), "Q2I": ("embedding", "mrr@20", "none"),
     "I2I": ("embedding", "ndcg@20", "none"),
     "QR": ("generative", "bertscore_f1", "free_text"), "AVE": ("generative", "triple_f1", "attribute_json"),

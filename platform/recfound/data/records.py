@@ -15,7 +15,8 @@ from recfound.tasks import AnswerType, Kind, Task
 
 GENERATIVE_FIELDS = ("instruction", "input", "options", "output")
 EMBEDDING_FIELDS = ("instruction", "query", "positive", "negatives")
-OPTIONAL_FIELDS = {"options", "negatives", "id", "task"}
+COMMON_FIELDS = ("id", "task")
+OPTIONAL_FIELDS = {"options", "negatives", *COMMON_FIELDS}
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TRIPLE_KEYS = ("attribute", "value", "source")
 
@@ -37,10 +38,12 @@ def check_record(obj: Any, task: Task) -> Problem | None:
     """The first problem of `obj` as a record of `task`, or None when it is valid."""
     if not isinstance(obj, dict):
         return Problem("<record>", f"expected a JSON object, got {type(obj).__name__}")
-    allowed = set(fields_of(task)) | OPTIONAL_FIELDS
+    allowed = {*fields_of(task), *COMMON_FIELDS}  # a field of the other kind is refused, not dropped unread
     for key in obj:
         if key not in allowed:
-            return Problem(key, f"unknown field for a {task.kind.value} record (allowed: {', '.join(sorted(allowed))})")
+            article = "an" if task.kind is Kind.EMBEDDING else "a"
+            return Problem(key, f"unknown field for {article} {task.kind.value} record (allowed: "
+                                f"{', '.join(sorted(allowed))})")
     if "task" in obj and obj["task"] != task.name:
         return Problem("task", f"record says task {obj['task']!r} but the file holds {task.name}")
     if "id" in obj and not isinstance(obj["id"], (str, int)):

@@ -1,4 +1,4 @@
-"""The paper's metrics, in our reading of the authors' evaluation (DESIGN.md, "Evaluation"): `scoring="ours"`.
+"""The paper's metrics, in our reading of the authors' evaluation (docs/evaluation.md): `scoring="ours"`.
 
 SR: Recall@1 on the option letter. AP, PM: F1 of "yes". SA, PRP: macro F1 on the option letter.
 AVE: micro F1 over (attribute, value, source) triples with partial containment. QR, AG, UP, IP:
