@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 
@@ -210,9 +211,9 @@ def test_registered_adapter_loads_and_serves_like_the_adapter(store, served, mon
     with pytest.raises(ValueError, match=r"input row 0 \(task Q2I\): missing query"):
         model.predict([{"task": "Q2I", "instruction": "Find it."}])
     # options as one string would be split into characters, a number not read at all: both refused by name
-    for options, shown in (("positive, negative", "str 'positive, negative'"), (5, "int '5'")):
-        with pytest.raises(ValueError, match=f"input row 0 \\(task SA\\): options must be a list of strings, "
-                                             f"got {shown}"):
+    for options, shown in (("positive, negative", "str"), (5, "int")):
+        with pytest.raises(ValueError, match=f"input row 0 \\(task SA\\): options: expected a list of strings, "
+                                             f"got {shown}$"):
             model.predict([{**GENERATIVE_RECORDS[-1], "options": options}])
     for params, shown in (({"batch_size": 0}, "batch_size must be a whole number >= 1, got 0"),
                           ({"max_new_tokens": -1}, "max_new_tokens must be a whole number >= 1, got -1")):
@@ -265,6 +266,88 @@ def test_a_model_carries_its_runs_backbone_and_serves_where_the_run_is_gone(stor
     assert torch.allclose(torch.tensor(out.embedding.tolist()), expected, atol=1e-5)
     dense = ModelSource.from_registered(uri, "rf-carried", registered.version).export_dense("Q2I", tmp_path / "dense")
     assert (dense / "config.json").is_file()
+
+def test_requests_are_checked_as_training_checks_records_and_untrained_tasks_refused(store, served, tmp_path):
+    """What training would refuse in a record's inputs a served model refuses too, naming the row, the task
+    and the field (a list, a number or a flag where text belongs is not turned into text); a task the run did
+    not train is refused by the pyfunc and by export."""
+    from recfound.eval.source import ModelSource
+
+    uri, _ = store
+    tokenizer_dir, adapter_file, _ = served
+    registered = log_and_register_adapter(uri, run_in(store, "checked"), adapter_file, tokenizer_dir, "tiny", SEED,
+                                          "rf-checked", {}, tasks=["Q2I", "SA", "QR"])
+    # The model itself, as MLflow's scoring server calls it: MLflow's own schema check in front of an in-process
+    # predict refuses some of these (a flag) and passes others (a list), and the server's passes more.
+    model = load_registered_adapter(uri, "rf-checked", registered.version).unwrap_python_model()
+    q2i, sa = EMBEDDING_RECORDS[0], GENERATIVE_RECORDS[1]
+    refused = [
+        (EMBEDDING_RECORDS[1], "input row 0: the model was not trained on task U2I; it was trained on Q2I, SA, QR"),
+        ({**q2i, "query": ["a", "b"]}, "input row 0 (task Q2I): query: expected a string, got list"),
+        ({**q2i, "query": True}, "input row 0 (task Q2I): query: expected a string, got bool"),
+        ({**q2i, "query": 5}, "input row 0 (task Q2I): query: expected a string, got int"),
+        ({**q2i, "query": " "}, "input row 0 (task Q2I): query: empty text"),
+        ({**q2i, "instruction": ""}, "input row 0 (task Q2I): instruction: empty text"),
+        ({**sa, "input": {"a": 1}}, "input row 0 (task SA): input: expected a string, got dict"),
+        ({k: v for k, v in sa.items() if k != "options"},
+         "input row 0 (task SA): options: task SA answers with an option letter: options are required"),
+        ({**sa, "options": []}, "input row 0 (task SA): options: task SA answers with an option letter"),
+        ({**sa, "options": ["good", None]}, "input row 0 (task SA): options[1]: expected a string, got NoneType"),
+        ({**sa, "options": [f"option {i}" for i in range(27)]}, "input row 0 (task SA): options: at most 26 options"),
+    ]
+    for row, reason in refused:
+        with pytest.raises(ValueError, match=f"^{re.escape(reason)}"):
+            model.predict(None, [row])
+    assert len(model.predict(None, [q2i, {**sa, "input": ""}]).embedding[0]) > 1  # an empty input is a valid one
+    source = ModelSource.from_registered(uri, "rf-checked", registered.version)
+    with pytest.raises(ValueError, match=r"rf-checked/\d+: the model was not trained on task U2I; it was trained on "
+                                         r"Q2I, SA, QR; export one of those"):
+        source.export_dense("U2I", tmp_path / "dense")
+    assert not (tmp_path / "dense").exists()
+
+
+def test_concurrent_requests_get_the_answers_each_gets_alone(store, served):
+    """MLflow's scoring server predicts each request in a thread of its own on one model, which a call routes to
+    its tasks: eight threads at once, requests of mixed tasks and sizes, each answered as when sent alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri, _ = store
+    tokenizer_dir, adapter_file, _ = served
+    registered = log_and_register_adapter(uri, run_in(store, "threads"), adapter_file, tokenizer_dir, "tiny", SEED,
+                                          "rf-threads", {})
+    model = load_registered_adapter(uri, "rf-threads", registered.version)
+    records = EMBEDDING_RECORDS + GENERATIVE_RECORDS
+    requests = [[records[i % 5]] if i % 3 else [records[(i + j) % 5] for j in range(1 + i % 4)] for i in range(48)]
+    params = {"max_new_tokens": 3}
+    alone = [model.predict(rows, params=params) for rows in requests]
+    with ThreadPoolExecutor(8) as threads:
+        together = list(threads.map(lambda rows: model.predict(rows, params=params), requests))
+    for i, (one, other) in enumerate(zip(alone, together)):
+        assert list(one.text) == list(other.text), i
+        for a, b in zip(one.embedding, other.embedding):
+            assert (a is None and b is None) or np.allclose(a, b, atol=1e-6), i
+
+
+def test_a_relative_backbone_path_is_registered_absolute(store, served, tmp_path, monkeypatch):
+    uri, _ = store
+    tokenizer_dir, _, _ = served
+    _, info = load_tokenizer(tokenizer_dir)
+    (tmp_path / "project").mkdir()
+    load_backbone("tiny", info, seed=SEED + 2).model.save_pretrained(tmp_path / "project" / "hf-backbone")
+    torch.manual_seed(3)
+    adapter = attach_adapter(load_backbone(tmp_path / "project" / "hf-backbone", info), small_config(),
+                             token_ids=[info.embed_id])
+    randomise(adapter)
+    adapter.eval()
+    adapter_file = save_adapter(adapter, tmp_path / "adapter.safetensors")
+    monkeypatch.chdir(tmp_path / "project")
+    registered = log_and_register_adapter(uri, run_in(store, "relative"), adapter_file, tokenizer_dir, "hf-backbone",
+                                          SEED, "rf-relative", {})
+    monkeypatch.chdir(tmp_path)  # served from elsewhere
+    out = load_registered_adapter(uri, "rf-relative", registered.version).predict(EMBEDDING_RECORDS)
+    expected = direct_embeddings(adapter.model, tokenizer_dir, adapter.set_tasks)
+    assert torch.allclose(torch.tensor(out.embedding.tolist()), expected, atol=1e-5)
+
 
 def test_a_missing_backbone_folder_is_named(served, tmp_path):
     tokenizer_dir, adapter_file, _ = served

@@ -265,7 +265,7 @@ def _register(config: RunConfig, report: TrainingReport, tokenizer: Path, digest
         backbone, config.run.seed, config.mlflow.register_as,
         tags={"data_hash": digest, "base_model": config.model.backbone},
         dtype=config.model.dtype, embedding=config.embedding_config(), limits=config.token_limits(),
-        backbone_folder=None if backbone == config.model.backbone else backbone)
+        backbone_folder=None if backbone == config.model.backbone else backbone, tasks=config.task_names())
 
 
 def _summary(config: RunConfig, folder: RunFolder, report: TrainingReport) -> None:

@@ -16,6 +16,7 @@ from recfound.tasks import AnswerType, Kind, Task
 GENERATIVE_FIELDS = ("instruction", "input", "options", "output")
 EMBEDDING_FIELDS = ("instruction", "query", "positive", "negatives")
 COMMON_FIELDS = ("id", "task")
+INPUT_FIELDS = {Kind.EMBEDDING: ("instruction", "query"), Kind.GENERATIVE: ("instruction", "input", "options")}
 OPTIONAL_FIELDS = {"options", "negatives", *COMMON_FIELDS}
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TRIPLE_KEYS = ("attribute", "value", "source")
@@ -48,18 +49,32 @@ def check_record(obj: Any, task: Task) -> Problem | None:
         return Problem("task", f"record says task {obj['task']!r} but the file holds {task.name}")
     if "id" in obj and not isinstance(obj["id"], (str, int)):
         return Problem("id", "must be a string or an integer")
-    for name in fields_of(task):
-        if name in OPTIONAL_FIELDS:
-            continue
-        if name not in obj:
-            return Problem(name, "missing field")
-        problem = _check_text(obj[name], name, allow_empty=(name == "input"))
+    return check_inputs(obj, task) or _check_target(obj, task)
+
+
+def check_inputs(obj: dict, task: Task) -> Problem | None:
+    """The first problem of what a model reads of a record of `task`: the instruction and the query, or the
+    instruction, the input and the options. Requests to a served model, which carry no answers or
+    documents, are checked by this too."""
+    for name in INPUT_FIELDS[task.kind]:
+        problem = _check_text_list(obj.get(name), name) if name in OPTIONAL_FIELDS else \
+            _check_field(obj, name, allow_empty=(name == "input"))
         if problem:
             return problem
+    if task.answer_type is AnswerType.OPTION_LETTER and not obj.get("options"):
+        return Problem("options", f"task {task.name} answers with an option letter: options are required")
+    return None
+
+
+def _check_target(obj: dict, task: Task) -> Problem | None:
+    """The first problem of what a record teaches: its documents, or its answer."""
     if task.kind is Kind.EMBEDDING:
-        return _check_text_list(obj.get("negatives"), "negatives")
-    problem = _check_text_list(obj.get("options"), "options")
-    return problem or _check_answer(obj, task)
+        return _check_field(obj, "positive") or _check_text_list(obj.get("negatives"), "negatives")
+    return _check_field(obj, "output") or _check_answer(obj, task)
+
+
+def _check_field(obj: dict, name: str, allow_empty: bool = False) -> Problem | None:
+    return Problem(name, "missing field") if name not in obj else _check_text(obj[name], name, allow_empty)
 
 
 def _check_text(value: Any, name: str, allow_empty: bool = False) -> Problem | None:
@@ -100,9 +115,7 @@ def option_letter(answer: str, options: list[str]) -> str | None:
 def _check_answer(obj: dict, task: Task) -> Problem | None:
     output, options = obj["output"], obj.get("options")
     kind = task.answer_type
-    if kind is AnswerType.OPTION_LETTER:
-        if not options:
-            return Problem("options", f"task {task.name} answers with an option letter: options are required")
+    if kind is AnswerType.OPTION_LETTER:  # (check_inputs saw that there are options)
         if option_letter(output, options) is None:
             letters = OPTION_LETTERS[: len(options)]
             return Problem("output", f"answer {output!r} is not among the options (expected one of {', '.join(letters)})")

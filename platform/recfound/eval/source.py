@@ -118,6 +118,10 @@ class ModelSource(CarriesAddedTasks):
 
         if self.adapter is None:
             raise ValueError(f"{self.label}: a bare backbone has no adapter to merge")
+        try:
+            self.serving.check_trained(task)
+        except ValueError as err:
+            raise ValueError(f"{self.label}: {err}; export one of those") from None
         with self._unpacked() as (folder, serving):
             adapter = load_served_adapter(folder / ADAPTER_FILE, folder / TOKENIZER_DIR, serving)
             return export_dense(adapter, task, out, folder / TOKENIZER_DIR)
@@ -156,7 +160,8 @@ def serving_of(config: RunConfig) -> ServingConfig:
     """What rebuilding a run's model needs, from its RunConfig."""
     return ServingConfig(backbone=config.model.backbone, backbone_seed=config.run.seed, dtype=config.model.dtype,
                          pool_instruction=config.embedding.pool_instruction,
-                         bidirectional=config.embedding.bidirectional, limits=config.token_limits())
+                         bidirectional=config.embedding.bidirectional, limits=config.token_limits(),
+                         tasks=tuple(config.task_names()))
 
 
 def _absolute_backbone(serving: ServingConfig) -> ServingConfig:

@@ -1,8 +1,8 @@
 """The registered model: a TMoLE/LoRA adapter served as an MLflow pyfunc.
 
 Its artifacts are the adapter file (safetensors + header), the tokenizer folder and `serving.json`
-(the backbone spec, seed and dtype, and the embedding and length options the adapter was trained
-with), and for a run of a preset pre-trained on its corpus that backbone's folder (a few MB). Loading
+(the backbone spec, seed and dtype, the embedding and length options the adapter was trained with, and the
+tasks it was trained on), and for a run of a preset pre-trained on its corpus that backbone's folder (a few MB). Loading
 rebuilds the frozen backbone (the carried folder; else a preset such as 'tiny' is re-created from its
 seed; a HF folder or GGUF file must exist where the model is served), attaches the adapter and loads the
 file, which checks the base model's fingerprint. Records are tokenized by the same functions as in
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType, Array
 
-from recfound.data.records import OPTIONAL_FIELDS, fields_of
+from recfound.data.records import INPUT_FIELDS, OPTIONAL_FIELDS, check_inputs, fields_of
 from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import load_tokenizer
 from recfound.model.adapter import Adapter, AdapterConfig, TaskList
@@ -55,7 +56,6 @@ INPUT_EXAMPLE = pd.DataFrame([
     {"task": "SA", "instruction": "How does the reviewer feel?", "input": "Fits well, love it.",
      "options": ["positive", "neutral", "negative"]},
 ], dtype=object)
-_REQUIRED = {Kind.EMBEDDING: ("instruction", "query"), Kind.GENERATIVE: ("instruction", "input")}
 
 
 class ServingInputError(MlflowException, ValueError):
@@ -77,6 +77,7 @@ class ServingConfig:
     pool_instruction: bool = False  # as a run's default (`embedding.pool_instruction`)
     bidirectional: bool = False
     limits: TokenLimits = field(default_factory=TokenLimits)
+    tasks: tuple[str, ...] | None = None  # what the run trained (None: a model logged before this was kept)
 
     def options(self) -> InferenceOptions:
         """The tokenization and pooling options inference with this model needs."""
@@ -90,7 +91,14 @@ class ServingConfig:
     @classmethod
     def read(cls, path: str | Path) -> ServingConfig:
         values = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(**{**values, "limits": TokenLimits(**values["limits"])})
+        tasks = values.get("tasks")
+        return cls(**{**values, "limits": TokenLimits(**values["limits"]),
+                      "tasks": None if tasks is None else tuple(tasks)})
+
+    def check_trained(self, task: str) -> None:
+        """Refuse a task the model was not trained on: its router and experts never saw it."""
+        if self.tasks is not None and task not in self.tasks:
+            raise ValueError(f"the model was not trained on task {task}; it was trained on {', '.join(self.tasks)}")
 
 
 def load_served_adapter(adapter_file: str | Path, tokenizer_dir: str | Path, serving: ServingConfig) -> Adapter:
@@ -112,27 +120,32 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _record(raw: dict, row: int) -> dict:
-    """A raw input row as a normalized record of its task (answers and documents left empty)."""
+def _record(raw: dict, row: int, serving: ServingConfig) -> dict:
+    """A raw input row as a normalized record of its task (answers and documents left empty), refused as
+    training would refuse its fields (`check_inputs`), and when the model was not trained on its task."""
     values = {key: value for key, value in raw.items() if _present(value)}
     if "task" not in values:
         raise ServingInputError(f"input row {row}: no task (each row names its task, e.g. 'Q2I' or 'SA')")
     try:
         task = get_task(str(values["task"]))
-    except KeyError as err:
+        serving.check_trained(task.name)
+    except (KeyError, ValueError) as err:
         raise ServingInputError(f"input row {row}: {err.args[0]}") from None
-    missing = [name for name in _REQUIRED[task.kind] if name not in values]
+    fields = INPUT_FIELDS[task.kind]
+    missing = [name for name in fields if name not in OPTIONAL_FIELDS and name not in values]
     if missing:
         raise ServingInputError(f"input row {row} (task {task.name}): missing {', '.join(missing)}")
-    record = {"task": task.name, "id": str(row)}
-    for name in fields_of(task):
-        default = [] if name in OPTIONAL_FIELDS else ""
-        value = values.get(name, default)
-        if name in OPTIONAL_FIELDS and not isinstance(value, (list, tuple, np.ndarray)):  # a string is no list
-            raise ServingInputError(f"input row {row} (task {task.name}): {name} must be a list of strings, got "
-                                    f"{type(value).__name__} {str(value)[:40]!r}")
-        record[name] = [str(v) for v in value] if name in OPTIONAL_FIELDS else str(value)
-    return record
+    given = {name: _listed(values[name]) for name in fields if name in values}
+    problem = check_inputs(given, task)
+    if problem:
+        raise ServingInputError(f"input row {row} (task {task.name}): {problem.field}: {problem.message}")
+    defaults = {name: [] if name in OPTIONAL_FIELDS else "" for name in fields_of(task)}
+    return {"task": task.name, "id": str(row), **defaults, **given}
+
+
+def _listed(value: Any) -> Any:
+    """A JSON list as it reaches a pandas frame (a list, a tuple or a numpy array) as a list."""
+    return list(value) if isinstance(value, (tuple, np.ndarray)) else value
 
 
 def _positive_param(options: dict[str, Any], name: str) -> int:
@@ -157,15 +170,26 @@ class RecfoundAdapterModel(mlflow.pyfunc.PythonModel):
             serving = replace(serving, backbone=context.artifacts[BACKBONE])
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         adapter = load_served_adapter(context.artifacts[ADAPTER], context.artifacts[TOKENIZER], serving)
+        self.serving = serving
         self.inference = Inference.of_adapter(adapter, context.artifacts[TOKENIZER], serving.options(), device)
+        # MLflow's scoring server predicts each request in a thread of its own, and one call routes the shared
+        # model to its tasks and sets its batch size: calls take turns.
+        self.lock = threading.Lock()
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         options = {**DEFAULT_PARAMS, **(params or {})}
         batch_size, max_new_tokens = _positive_param(options, "batch_size"), _positive_param(options, "max_new_tokens")
-        self.inference.options = replace(self.inference.options, batch_size=batch_size)
         rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
-        records = [_record(raw, row) for row, raw in enumerate(rows)]
+        records = [_record(raw, row, self.serving) for row, raw in enumerate(rows)]
+        with self.lock:
+            outputs = self._answers(records, batch_size, max_new_tokens)
+        # Object columns keep None as None (JSON null); a string column would turn it into NaN.
+        return pd.DataFrame({"task": [r["task"] for r in records], **outputs}, dtype=object)
+
+    def _answers(self, records: list[dict], batch_size: int, max_new_tokens: int) -> dict[str, list]:
+        """{"embedding": [...], "text": [...]}, one entry per record (None where its kind has none)."""
+        self.inference.options = replace(self.inference.options, batch_size=batch_size)
         outputs: dict[str, list] = {"embedding": [None] * len(records), "text": [None] * len(records)}
         for kind, column in ((Kind.EMBEDDING, "embedding"), (Kind.GENERATIVE, "text")):
             indices = [i for i, r in enumerate(records) if get_task(r["task"]).kind is kind]
@@ -178,5 +202,4 @@ class RecfoundAdapterModel(mlflow.pyfunc.PythonModel):
                 results = self.inference.generate(chosen, max_new_tokens)
             for i, result in zip(indices, results):
                 outputs[column][i] = result
-        # Object columns keep None as None (JSON null); a string column would turn it into NaN.
-        return pd.DataFrame({"task": [r["task"] for r in records], **outputs}, dtype=object)
+        return outputs

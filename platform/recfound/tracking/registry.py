@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from recfound import storage
 from recfound.data.tokenize import TokenLimits
 from recfound.data.tokenizer import resolve_tokenizer
+from recfound.model.backbone import portable_spec
 from recfound.model.objectives import EmbeddingConfig
 from recfound.model.state import read_adapter
 from recfound.redact import without_password
@@ -67,17 +68,20 @@ def log_and_register_adapter(tracking_uri: str, run_id: str, adapter_file: Path,
                              backbone_seed: int, name: str | None, tags: Mapping[str, str], dtype: str = "float32",
                              embedding: EmbeddingConfig = EmbeddingConfig(),
                              limits: TokenLimits = TokenLimits(),
-                             backbone_folder: storage.Location | None = None) -> RegisteredAdapter:
+                             backbone_folder: storage.Location | None = None,
+                             tasks: Sequence[str] | None = None) -> RegisteredAdapter:
     """Log `adapter_file` with its tokenizer and backbone (spec, seed, dtype) as the pyfunc model
     `merged_model` of run `run_id`, and register it as a new version of `name` (unless None) with the
     version tags run_id, base_model and `tags` (which should carry data_hash). `embedding` and `limits`
     are the pooling and token-length options the adapter was trained with. `backbone_folder` (a local
     path or URI: a run's pre-trained preset, small) is carried inside the model and loaded in place of
-    `backbone`, so the model serves where the run folder is not."""
+    `backbone`, so the model serves where the run folder is not. `tasks` are those the run trained: the
+    served model refuses the others (None: any task of the adapter). A relative `backbone` path is stored
+    absolute, so that the model loads from any directory of this machine."""
     read_adapter(adapter_file)  # refuse a file that is not an adapter before creating anything
-    serving = ServingConfig(backbone=str(backbone), backbone_seed=int(backbone_seed), dtype=dtype,
+    serving = ServingConfig(backbone=portable_spec(str(backbone)), backbone_seed=int(backbone_seed), dtype=dtype,
                             pool_instruction=embedding.pool_instruction, bidirectional=embedding.bidirectional,
-                            limits=limits)
+                            limits=limits, tasks=None if tasks is None else tuple(tasks))
     mlflow_client = client(tracking_uri)
     model = mlflow_client.create_logged_model(mlflow_client.get_run(run_id).info.experiment_id, name=MODEL_NAME,
                                               source_run_id=run_id)
