@@ -136,3 +136,35 @@ def test_export_refuses_an_unknown_task_and_an_occupied_folder(run, tmp_path, ca
     assert json.loads((out / "recfound-export.json").read_text()) == {"task": "QR"}
     assert main(["export", "base:tiny", "--task", "SA", "--out", str(tmp_path / "base")]) == 1
     assert "bare backbone has no adapter" in capsys.readouterr().err
+
+
+def test_an_export_stopped_by_sigterm_leaves_nothing_behind(run, tmp_path, capsys, monkeypatch):
+    """A real SIGTERM, sent to this process while the export copies the tokenizer beside the weights, ends
+    `recfound export` with one line and status 143 (128 + 15); neither its staging folder beside --out nor the
+    model's temporary folder stays."""
+    import shutil
+    import signal
+    import tempfile
+
+    run_dir, _ = run
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    copy = shutil.copy2
+
+    def copy_then_stop(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copy2", copy_then_stop)
+    received = []  # without the command's own handler the signal lands here, not on the test process
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    out = tmp_path / "exports" / "sa"
+    try:
+        assert main(["export", str(run_dir), "--task", "SA", "--out", str(out)]) == 143
+        # (transformers, imported by this test module before the command quietens it, shows its saving bar here)
+        assert capsys.readouterr().err.splitlines()[-1] == "recfound: stopped by SIGTERM"
+        assert list((tmp_path / "exports").iterdir()) == [] and list(temporary.iterdir()) == []
+        assert received == []
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -426,3 +426,29 @@ def test_a_density_too_small_for_some_tensors_says_so_and_leaves_them_at_the_bas
     assert [name for name in init if torch.equal(merged[name], init[name])] == \
         [name for name in init if name in emptied]
     assert main(["merge", str(run_dir)]) == 0 and "keeps no entry" not in capsys.readouterr().out  # 0.8: all keep
+
+
+def test_a_merge_stopped_by_sigterm_leaves_no_temporary_file(run_dir, capsys, monkeypatch):
+    """A real SIGTERM while the merged file is written: status 143, one line, and neither the output nor its
+    hidden temporary file in the run folder."""
+    import os
+    import signal
+
+    from recfound.data import atomic
+
+    fsync = atomic.os.fsync
+
+    def fsync_then_stop(descriptor):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return fsync(descriptor)
+
+    before = sorted(p.name for p in run_dir.iterdir())
+    monkeypatch.setattr(atomic.os, "fsync", fsync_then_stop)
+    received = []  # without the command's own handler the signal lands here, not on the test process
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        assert main(["merge", str(run_dir)]) == 143
+        assert capsys.readouterr().err == "recfound: stopped by SIGTERM\n"
+        assert sorted(p.name for p in run_dir.iterdir()) == before and received == []
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -257,7 +257,7 @@ def _add_merge_command(sub: argparse._SubParsersAction) -> None:
                        help="ties: standard TIES, as peft's (default); authors: as the RecFound authors' merge "
                             "script (docs/merge.md)")
     _add_verbose(merge)
-    merge.set_defaults(func=cmd_merge)
+    merge.set_defaults(func=cmd_merge, unwinds_on_signals=True)
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
@@ -285,7 +285,7 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     export.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     _add_verbose(export)
-    export.set_defaults(func=cmd_export)
+    export.set_defaults(func=cmd_export, unwinds_on_signals=True)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -342,7 +342,7 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--log", action="store_true", help="log the evaluation to a new MLflow run (recfound-eval)")
     run.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     _add_verbose(run)
-    run.set_defaults(func=cmd_eval_run)
+    run.set_defaults(func=cmd_eval_run, unwinds_on_signals=True)
     compare = evaluate.add_parser("compare", help="put the evaluations logged in MLflow runs side by side")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="MLflow run ids or run names")
     compare.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
@@ -442,8 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_verbose(args.verbose)
     quiet_process()
-    # A data command stopped by SIGTERM (or Ctrl-C) unwinds like an error: its staging folder goes with it.
-    signals = stop_on_signals() if getattr(args, "data_command", None) else contextlib.nullcontext()
+    # A command that writes files (the data commands, merge, export, eval run) stopped by SIGTERM (or Ctrl-C)
+    # unwinds like an error: its staging folder or temporary file goes with it.
+    unwinds = getattr(args, "data_command", None) or getattr(args, "unwinds_on_signals", False)
+    signals = stop_on_signals() if unwinds else contextlib.nullcontext()
     try:
         with signals:
             args.func(args)
