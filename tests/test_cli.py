@@ -161,6 +161,34 @@ def test_a_missing_registered_model_version_or_alias_is_one_line_naming_what_exi
     assert one_error_line(capsys) == f"no registered model 'rf-a' at {empty}; no model is registered there"
 
 
+def test_a_silent_tracking_server_or_a_path_for_a_uri_is_one_line_at_once(tmp_path, capsys, monkeypatch):
+    """A tracking server that does not answer is named within seconds (MLflow's own retries took four minutes
+    to end with a connection error); a store's path given where its URI belongs says which URI to give."""
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        silent = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for command in (["export", "models:/rf/1", "--task", "SA", "--out", str(tmp_path / "out")],
+                    ["eval", "compare", "some-run"]):
+        started = time.monotonic()
+        assert main([*command, "--tracking-uri", silent]) == 1
+        assert time.monotonic() - started < 30
+        assert one_error_line(capsys) == (
+            f"the MLflow tracking server at {silent} does not answer (connection refused or host unknown): check "
+            "that it runs and its address, or give another with --tracking-uri (or $MLFLOW_TRACKING_URI)")
+    store = tmp_path / "runs" / "mlflow.db"
+    assert main(["eval", "compare", "some-run", "--tracking-uri", str(store)]) == 1
+    assert one_error_line(capsys) == (f"--tracking-uri: {str(store)!r} is a path, not a tracking URI: for a SQLite "
+                                      f"store there, give sqlite:///{store}; for a server, its http:// URL")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "runs"))
+    assert main(["export", "models:/rf/1", "--task", "SA", "--out", str(tmp_path / "out")]) == 1
+    assert one_error_line(capsys).startswith(f"$MLFLOW_TRACKING_URI: {str(tmp_path / 'runs')!r} is a path, not a "
+                                             f"tracking URI: for a SQLite store there, give sqlite:///{store};")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
 def test_merge_of_a_folder_without_checkpoints_says_how_to_get_some(tmp_path, capsys):
     assert main(["merge", str(tmp_path)]) == 1
     message = one_error_line(capsys)

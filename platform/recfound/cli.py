@@ -353,10 +353,13 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
 def _tracking_uri(given: str | None) -> tuple[str, str | None]:
     """(tracking URI, artifact root): `given`, else $MLFLOW_TRACKING_URI, else the embedded SQLite store
     of the default run folder with its artifact folder (as a training run's defaults)."""
-    from recfound.config import RunConfig
+    from recfound.config import ConfigError, RunConfig
 
     config = RunConfig() if not given else RunConfig().with_overrides({"mlflow.tracking_uri": given})
-    return config.tracking_uri(), config.artifact_root()
+    try:
+        return config.tracking_uri(), config.artifact_root()
+    except ConfigError as err:
+        raise ValueError(f"{'--tracking-uri' if given else '$MLFLOW_TRACKING_URI'}: {err.reason}") from None
 
 
 # `eval run`'s flags by the `eval` config field each sets (its errors name the flag).

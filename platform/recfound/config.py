@@ -542,6 +542,10 @@ class RunConfig(CarriesAddedTasks, Section):
         """mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<absolute output_dir>/mlflow.db (a
         local output_dir only: SQLite cannot live in a bucket)."""
         given = self._given_tracking_uri()
+        if given and "://" not in given and not given.startswith("file:") and ("/" in given or given.endswith(".db")):
+            store = Path(given).resolve() / ("" if given.endswith(".db") else "mlflow.db")
+            raise ConfigError("mlflow.tracking_uri", f"{given!r} is a path, not a tracking URI: for a SQLite store "
+                                                     f"there, give sqlite:///{store}; for a server, its http:// URL")
         if given:
             return given
         if storage.is_remote(self.run.output_dir):

@@ -342,9 +342,9 @@ def read_logged_evaluations(tracking_uri: str, run: str) -> dict[str, ModelEvalu
     """{role: evaluation} logged to an MLflow run, given its id or its name (the latest run of that name)."""
     import mlflow
 
-    from recfound.tracking.store import check_sqlite_store, client
+    from recfound.tracking.store import check_store_to_read, client
 
-    check_sqlite_store(tracking_uri, must_exist=True)  # reading creates no store
+    check_store_to_read(tracking_uri)  # reading creates no store, and waits for no silent server
     mlflow_client = client(tracking_uri)
     run_id = _run_id(mlflow_client, run, tracking_uri)
     with tempfile.TemporaryDirectory(prefix="recfound-compare-") as folder:

@@ -82,9 +82,9 @@ class ModelSource(CarriesAddedTasks):
         downloaded from the registry."""
         from recfound.tracking.pyfunc import ADAPTER, BACKBONE, SERVING, TOKENIZER
         from recfound.tracking.registry import download_registered_adapter, resolve_version
-        from recfound.tracking.store import check_sqlite_store
+        from recfound.tracking.store import check_store_to_read
 
-        check_sqlite_store(tracking_uri, must_exist=True)  # loading a model creates no store
+        check_store_to_read(tracking_uri)  # loading a model creates no store, and waits for no silent server
         number = resolve_version(tracking_uri, name, version)
         with tempfile.TemporaryDirectory(prefix="recfound-eval-") as folder:
             artifacts = _model_artifacts(download_registered_adapter(tracking_uri, name, number, Path(folder)))

@@ -23,7 +23,26 @@ ARTIFACTS_NAME = "mlartifacts"
 
 
 SQLITE_PREFIX = "sqlite:///"
+SERVER_CHECK_S = 10.0  # how long a command that reads from a tracking server waits for its first answer
 _checked_stores: set[Path] = set()  # SQLite files seen to be MLflow stores by this process
+
+
+def check_store_to_read(tracking_uri: str) -> None:
+    """Before a command reads from `tracking_uri` (a registered model, logged runs): a SQLite store must exist
+    (`check_sqlite_store`), and a tracking server must answer within SERVER_CHECK_S; MLflow's own retries
+    would take minutes to end with a connection error."""
+    check_sqlite_store(tracking_uri, must_exist=True)
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=SERVER_CHECK_S)
+    except requests.RequestException as err:
+        reason = "no answer in time" if isinstance(err, requests.Timeout) else "connection refused or host unknown"
+        raise ConnectionError(f"the MLflow tracking server at {without_password(tracking_uri)} does not answer "
+                              f"({reason}): check that it runs and its address, or give another with "
+                              "--tracking-uri (or $MLFLOW_TRACKING_URI)") from None
 
 
 def client(tracking_uri: str) -> mlflow.MlflowClient:
