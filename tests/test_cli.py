@@ -135,9 +135,11 @@ def test_a_missing_registered_model_version_or_alias_is_one_line_naming_what_exi
     for _ in range(2):  # the versions' files are never read: resolving the name fails first
         client.create_model_version("rf-a", source=(tmp_path / "model").as_uri())
     client.set_registered_model_alias("rf-a", "champion", "2")
+    client.create_registered_model("it's")  # MLflow takes an apostrophe in a name
+    client.create_model_version("it's", source=(tmp_path / "model").as_uri())
     capsys.readouterr()  # MLflow's own log lines while it created the store
     expected = {
-        "models:/no-such-model/1": f"no registered model 'no-such-model' at {uri}; registered models: rf-a",
+        "models:/no-such-model/1": f"no registered model 'no-such-model' at {uri}; registered models: it's, rf-a",
         "models:/rf-a/7": "registered model 'rf-a' has no version '7'; its versions: 1, 2; "
                           "aliases: champion (version 2)",
         "models:/rf-a/best": "registered model 'rf-a' has no version or alias 'best'; its versions: 1, 2; "
@@ -149,6 +151,8 @@ def test_a_missing_registered_model_version_or_alias_is_one_line_naming_what_exi
     assert main(["export", "models:/no-such-model/latest", "--task", "SA", "--out", str(tmp_path / "out"),
                  "--tracking-uri", uri]) == 1
     assert one_error_line(capsys) == expected["models:/no-such-model/1"]
+    assert main(["eval", "run", "models:/it's/9", "--data", str(tmp_path), "--tracking-uri", uri]) == 1
+    assert one_error_line(capsys) == "registered model \"it's\" has no version '9'; its versions: 1; aliases: none"
     missing = f"sqlite:///{tmp_path / 'missing.db'}"
     assert main(["eval", "run", "models:/rf-a/1", "--data", str(tmp_path), "--tracking-uri", missing]) == 1
     assert one_error_line(capsys) == f"{missing}: no MLflow store there (nothing was logged to it); give the store " \

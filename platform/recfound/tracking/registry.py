@@ -134,7 +134,7 @@ def resolve_version(tracking_uri: str, name: str, version_or_alias: str | int) -
     exists when there is no such model (the registered names) or version or alias (the model's)."""
     mlflow_client = client(tracking_uri)
     aliases = _registered_model(mlflow_client, tracking_uri, name).aliases
-    versions = sorted(int(v.version) for v in mlflow_client.search_model_versions(f"name = '{name}'"))
+    versions = sorted(int(v.version) for v in mlflow_client.search_model_versions(_name_is(name)))
     reference = str(version_or_alias)
     if reference.isdigit() and int(reference) in versions:
         return str(int(reference))
@@ -143,6 +143,16 @@ def resolve_version(tracking_uri: str, name: str, version_or_alias: str | int) -
     if reference in aliases:
         return str(aliases[reference])
     raise KeyError(_no_version(name, reference, versions, aliases))
+
+
+def _name_is(name: str) -> str:
+    """MLflow's filter for versions of `name`, quoted with the quote mark the name does not hold (MLflow's filter
+    strings have no escapes; a registered name may hold an apostrophe)."""
+    quote = '"' if "'" in name else "'"
+    if quote in name:
+        raise ValueError(f"registered model {name!r}: a name with both quote marks cannot be looked up by "
+                         "MLflow's filter strings; rename it in the registry")
+    return f"name = {quote}{name}{quote}"
 
 
 def _no_version(name: str, reference: str, versions: list[int], aliases: Mapping[str, str]) -> str:
