@@ -132,7 +132,7 @@ def test_a_missing_registered_model_version_or_alias_is_one_line_naming_what_exi
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     client.create_registered_model("rf-a")
-    for _ in range(2):  # the versions' files are never read: resolving the name fails first
+    for _ in range(2):  # their files are never written: reading them fails, after resolving the name
         client.create_model_version("rf-a", source=(tmp_path / "model").as_uri())
     client.set_registered_model_alias("rf-a", "champion", "2")
     client.create_registered_model("it's")  # MLflow takes an apostrophe in a name
@@ -153,6 +153,19 @@ def test_a_missing_registered_model_version_or_alias_is_one_line_naming_what_exi
     assert one_error_line(capsys) == expected["models:/no-such-model/1"]
     assert main(["eval", "run", "models:/it's/9", "--data", str(tmp_path), "--tracking-uri", uri]) == 1
     assert one_error_line(capsys) == "registered model \"it's\" has no version '9'; its versions: 1; aliases: none"
+    # A version whose files are gone, and one whose folder holds an MLflow model that recfound did not log.
+    assert main(["export", "models:/rf-a/champion", "--task", "SA", "--out", str(tmp_path / "out"),
+                 "--tracking-uri", uri]) == 1
+    assert one_error_line(capsys) == ("registered model 'rf-a' version 2: its files could not be downloaded (File "
+                                      "model; No such artifact: 'model'): its artifact store was moved or cleaned; "
+                                      "register the model again from its run")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: elsewhere\n")
+    client.create_model_version("it's", source=(tmp_path / "other").as_uri())
+    assert main(["eval", "run", "models:/it's/2", "--data", str(tmp_path), "--tracking-uri", uri]) == 1
+    assert one_error_line(capsys) == ("registered model \"it's\" version 2: not a model recfound logged (it has no "
+                                      "adapter, tokenizer, serving artifact)")
+    assert not (tmp_path / "out").exists()
     missing = f"sqlite:///{tmp_path / 'missing.db'}"
     assert main(["eval", "run", "models:/rf-a/1", "--data", str(tmp_path), "--tracking-uri", missing]) == 1
     assert one_error_line(capsys) == f"{missing}: no MLflow store there (nothing was logged to it); give the store " \

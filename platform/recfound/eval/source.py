@@ -81,13 +81,13 @@ class ModelSource(CarriesAddedTasks):
         """Version (a number, an alias, or 'latest': the highest number) of registered model `name`,
         downloaded from the registry."""
         from recfound.tracking.pyfunc import ADAPTER, BACKBONE, SERVING, TOKENIZER
-        from recfound.tracking.registry import download_registered_adapter, resolve_version
+        from recfound.tracking.registry import resolve_version
         from recfound.tracking.store import check_store_to_read
 
         check_store_to_read(tracking_uri)  # loading a model creates no store, and waits for no silent server
         number = resolve_version(tracking_uri, name, version)
         with tempfile.TemporaryDirectory(prefix="recfound-eval-") as folder:
-            artifacts = _model_artifacts(download_registered_adapter(tracking_uri, name, number, Path(folder)))
+            artifacts = _registered_artifacts(tracking_uri, name, number, Path(folder))
             source = cls.from_adapter_file(label or f"{name}/{number}", artifacts[ADAPTER], artifacts[TOKENIZER],
                                            ServingConfig.read(artifacts[SERVING]))
             carried = _folder_files(artifacts[BACKBONE], "config.json", "model") if BACKBONE in artifacts else None
@@ -196,9 +196,30 @@ def run_tokenizer(layout: RunLayout, config: RunConfig) -> str:
     return own if storage.is_file(storage.join(own, "tokenizer.json")) else str(resolve_tokenizer(config.data.tokenizer))
 
 
-def _model_artifacts(model_dir: Path) -> dict[str, Path]:
-    """{artifact key: local path} of a downloaded pyfunc model, as its MLmodel file records them."""
+def _registered_artifacts(tracking_uri: str, name: str, number: str, folder: Path) -> dict[str, Path]:
+    """{artifact key: local path} of version `number` of registered model `name`, downloaded into `folder`, as
+    its MLmodel file records them. A version whose files are gone, or that is no model recfound logged, is
+    one error naming the version."""
+    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    pyfunc = Model.load(str(model_dir)).flavors.get("python_function", {})
-    return {key: model_dir / info["path"] for key, info in pyfunc.get("artifacts", {}).items()}
+    from recfound.tracking.pyfunc import ADAPTER, SERVING, TOKENIZER
+    from recfound.tracking.registry import download_registered_adapter
+
+    where = f"registered model {name!r} version {number}"
+    try:
+        model_dir = download_registered_adapter(tracking_uri, name, number, folder)
+    except MlflowException as err:
+        details = [line.strip("# ") for line in str(err).splitlines()[1:] if line.strip("# ")] or [str(err)]
+        raise FileNotFoundError(f"{where}: its files could not be downloaded ({'; '.join(details)}): its artifact "
+                                "store was moved or cleaned; register the model again from its run") from None
+    try:
+        pyfunc = Model.load(str(model_dir)).flavors.get("python_function", {})
+    except Exception as err:  # noqa: BLE001 - a damaged MLmodel fails in many ways (YAML, types, keys)
+        raise ValueError(f"{where}: its MLmodel file cannot be read ({type(err).__name__}): not a model recfound "
+                         "logged") from None
+    artifacts = {key: model_dir / info["path"] for key, info in pyfunc.get("artifacts", {}).items()}
+    missing = [key for key in (ADAPTER, TOKENIZER, SERVING) if key not in artifacts]
+    if missing:
+        raise ValueError(f"{where}: not a model recfound logged (it has no {', '.join(missing)} artifact)")
+    return artifacts
