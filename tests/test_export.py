@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -136,13 +137,26 @@ def test_export_refuses_an_unknown_task_and_an_occupied_folder(run, tmp_path, ca
     assert json.loads((out / "recfound-export.json").read_text()) == {"task": "QR"}
     assert main(["export", "base:tiny", "--task", "SA", "--out", str(tmp_path / "base")]) == 1
     assert "bare backbone has no adapter" in capsys.readouterr().err
+    # A file that is no adapter, and a checkpoint folder where its adapter file or the run folder belongs.
+    assert main(["export", str(run_dir / "config.yaml"), "--task", "SA", "--out", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err == (
+        f"recfound: error: {run_dir / 'config.yaml'}: not an adapter file (a .safetensors file a run wrote); give "
+        "a run folder, RUN:init|final|merged, an adapter file in a run folder, models:/NAME/VERSION or base:SPEC\n")
+    copied = shutil.copytree(run_dir, tmp_path / "run")  # (the module's run folder stays as the other tests expect)
+    checkpoint = copied / "checkpoint_000010"
+    checkpoint.mkdir()
+    shutil.copy(copied / "merged.safetensors", checkpoint / "adapter.safetensors")
+    assert main(["export", str(checkpoint), "--task", "SA", "--out", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err == (
+        f"recfound: error: {checkpoint}: a checkpoint folder, not a run folder: give its adapter file "
+        f"{checkpoint / 'adapter.safetensors'} (or the run folder above it)\n")
+    assert main(["export", str(checkpoint / "adapter.safetensors"), "--task", "SA", "--out", str(tmp_path / "o")]) == 0
 
 
 def test_an_export_stopped_by_sigterm_leaves_nothing_behind(run, tmp_path, capsys, monkeypatch):
     """A real SIGTERM, sent to this process while the export copies the tokenizer beside the weights, ends
     `recfound export` with one line and status 143 (128 + 15); neither its staging folder beside --out nor the
     model's temporary folder stays."""
-    import shutil
     import signal
     import tempfile
 

@@ -28,11 +28,12 @@ from recfound.eval.report import (SCORES_FILE, evaluation_tables, log_evaluation
 from recfound.eval.runner import ModelEvaluation, evaluate_model
 from recfound.eval.source import RUN_MODELS, ModelSource, run_config, run_serving, run_tokenizer
 from recfound.redact import without_password
-from recfound.run_layout import RunLayout
+from recfound.run_layout import ADAPTER_FILE, RunLayout
 from recfound.tracking.pyfunc import ServingConfig
 
 REGISTERED = "models:/"
 BASE = "base:"
+MODEL_FORMS = "a run folder, RUN:init|final|merged, an adapter file in a run folder, models:/NAME/VERSION or base:SPEC"
 EVAL_EXPERIMENT = "recfound-eval"
 
 
@@ -72,12 +73,18 @@ def model_source(spec: str, tracking_uri: str, tokenizer: str | None, seed: int)
         return ModelSource.from_backbone(spec, serving, resolve_tokenizer(tokenizer))
     path, which = _split_model(spec)
     if storage.is_file(path):
+        if not path.endswith(".safetensors"):
+            raise ValueError(f"{path}: not an adapter file (a .safetensors file a run wrote); give {MODEL_FORMS}")
         run_dir = _run_folder_of(path)
         layout = RunLayout(run_dir)
         config = run_config(layout)
         label = "/".join((storage.basename(run_dir), storage.normalize(path)[len(storage.normalize(run_dir)) + 1:]))
         return ModelSource.from_adapter_file(label, path, run_tokenizer(layout, config), run_serving(layout, config))
     if storage.is_dir(path):
+        checkpoint_adapter = storage.join(path, ADAPTER_FILE)
+        if not storage.is_file(RunLayout(path).config) and storage.is_file(checkpoint_adapter):
+            raise FileNotFoundError(f"{path}: a checkpoint folder, not a run folder: give its adapter file "
+                                    f"{checkpoint_adapter} (or the run folder above it)")
         return ModelSource.from_run(path, which or "merged")
     raise FileNotFoundError(f"{spec}: no such run folder or adapter file (nor models:/NAME/VERSION or base:SPEC)")
 
