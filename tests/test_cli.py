@@ -165,6 +165,14 @@ def test_a_missing_registered_model_version_or_alias_is_one_line_naming_what_exi
     assert main(["eval", "run", "models:/it's/2", "--data", str(tmp_path), "--tracking-uri", uri]) == 1
     assert one_error_line(capsys) == ("registered model \"it's\" version 2: not a model recfound logged (it has no "
                                       "adapter, tokenizer, serving artifact)")
+    (tmp_path / "other" / "MLmodel").write_text("just words\n")  # YAML, but no MLmodel
+    assert main(["eval", "run", "models:/it's/2", "--data", str(tmp_path), "--tracking-uri", uri]) == 1
+    assert one_error_line(capsys) == ("registered model \"it's\" version 2: its MLmodel file cannot be read "
+                                      "(AttributeError): not a model recfound logged")
+    client.create_registered_model("it's \"x\"")
+    assert main(["eval", "run", "models:/it's \"x\"/1", "--data", str(tmp_path), "--tracking-uri", uri]) == 1
+    assert one_error_line(capsys) == ("registered model 'it\\'s \"x\"': a name with both quote marks cannot be "
+                                      "looked up by MLflow's filter strings; rename it in the registry")
     assert not (tmp_path / "out").exists()
     missing = f"sqlite:///{tmp_path / 'missing.db'}"
     assert main(["eval", "run", "models:/rf-a/1", "--data", str(tmp_path), "--tracking-uri", missing]) == 1
@@ -195,14 +203,28 @@ def test_a_silent_tracking_server_or_a_path_for_a_uri_is_one_line_at_once(tmp_pa
         assert one_error_line(capsys) == (
             f"the MLflow tracking server at {silent} does not answer (connection refused or host unknown): check "
             "that it runs and its address, or give another with --tracking-uri (or $MLFLOW_TRACKING_URI)")
+    from recfound.tracking import store as tracking_store
+
+    monkeypatch.setattr(tracking_store, "SERVER_CHECK_S", 1.0)
+    with socket.socket() as sock:  # a server that takes the connection and never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        mute = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        assert main(["eval", "compare", "some-run", "--tracking-uri", mute]) == 1
+        assert one_error_line(capsys).startswith(f"the MLflow tracking server at {mute} does not answer (no answer "
+                                                 "within 1 s): check that it runs")
     store = tmp_path / "runs" / "mlflow.db"
     assert main(["eval", "compare", "some-run", "--tracking-uri", str(store)]) == 1
-    assert one_error_line(capsys) == (f"--tracking-uri: {str(store)!r} is a path, not a tracking URI: for a SQLite "
-                                      f"store there, give sqlite:///{store}; for a server, its http:// URL")
+    assert one_error_line(capsys) == (f"{str(store)!r} is a path, not a tracking URI: for a SQLite store there, give "
+                                      f"sqlite:///{store}; for a server, its http:// URL (--tracking-uri, or "
+                                      "$MLFLOW_TRACKING_URI)")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "runs"))
     assert main(["export", "models:/rf/1", "--task", "SA", "--out", str(tmp_path / "out")]) == 1
-    assert one_error_line(capsys).startswith(f"$MLFLOW_TRACKING_URI: {str(tmp_path / 'runs')!r} is a path, not a "
-                                             f"tracking URI: for a SQLite store there, give sqlite:///{store};")
+    assert one_error_line(capsys).startswith(f"{str(tmp_path / 'runs')!r} is a path, not a tracking URI: for a "
+                                             f"SQLite store there, give sqlite:///{store};")
+    # A command that opens no store does not care what the variable holds.
+    assert main(["export", str(tmp_path / "no-run"), "--task", "SA", "--out", str(tmp_path / "out")]) == 1
+    assert one_error_line(capsys).startswith(f"{tmp_path / 'no-run'}: no such run folder or adapter file")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
 
 

@@ -249,7 +249,7 @@ def test_the_docs_paper_column_is_what_the_paper_config_holds():
     default, paper = RunConfig().flat(), load_config(CONFIGS / "mistral7b-8xh100.yaml", check_paths=False).flat()
     wrong = []
     for line in (ROOT / "docs" / "config.md").read_text().splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # (not at a \|)
         if len(cells) != 4 or not re.fullmatch(r"`[a-z_]+\.[a-z_.]+`", cells[0]):
             continue
         key, said = cells[0].strip("`"), cells[3]
@@ -265,6 +265,24 @@ def test_the_docs_paper_column_is_what_the_paper_config_holds():
         if paper[key] != expected and not (isinstance(paper[key], str) and str(expected) == paper[key]):
             wrong.append(f"{key}: docs say {said!r}, the file holds {paper[key]!r}")
     assert wrong == []
+
+
+def test_a_path_where_a_tracking_uri_belongs_is_told_apart_from_uris(tmp_path, monkeypatch):
+    from recfound.config import path_given_as_tracking_uri
+
+    for uri in ("sqlite:/x.db", "sqlite:///x.db", "http://mlflow:5000", "postgresql://u@h/db", "databricks",
+                "databricks-uc", "file:/tmp/mlruns"):
+        assert path_given_as_tracking_uri(uri) is None, uri
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for uri, store in (("runs/mlflow.db", tmp_path / "runs" / "mlflow.db"), ("mlruns", tmp_path / "mlruns" / "mlflow.db"),
+                       ("./runs", tmp_path / "runs" / "mlflow.db"),
+                       ("~/runs/mlflow.db", tmp_path / "home" / "runs" / "mlflow.db")):
+        assert path_given_as_tracking_uri(uri) == (f"{uri!r} is a path, not a tracking URI: for a SQLite store "
+                                                   f"there, give sqlite:///{store}; for a server, its http:// URL")
+    with pytest.raises(ConfigError, match=r"^mlflow\.tracking_uri: 'runs/mlflow\.db' is a path"):
+        RunConfig().with_overrides({"mlflow.tracking_uri": "runs/mlflow.db"}).tracking_uri()
 
 
 def test_num_workers_is_a_count_or_an_elastic_range():

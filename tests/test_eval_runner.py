@@ -349,6 +349,9 @@ def test_eval_run_refuses_bad_input_before_it_evaluates(run_dir, tmp_path, capsy
         ([str(run_dir), *options, "--out", str(tmp_path / "taken")],
          f"{tmp_path / 'taken'}: exists and is not a folder written by this command (no scores.json)"),
         ([str(run_dir), *options, "--log", "--tracking-uri", "foo://bar"], "--log: cannot use the MLflow store foo://bar ("),
+        ([str(run_dir), *options, "--log", "--tracking-uri", str(tmp_path / "mlflow.db")],
+         f"--log: {str(tmp_path / 'mlflow.db')!r} is a path, not a tracking URI: for a SQLite store there, give "
+         f"sqlite:///{tmp_path / 'mlflow.db'}; for a server, its http:// URL"),
         ([str(run_dir), *options[:2], "--tasks", "sr", *options[4:]], "unknown task 'sr'; known tasks: U2I, Q2I"),
         (["base:", "--tokenizer", str(run_dir / "tokenizer"), *options], "base:: give the backbone after base:"),
         ([str(run_dir), str(run_dir / "merged.safetensors"), *options],

@@ -141,7 +141,7 @@ def test_export_refuses_an_unknown_task_and_an_occupied_folder(run, tmp_path, ca
     assert main(["export", str(run_dir / "config.yaml"), "--task", "SA", "--out", str(tmp_path / "o")]) == 1
     assert capsys.readouterr().err == (
         f"recfound: error: {run_dir / 'config.yaml'}: not an adapter file (a .safetensors file a run wrote); give "
-        "a run folder, RUN:init|final|merged, an adapter file in a run folder, models:/NAME/VERSION or base:SPEC\n")
+        "one, a run folder, RUN:init|final|merged or models:/NAME/VERSION\n")
     copied = shutil.copytree(run_dir, tmp_path / "run")  # (the module's run folder stays as the other tests expect)
     checkpoint = copied / "checkpoint_000010"
     checkpoint.mkdir()

@@ -420,8 +420,8 @@ def test_a_density_too_small_for_some_tensors_says_so_and_leaves_them_at_the_bas
     assert main(["merge", str(run_dir), "--density", "0.1"]) == 0
     printed = capsys.readouterr().out
     assert f"warning: density 0.1 keeps no entry of {len(emptied)} of the {len(init)} tensors (fewer than " \
-           f"1 / density entries, e.g. {next(n for n in init if n in emptied)!r}): they stay the base's; raise " \
-           "--density to merge them" in printed
+           f"1 / density entries, e.g. {next(n for n in init if n in emptied)!r}): they stay the base's; raise the " \
+           "density (merge's --density, a run's merge.density) to merge them" in printed
     _, merged = read_adapter(run_dir / "merged.safetensors")
     assert [name for name in init if torch.equal(merged[name], init[name])] == \
         [name for name in init if name in emptied]

@@ -61,6 +61,12 @@ def test_strict_names_file_line_and_field(tmp_path, name, bad, field, words):
     assert str(err).startswith(f"{path}:3: {field}: ")
 
 
+def test_a_null_field_of_the_other_kind_is_no_field(tmp_path):
+    """JSONL written from a frame holding both kinds' columns carries the other kind's fields as null."""
+    path = write_lines(tmp_path / "train" / "Q2I.jsonl", [json.dumps({**GOOD_Q2I, "options": None})])
+    assert read_records(path, "Q2I", "strict")[0]["query"] == GOOD_Q2I["query"]
+
+
 def test_an_embedding_record_with_options_is_refused_naming_them(tmp_path):
     path = write_lines(tmp_path / "train" / "Q2I.jsonl", [json.dumps({**GOOD_Q2I, "options": ["a", "b"]})])
     with pytest.raises(RecordError, match=r"Q2I.jsonl:1: options: unknown field for an embedding record \(allowed: "

@@ -298,7 +298,8 @@ def test_requests_are_checked_as_training_checks_records_and_untrained_tasks_ref
     for row, reason in refused:
         with pytest.raises(ValueError, match=f"^{re.escape(reason)}"):
             model.predict(None, [row])
-    assert len(model.predict(None, [q2i, {**sa, "input": ""}]).embedding[0]) > 1  # an empty input is a valid one
+    answered = model.predict(None, [q2i, {**sa, "input": ""}])  # an empty input is a valid one
+    assert len(answered.embedding[0]) > 1 and isinstance(answered.text[1], str)
     source = ModelSource.from_registered(uri, "rf-checked", registered.version)
     with pytest.raises(ValueError, match=r"rf-checked/\d+: the model was not trained on task U2I; it was trained on "
                                          r"Q2I, SA, QR; export one of those"):

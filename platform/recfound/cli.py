@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -358,8 +359,8 @@ def _tracking_uri(given: str | None) -> tuple[str, str | None]:
     config = RunConfig() if not given else RunConfig().with_overrides({"mlflow.tracking_uri": given})
     try:
         return config.tracking_uri(), config.artifact_root()
-    except ConfigError as err:
-        raise ValueError(f"{'--tracking-uri' if given else '$MLFLOW_TRACKING_URI'}: {err.reason}") from None
+    except ConfigError:  # a path for a URI: refused by the commands that open the store (check_store_to_read)
+        return given or os.environ["MLFLOW_TRACKING_URI"], None
 
 
 # `eval run`'s flags by the `eval` config field each sets (its errors name the flag).

@@ -477,6 +477,19 @@ class MlflowSection(Section):
     register_as: str | None = _option("recfound-demo", MODEL_NAME)  # registered model name; null: do not register
 
 
+def path_given_as_tracking_uri(uri: str) -> str | None:
+    """Why `uri` is refused when it is a local path where a tracking URI belongs (MLflow would take it for its
+    retired file store); None for a URI (anything with a scheme, or a name such as `databricks`)."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", uri):
+        return None
+    path = Path(uri).expanduser()
+    if not ("/" in uri or uri.endswith(".db") or path.exists()):
+        return None
+    store = path.resolve() / ("" if uri.endswith(".db") else "mlflow.db")
+    return f"{uri!r} is a path, not a tracking URI: for a SQLite store there, give sqlite:///{store}; for a " \
+           "server, its http:// URL"
+
+
 @dataclass(frozen=True)
 class RunConfig(CarriesAddedTasks, Section):
     """The whole config of one training run (its pickle carries the tasks added to the registry, see
@@ -542,10 +555,9 @@ class RunConfig(CarriesAddedTasks, Section):
         """mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<absolute output_dir>/mlflow.db (a
         local output_dir only: SQLite cannot live in a bucket)."""
         given = self._given_tracking_uri()
-        if given and "://" not in given and not given.startswith("file:") and ("/" in given or given.endswith(".db")):
-            store = Path(given).resolve() / ("" if given.endswith(".db") else "mlflow.db")
-            raise ConfigError("mlflow.tracking_uri", f"{given!r} is a path, not a tracking URI: for a SQLite store "
-                                                     f"there, give sqlite:///{store}; for a server, its http:// URL")
+        problem = given and path_given_as_tracking_uri(given)
+        if problem:
+            raise ConfigError("mlflow.tracking_uri", problem)
         if given:
             return given
         if storage.is_remote(self.run.output_dir):

@@ -40,8 +40,8 @@ def check_record(obj: Any, task: Task) -> Problem | None:
     if not isinstance(obj, dict):
         return Problem("<record>", f"expected a JSON object, got {type(obj).__name__}")
     allowed = {*fields_of(task), *COMMON_FIELDS}  # a field of the other kind is refused, not dropped unread
-    for key in obj:
-        if key not in allowed:
+    for key, value in obj.items():
+        if key not in allowed and not (key in OPTIONAL_FIELDS and value is None):  # (null: a frame of both kinds)
             article = "an" if task.kind is Kind.EMBEDDING else "a"
             return Problem(key, f"unknown field for {article} {task.kind.value} record (allowed: "
                                 f"{', '.join(sorted(allowed))})")

@@ -33,7 +33,6 @@ from recfound.tracking.pyfunc import ServingConfig
 
 REGISTERED = "models:/"
 BASE = "base:"
-MODEL_FORMS = "a run folder, RUN:init|final|merged, an adapter file in a run folder, models:/NAME/VERSION or base:SPEC"
 EVAL_EXPERIMENT = "recfound-eval"
 
 
@@ -74,7 +73,8 @@ def model_source(spec: str, tracking_uri: str, tokenizer: str | None, seed: int)
     path, which = _split_model(spec)
     if storage.is_file(path):
         if not path.endswith(".safetensors"):
-            raise ValueError(f"{path}: not an adapter file (a .safetensors file a run wrote); give {MODEL_FORMS}")
+            raise ValueError(f"{path}: not an adapter file (a .safetensors file a run wrote); give one, a run folder, "
+                             "RUN:init|final|merged or models:/NAME/VERSION")
         run_dir = _run_folder_of(path)
         layout = RunLayout(run_dir)
         config = run_config(layout)
@@ -104,8 +104,12 @@ def distinctly_labelled(specs: Sequence[str], sources: Sequence[ModelSource]) ->
 
 def _check_store(tracking_uri: str, artifact_root: str | None) -> None:
     """Open the MLflow store (and the evaluation experiment) a `--log` will write to, or say why it cannot."""
+    from recfound.config import path_given_as_tracking_uri
     from recfound.tracking.store import ensure_experiment
 
+    problem = path_given_as_tracking_uri(tracking_uri)
+    if problem:
+        raise ValueError(f"--log: {problem}")
     try:
         ensure_experiment(tracking_uri, EVAL_EXPERIMENT, artifact_root)
     except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; each becomes the one line below

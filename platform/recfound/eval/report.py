@@ -360,16 +360,18 @@ def read_logged_evaluations(tracking_uri: str, run: str) -> dict[str, ModelEvalu
 def _run_id(mlflow_client, run: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
+    from recfound.tracking.store import filter_value
+
     try:
         return mlflow_client.get_run(run).info.run_id
     except MlflowException:
         pass
     missing = KeyError(f"no MLflow run with id or name {run!r} in {without_password(tracking_uri)}")
-    quote = "'" if "'" not in run else '"'
-    if quote in run:  # both quotes: MLflow's filter language cannot say the name
+    quoted = filter_value(run)
+    if quoted is None:  # both quotes: MLflow's filter language cannot say the name
         raise missing
     experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
-    found = mlflow_client.search_runs(experiments, filter_string=f"attributes.run_name = {quote}{run}{quote}",
+    found = mlflow_client.search_runs(experiments, filter_string=f"attributes.run_name = {quoted}",
                                       order_by=["attributes.start_time DESC"], max_results=1)
     if not found:
         raise missing

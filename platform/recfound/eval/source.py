@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from recfound import storage
+from recfound.error_chain import first_line
 from recfound.model.inference import Inference
 from recfound.run_layout import (ADAPTER_FILE, BACKBONE_DIR, CONFIG_FILE, INIT_FILE, MERGED_FILE, TOKENIZER_DIR,
                                  RunLayout)
@@ -210,9 +211,10 @@ def _registered_artifacts(tracking_uri: str, name: str, number: str, folder: Pat
     try:
         model_dir = download_registered_adapter(tracking_uri, name, number, folder)
     except MlflowException as err:
-        details = [line.strip("# ") for line in str(err).splitlines()[1:] if line.strip("# ")] or [str(err)]
-        raise FileNotFoundError(f"{where}: its files could not be downloaded ({'; '.join(details)}): its artifact "
-                                "store was moved or cleaned; register the model again from its run") from None
+        details = [line.strip("# ") for line in str(err).splitlines()[1:] if line.strip("# ")] or [first_line(err)]
+        gone = any("No such" in detail or "does not exist" in detail for detail in details)
+        hint = ": its artifact store was moved or cleaned; register the model again from its run" if gone else ""
+        raise FileNotFoundError(f"{where}: its files could not be downloaded ({'; '.join(details)}){hint}") from None
     try:
         pyfunc = Model.load(str(model_dir)).flavors.get("python_function", {})
     except Exception as err:  # noqa: BLE001 - a damaged MLmodel fails in many ways (YAML, types, keys)

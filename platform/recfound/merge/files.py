@@ -151,7 +151,8 @@ def merge_adapter_files(base: storage.Location, checkpoints: Sequence[storage.Lo
     emptied = trimmed_to_nothing(base_state, density)
     if emptied:
         print(f"warning: density {density} keeps no entry of {len(emptied)} of the {len(base_state)} tensors (fewer "
-              f"than 1 / density entries, e.g. {emptied[0]!r}): they stay the base's; raise --density to merge them",
+              f"than 1 / density entries, e.g. {emptied[0]!r}): they stay the base's; raise the density (merge's "
+              "--density, a run's merge.density) to merge them",
               flush=True)
     header = {**base_header, "merge": {
         "method": method, "density": density,

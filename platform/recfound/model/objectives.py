@@ -25,7 +25,8 @@ DOCUMENT_PREFIX_LEN = 1
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    """Options of the embedding objective (defaults: the paper's setting with causal attention)."""
+    """Options of the embedding objective. A run's are its config's `embedding` section, whose
+    `pool_instruction` is false (the authors' pooling); this class's own default pools the instruction too."""
 
     temperature: float = 0.02  # as in the authors' code and GritLM
     symmetric: bool = False  # also the document -> query direction

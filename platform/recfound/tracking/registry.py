@@ -30,7 +30,7 @@ from recfound.model.state import read_adapter
 from recfound.redact import without_password
 from recfound.tracking.pyfunc import (ADAPTER, BACKBONE, INPUT_EXAMPLE, MODEL_CODE, SERVING, SIGNATURE, TOKENIZER,
                                       ServingConfig)
-from recfound.tracking.store import client
+from recfound.tracking.store import client, filter_value
 
 MODEL_NAME = "merged_model"
 # Pinned from this environment so MLflow does not infer them; recfound itself must be installed
@@ -146,13 +146,12 @@ def resolve_version(tracking_uri: str, name: str, version_or_alias: str | int) -
 
 
 def _name_is(name: str) -> str:
-    """MLflow's filter for versions of `name`, quoted with the quote mark the name does not hold (MLflow's filter
-    strings have no escapes; a registered name may hold an apostrophe)."""
-    quote = '"' if "'" in name else "'"
-    if quote in name:
+    """MLflow's filter for the versions of registered model `name`."""
+    quoted = filter_value(name)
+    if quoted is None:
         raise ValueError(f"registered model {name!r}: a name with both quote marks cannot be looked up by "
                          "MLflow's filter strings; rename it in the registry")
-    return f"name = {quote}{name}{quote}"
+    return f"name = {quoted}"
 
 
 def _no_version(name: str, reference: str, versions: list[int], aliases: Mapping[str, str]) -> str:

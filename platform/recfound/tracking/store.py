@@ -28,21 +28,51 @@ _checked_stores: set[Path] = set()  # SQLite files seen to be MLflow stores by t
 
 
 def check_store_to_read(tracking_uri: str) -> None:
-    """Before a command reads from `tracking_uri` (a registered model, logged runs): a SQLite store must exist
-    (`check_sqlite_store`), and a tracking server must answer within SERVER_CHECK_S; MLflow's own retries
-    would take minutes to end with a connection error."""
+    """Before a command reads from `tracking_uri` (a registered model, logged runs): it must be a URI, not a
+    path; a SQLite store must exist (`check_sqlite_store`); a tracking server must answer its /health within
+    SERVER_CHECK_S (MLflow's own retries take minutes to end with a connection error). The probe goes through
+    MLflow's own request helper, so it honours the credentials and TLS settings MLflow does."""
+    from recfound.config import path_given_as_tracking_uri
+
+    problem = path_given_as_tracking_uri(tracking_uri)
+    if problem:
+        raise ValueError(f"{problem} (--tracking-uri, or $MLFLOW_TRACKING_URI)")
     check_sqlite_store(tracking_uri, must_exist=True)
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
+    if tracking_uri.startswith(("http://", "https://")):
+        _check_server_answers(tracking_uri)
+
+
+def _check_server_answers(tracking_uri: str) -> None:
     import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
 
     try:
-        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=SERVER_CHECK_S)
-    except requests.RequestException as err:
-        reason = "no answer in time" if isinstance(err, requests.Timeout) else "connection refused or host unknown"
+        http_request(get_default_host_creds(tracking_uri), "/health", "GET", max_retries=0,
+                     timeout=SERVER_CHECK_S, raise_on_status=False)
+    except MlflowException as wrapped:  # MLflow wraps what requests raised
+        err = wrapped.__cause__ or wrapped.__context__
+        if not isinstance(err, requests.RequestException):
+            raise
+        if isinstance(err, requests.Timeout) or "timed out" in str(err):  # (a read timeout comes as a retry error)
+            reason = f"no answer within {SERVER_CHECK_S:.0f} s"
+        elif isinstance(err, requests.exceptions.SSLError):
+            reason = "its TLS certificate was refused: see MLFLOW_TRACKING_SERVER_CERT_PATH"
+        elif isinstance(err, requests.ConnectionError):
+            reason = "connection refused or host unknown"
+        else:
+            reason = f"{type(err).__name__}"
         raise ConnectionError(f"the MLflow tracking server at {without_password(tracking_uri)} does not answer "
                               f"({reason}): check that it runs and its address, or give another with "
                               "--tracking-uri (or $MLFLOW_TRACKING_URI)") from None
+
+
+def filter_value(text: str) -> str | None:
+    """`text` quoted for an MLflow filter string, which has no escapes: in the quote mark it does not hold
+    (a name may hold an apostrophe); None when it holds both, which no filter can say."""
+    quote = '"' if "'" in text else "'"
+    return None if quote in text else f"{quote}{text}{quote}"
 
 
 def client(tracking_uri: str) -> mlflow.MlflowClient:
