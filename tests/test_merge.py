@@ -452,3 +452,28 @@ def test_a_merge_stopped_by_sigterm_leaves_no_temporary_file(run_dir, capsys, mo
         assert sorted(p.name for p in run_dir.iterdir()) == before and received == []
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_base_from_another_run_is_refused_by_its_init_fingerprint(tmp_path, capsys):
+    """Two runs of the same settings but another seed start from other initial adapters with the same header
+    otherwise: a checkpoint of one merged onto the other's init would silently be wrong."""
+    _, adapter = tiny_adapter(dtype="float32")
+    randomise(adapter)
+    adapter.init_id = "a" * 16
+    save_adapter(adapter, tmp_path / "init.safetensors")
+    perturb(adapter, 7)
+    save_adapter(adapter, tmp_path / "checkpoint.safetensors")
+    randomise(adapter)
+    adapter.init_id = "b" * 16
+    save_adapter(adapter, tmp_path / "other_init.safetensors")
+    out = tmp_path / "merged.safetensors"
+    assert main(["merge", str(tmp_path / "checkpoint.safetensors"), "--base", str(tmp_path / "other_init.safetensors"),
+                 "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"recfound: error: {tmp_path / 'checkpoint.safetensors'}: trained from another initial adapter than the base "
+        f"{tmp_path / 'other_init.safetensors'} (init_fingerprint {'a' * 16} vs {'b' * 16}): give the "
+        "adapter_init.safetensors of the run that wrote it as --base\n")
+    assert not out.exists()
+    assert main(["merge", str(tmp_path / "checkpoint.safetensors"), "--base", str(tmp_path / "init.safetensors"),
+                 "--out", str(out)]) == 0
+    assert read_adapter(out, with_tensors=False)[0]["init_fingerprint"] == "a" * 16

@@ -94,6 +94,7 @@ def test_a_job_on_three_nodes_loses_its_scheduler_actor_a_node_and_its_driver_an
     from recfound.data.tokenizer import default_cache_dir
     from recfound.job import run_training
     from recfound.run_folder import staging_folder
+    from recfound.model.state import INIT_KEY, read_adapter
     from recfound.run_layout import RECORD_TRACE_DIR, RunLayout
     from recfound.train.resume import latest_registered_checkpoint
 
@@ -231,6 +232,10 @@ def test_a_job_on_three_nodes_loses_its_scheduler_actor_a_node_and_its_driver_an
             "adapter_init.safetensors", "config.yaml", "tokenizer"} <= set(storage.list_names(run_dir))
     assert storage.read_bytes(f"{run_dir}/merged.safetensors") == \
         storage.read_bytes(storage.join(run.info.artifact_uri, "adapter/merged", "merged.safetensors"))
+    # The checkpoints before and after each restart name the one initial adapter the run started from.
+    fingerprints = {read_adapter(checkpoint.adapter, with_tensors=False)[0][INIT_KEY]
+                    for checkpoint in RunLayout(run_dir).checkpoints()}
+    assert fingerprints == {read_adapter(f"{run_dir}/adapter_init.safetensors", with_tensors=False)[0][INIT_KEY]}
     (version,) = client.search_model_versions(f"run_id = '{run.info.run_id}'")
     assert version.source.startswith(f"{root}/mlartifacts/") and storage.is_dir(version.source), version.source
     with pytest.raises(FileExistsError, match="run 'multinode' already finished"):

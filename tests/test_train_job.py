@@ -89,6 +89,16 @@ def test_short_run_is_tracked_merged_and_registered(baseline):
         if task != "Q2I":
             assert last[task] < first[task], (task, first, last)
     assert report.merged_adapter.is_file() and (report.run_dir / "ratios.png").is_file()
+    # The initial adapter's fingerprint, in the init file and in every checkpoint and the merge: a merge onto
+    # another run's init is refused by it (the fp32 init file holds the very tensors the run started from).
+    from recfound.model.state import INIT_KEY, read_adapter, tensors_fingerprint
+    from recfound.run_layout import RunLayout
+
+    init_header, init_tensors = read_adapter(report.run_dir / "adapter_init.safetensors")
+    assert init_header[INIT_KEY] == tensors_fingerprint(sorted(init_tensors.items()))
+    written = [checkpoint.adapter for checkpoint in RunLayout(report.run_dir).checkpoints()]
+    assert written and {read_adapter(path, with_tensors=False)[0][INIT_KEY]
+                        for path in [*written, report.merged_adapter]} == {init_header[INIT_KEY]}
     artifacts = {a.path for a in client.list_artifacts(report.run_id)}
     assert {"config.yaml", "ratios.png", "routing.png", "summary.txt", "adapter"} <= artifacts
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from recfound import storage
 from recfound.merge.ties import (changed_fraction, check_density, check_method, state_mismatch, ties_merge,
                                  trimmed_to_nothing)
-from recfound.model.state import HEADER_KEY, read_adapter
+from recfound.model.state import HEADER_KEY, INIT_KEY, read_adapter
 from recfound.run_layout import ADAPTER_FILE, CHECKPOINT_PREFIX, INIT_FILE, MERGED_FILE, PROGRESS_FILE, RunLayout, \
     checkpoint_step
 
@@ -172,6 +172,10 @@ def _read_matching(path: str, base: str, base_header: dict, base_state: dict[str
     problem = state_mismatch(base_state, state)
     if problem:
         raise ValueError(f"{path}: {problem}")
+    ours, theirs = header.get(INIT_KEY), base_header.get(INIT_KEY)
+    if ours and theirs and ours != theirs:
+        raise ValueError(f"{path}: trained from another initial adapter than the base {base} ({INIT_KEY} {ours} vs "
+                         f"{theirs}): give the adapter_init.safetensors of the run that wrote it as --base")
     return state
 
 

@@ -148,6 +148,7 @@ class Adapter(nn.Module):
         self.tasks = tasks
         self.base_id = backbone.base_id
         self.fingerprint = fingerprint
+        self.init_id: str | None = None  # set by a training run: the fingerprint of the state it starts from
         vocab = self.model.get_input_embeddings().num_embeddings
         self.token_rows = TokenRows(self.model, sorted(set(token_ids) | set(range(backbone.base_vocab, vocab))))
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from recfound.tasks import added_tasks, register_all
 
 FORMAT = "recfound-adapter/1"
 HEADER_KEY = "recfound"
+INIT_KEY = "init_fingerprint"
 DECLARED_TASKS = "declared_tasks"  # optional: files written before task files have none
 HEADER_FIELDS = {"config": dict, "tasks": list, "token_ids": list, "base_id": str, "base_fingerprint": str}
 _SAMPLES = 1024
@@ -34,8 +35,13 @@ _SAMPLES = 1024
 def base_fingerprint(model: nn.Module) -> str:
     """A hash of every parameter's name, shape and ~1k evenly strided values rounded to bf16: cheap
     on a 7B model, and the same whether the base was loaded in fp32 or bf16."""
+    return tensors_fingerprint(model.named_parameters())
+
+
+def tensors_fingerprint(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """`base_fingerprint` of any named tensors (e.g. an adapter's initial trainable state)."""
     digest = hashlib.sha256()
-    for name, param in model.named_parameters():
+    for name, param in named:
         flat = param.detach().reshape(-1)
         sample = flat[:: max(1, flat.numel() // _SAMPLES)][:_SAMPLES]
         digest.update(f"{name}:{tuple(param.shape)}".encode())
@@ -52,6 +58,9 @@ def adapter_header(adapter: Adapter) -> dict:
         "token_ids": adapter.token_rows.ids.tolist(),
         "base_id": adapter.base_id,
         "base_fingerprint": adapter.fingerprint,
+        # The fingerprint of the initial adapter a training run started from: its init file and every checkpoint
+        # carry it, so that a merge refuses a base from another run.
+        **({INIT_KEY: adapter.init_id} if adapter.init_id else {}),
         # The definitions of its tasks beyond the 13 built-ins (task files): a process that loads the file
         # registers them, so a model trained on declared tasks is served or evaluated without their task file.
         DECLARED_TASKS: [task_entry(task) for task in added_tasks() if task.name in adapter.tasks.names],

@@ -35,7 +35,7 @@ from recfound.data.tokenizer import load_tokenizer
 from recfound.model.adapter import Adapter
 from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
-from recfound.model.state import save_adapter
+from recfound.model.state import save_adapter, tensors_fingerprint
 from recfound.progress import Progress
 from recfound.sched import SchedulerClient
 from recfound.tasks import Kind, get_task
@@ -92,6 +92,8 @@ class Worker:
                                  attn_implementation=model.attn_implementation, seed=self.config.run.seed)
         torch.manual_seed(self.config.run.seed)  # the same initial adapter on every rank and every run
         adapter = attach_adapter(backbone, self.config.adapter_config(), token_ids=[self.tokenizer.embed_id])
+        # (so resumed runs too; in name order, as the saved file holds the tensors)
+        adapter.init_id = tensors_fingerprint(sorted(adapter.trainable_state().items()))
         if model.gradient_checkpointing:
             adapter.enable_checkpointing()
         return adapter.train()
