@@ -35,12 +35,12 @@ from recfound.data.tokenizer import load_tokenizer
 from recfound.model.adapter import Adapter
 from recfound.model.attach import attach_adapter
 from recfound.model.backbone import load_backbone
-from recfound.model.state import save_adapter, tensors_fingerprint
+from recfound.model.state import INIT_KEY, read_adapter, save_adapter, tensors_fingerprint
 from recfound.progress import Progress
 from recfound.sched import SchedulerClient
 from recfound.tasks import Kind, get_task
 from recfound.train.checkpoint import LoopState, load_checkpoint, save_checkpoint, step_seed
-from recfound.run_layout import ROUTING_PLOT, RunLayout, checkpoint_name
+from recfound.run_layout import ADAPTER_FILE, ROUTING_PLOT, RunLayout, checkpoint_name
 from recfound.train.distributed import all_sum
 from recfound.train.engine import accumulating, build_engine, full_trainable_state, gathered, set_learning_rate
 from recfound.train.step import StepLosses, StepOptions, train_step
@@ -92,8 +92,6 @@ class Worker:
                                  attn_implementation=model.attn_implementation, seed=self.config.run.seed)
         torch.manual_seed(self.config.run.seed)  # the same initial adapter on every rank and every run
         adapter = attach_adapter(backbone, self.config.adapter_config(), token_ids=[self.tokenizer.embed_id])
-        # (so resumed runs too; in name order, as the saved file holds the tensors)
-        adapter.init_id = tensors_fingerprint(sorted(adapter.trainable_state().items()))
         if model.gradient_checkpointing:
             adapter.enable_checkpointing()
         return adapter.train()
@@ -111,6 +109,9 @@ class Worker:
         initial adapter and reset the scheduler (a restart before the first checkpoint finds points in it)."""
         if checkpoint is None:
             tensors = full_trainable_state(self.engine, self.adapter)  # whole under ZeRO-3, fp32 under bf16
+            # What the init file and every checkpoint name as the run's start (a merge checks it); in name order,
+            # as the file holds the tensors.
+            self.adapter.init_id = tensors_fingerprint(sorted(tensors.items()))
             if self.rank == 0:
                 save_adapter(self.adapter, self.layout.init_adapter, tensors)
                 self.scheduler.restore(self.initial_scheduler_state, self.world_size)
@@ -118,6 +119,8 @@ class Worker:
             with checkpoint.as_directory() as folder:
                 self.state, scheduler_state = load_checkpoint(Path(folder), self.engine, self.adapter,
                                                               self.world_size)
+                # Taken over, not recomputed: another host's CPU may draw the initial values differently.
+                self.adapter.init_id = read_adapter(Path(folder) / ADAPTER_FILE, with_tensors=False)[0].get(INIT_KEY)
             for kind, mixer in self.mixers.items():
                 mixer.load_state_dict(self.state.mixers[kind.value])
             if self.rank == 0:
