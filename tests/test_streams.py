@@ -13,7 +13,7 @@ from recfound.data.cuts import CutCounts, cut_warnings
 from recfound.data.prompts import embedding_instruction, generative_pieces, generative_prompt, generative_response
 from recfound.data.pools import materialize_pools
 from recfound.data.streams import open_streams
-from recfound.data.tokenize import Cut, TokenLimits, fit_prompt, prompt_cut
+from recfound.data.tokenize import Cut, TokenLimits, fitted_prompt
 from recfound.data.tokenizer import build_corpus_tokenizer, load_tokenizer, resolve_tokenizer
 from recfound.tasks import task_index
 
@@ -88,21 +88,21 @@ def test_limits_truncate_the_long_part_only(dataset, ray_cluster):
 
 def test_fit_prompt_cuts_body_then_head():
     head, body, tail = [1, 2, 3], [4, 5, 6, 7], [8, 9]
-    assert fit_prompt(head, body, tail, 100) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
-    assert fit_prompt(head, body, tail, 7) == [1, 2, 3, 4, 5, 8, 9]
-    assert fit_prompt(head, body, tail, 4) == [1, 2, 8, 9]
-    assert fit_prompt(head, body, tail, 1) == [9]
+    assert fitted_prompt(head, body, tail, 100)[0] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert fitted_prompt(head, body, tail, 7)[0] == [1, 2, 3, 4, 5, 8, 9]
+    assert fitted_prompt(head, body, tail, 4)[0] == [1, 2, 8, 9]
+    assert fitted_prompt(head, body, tail, 1)[0] == [9]
 
 
 def test_prompt_cut_says_what_fit_prompt_left_out():
     head, body, tail = [1, 2, 3], [4, 5, 6, 7], [8, 9]
     for limit in range(1, 12):
-        kept = fit_prompt(head, body, tail, limit)
+        kept = fitted_prompt(head, body, tail, limit)[0]
         body_whole = all(token in kept for token in body)
         frame_whole = kept[:3] == head and kept[-2:] == tail
         expected = (Cut(0) if body_whole else Cut.TEXT) | (Cut(0) if frame_whole else Cut.FRAME)
-        assert prompt_cut(head, body, tail, limit) == expected, limit
-    assert prompt_cut(head, [], tail, 4) == Cut.FRAME  # nothing to cut but the frame
+        assert fitted_prompt(head, body, tail, limit)[1] == expected, limit
+    assert fitted_prompt(head, [], tail, 4)[1] == Cut.FRAME  # nothing to cut but the frame
 
 
 def expected_cuts(row: dict, record: dict, tokenizer) -> Cut:

@@ -146,9 +146,10 @@ def _tracking_run(config: RunConfig, resume: Resume | None, parent_run_id: str |
         tags = {"data_hash": digest, "base_model": config.model.backbone, **tracking.run_tags(tracking_uri, parent_run_id)}
         run_id = tracking.start_run(tracking_uri, config.mlflow.experiment, config.run.name, run_params(config),
                                     tags=tags, artifact_root=config.artifact_root())
-        profile = {f"{split}_records": sum(len(pool) for pool in group.values()) for split, group in pools.items()}
-        profile.update({f"{split}_records_cut": sum(pool.cut.records for pool in group.values())
-                        for split, group in pools.items()})
+        profile = {}
+        for split, group in pools.items():
+            profile[f"{split}_records"] = sum(len(pool) for pool in group.values())
+            profile[f"{split}_records_cut"] = sum(pool.cut.records for pool in group.values())
         tracking.log_dataset(tracking_uri, run_id, storage.basename(storage.normalize(root)), digest, root, "training",
                              {**profile, "tasks": len(pools["train"])})
     return run_id, digest

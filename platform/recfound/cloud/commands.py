@@ -53,10 +53,11 @@ def cmd_cluster_check(args: argparse.Namespace) -> None:
         raise LauncherError(problems[-1])
     types = ", ".join(f"{name} (max {node['max_workers']})" for name, node in launcher["available_node_types"].items()
                       if name != launcher["head_node_type"])
+    fits = ""
+    if args.config or args.overrides:
+        fits = f"; fits {args.config or 'the default config'}" + (" with the --set items" if args.overrides else "")
     print(f"{args.launcher_file}: ok: head {launcher['head_node_type']}, worker types {types}, "
-          f"at most {launcher['max_workers']} worker node(s)" + (f"; fits {args.config or 'the default config'}"
-                                                                  + (" with the --set items" if args.overrides else "")
-                                                                  if args.config or args.overrides else ""))
+          f"at most {launcher['max_workers']} worker node(s){fits}")
 
 
 def cmd_server_start(args: argparse.Namespace) -> None:

@@ -68,23 +68,16 @@ def tokenize_batch(batch: pa.Table, tokenizer_path: str, kind: str, limits: Toke
     return pa.table(columns)
 
 
-def fit_prompt(head: list[int], body: list[int], tail: list[int], limit: int) -> list[int]:
-    """head + body + tail in at most `limit` tokens: the body is cut first, then the head's end."""
+def fitted_prompt(head: list[int], body: list[int], tail: list[int], limit: int) -> tuple[list[int], Cut]:
+    """(head + body + tail in at most `limit` tokens, what was shortened): the body is cut first (TEXT), then
+    the head's end (FRAME; the body is then gone too, TEXT if it had any tokens)."""
     budget = limit - len(head) - len(tail)
     if budget >= 0:
-        return head + body[:budget] + tail
+        return head + body[:budget] + tail, Cut.TEXT if len(body) > budget else Cut(0)
+    cut = Cut.FRAME | (Cut.TEXT if body else Cut(0))
     if len(tail) < limit:
-        return head[: limit - len(tail)] + tail
-    return tail[-limit:]
-
-
-def prompt_cut(head: list[int], body: list[int], tail: list[int], limit: int) -> Cut:
-    """What `fit_prompt` shortens: the body when it does not fit, the head or tail as well when they alone
-    do not."""
-    budget = limit - len(head) - len(tail)
-    if budget < 0:
-        return Cut.FRAME | (Cut.TEXT if body else Cut(0))
-    return Cut.TEXT if len(body) > budget else Cut(0)
+        return head[: limit - len(tail)] + tail, cut
+    return tail[-limit:], cut
 
 
 def _generative_columns(batch: pa.Table, tokenizer, info: TokenizerInfo, limits: TokenLimits) -> dict:
@@ -93,10 +86,11 @@ def _generative_columns(batch: pa.Table, tokenizer, info: TokenizerInfo, limits:
         batch.column("options").to_pylist())]
     heads, bodies, tails = (_encode(tokenizer, list(part)) for part in zip(*pieces)) if pieces else ([], [], [])
     responses = _encode(tokenizer, [generative_response(o) for o in batch.column("output").to_pylist()])
-    prompt_ids = [fit_prompt(h, b, t, limits.max_prompt) for h, b, t in zip(heads, bodies, tails)]
+    prompts = [fitted_prompt(h, b, t, limits.max_prompt) for h, b, t in zip(heads, bodies, tails)]
+    prompt_ids = [ids for ids, _ in prompts]
     response_ids = [r[: limits.max_response - 1] + [info.eos_id] for r in responses]
-    cut = [prompt_cut(h, b, t, limits.max_prompt) | (Cut.RESPONSE if len(r) >= limits.max_response else Cut(0))
-           for h, b, t, r in zip(heads, bodies, tails, responses)]
+    cut = [shortened | (Cut.RESPONSE if len(r) >= limits.max_response else Cut(0))
+           for (_, shortened), r in zip(prompts, responses)]
     return {"prompt_ids": pa.array(prompt_ids, IDS), "response_ids": pa.array(response_ids, IDS),
             CUT_COLUMN: pa.array(cut, pa.int8())}
 
@@ -119,10 +113,10 @@ def _embedding_columns(batch: pa.Table, tokenizer, info: TokenizerInfo, limits: 
                    | (Cut.TEXT if len(kept) + len(query) > room else Cut(0)))
     negative_ids, start = [], 0
     for row, texts in enumerate(negative_lists):
-        documents = [positives[row], *flat_negatives[start:start + len(texts)]]
-        negative_ids.append(_document_rows(documents[1:], info, limits))
+        negatives = flat_negatives[start:start + len(texts)]
+        negative_ids.append(_document_rows(negatives, info, limits))
         start += len(texts)
-        if any(len(ids) > room for ids in documents):
+        if len(positives[row]) > room or any(len(ids) > room for ids in negatives):
             cut[row] |= Cut.DOCUMENT
     return {
         "query_ids": pa.array(query_ids, IDS),

@@ -141,7 +141,7 @@ def run_evaluation(models: Sequence[str], data_root: storage.Location, options: 
     print(evaluation_tables(list(evaluations.values()), list(baselines.values())))
     if out is not None:
         write_evaluation_files(out, evaluations, baselines)
-        print(f"wrote {out / 'scores.json'}, {out / 'tables.txt'} and the answers under {out / 'answers'}")
+        print(f"wrote {out / SCORES_FILE}, {out / 'tables.txt'} and the answers under {out / 'answers'}")
     if log:
         from recfound import tracking
 

@@ -308,7 +308,7 @@ def write_evaluation_files(folder: Path, evaluations: Mapping[str, ModelEvaluati
 
     with atomic_folder(folder, SCORES_FILE) as staging:
         scores = {role: e.to_dict() for role, e in evaluations.items()}
-        (staging / "scores.json").write_text(json.dumps(scores, indent=1), encoding="utf-8")
+        (staging / SCORES_FILE).write_text(json.dumps(scores, indent=1), encoding="utf-8")
         if baselines:
             (staging / BASELINES_FILE).write_text(json.dumps({r: b.to_dict() for r, b in baselines.items()}, indent=1),
                                                   encoding="utf-8")

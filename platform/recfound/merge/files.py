@@ -66,9 +66,10 @@ def plan_merge(inputs: Sequence[storage.Location], base: storage.Location | None
     defaults to 3), or checkpoint folders and adapter files; for those, `base` and `out` default to
     the files of the one run folder they all sit in."""
     locations = [str(location) for location in inputs]
-    if not locations or not all(location.strip() for location in locations):
-        raise ValueError("nothing to merge: give a run folder or checkpoint folders (an empty path was given)"
-                         if locations else "nothing to merge: give a run folder or checkpoint folders")
+    if not locations:
+        raise ValueError("nothing to merge: give a run folder or checkpoint folders")
+    if not all(location.strip() for location in locations):
+        raise ValueError("nothing to merge: give a run folder or checkpoint folders (an empty path was given)")
     files = [_adapter_file(location) for location in locations]
     runs = [location for location, file in zip(locations, files) if file is None]
     if runs:
@@ -125,7 +126,7 @@ def _checked_plan(base: storage.Location, checkpoints: Sequence[str], out: stora
     twice = sorted({location for location in given if given.count(location) > 1})
     if twice:
         raise ValueError(f"{twice[0]}: given twice; each checkpoint is merged once")
-    if storage.normalize(out) in {storage.normalize(location) for location in (base, *checkpoints)}:
+    if storage.normalize(out) in {storage.normalize(base), *given}:
         raise ValueError(f"{out}: the output would overwrite one of the inputs; choose another output file")
     if storage.is_file(out) and not _is_merged_adapter(out):  # a checkpoint's adapter, config.yaml, the run's marker
         raise FileExistsError(f"{out}: exists and is not a merged adapter (only an earlier merge's output is "

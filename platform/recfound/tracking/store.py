@@ -25,6 +25,7 @@ ARTIFACTS_NAME = "mlartifacts"
 SQLITE_PREFIX = "sqlite:///"
 SERVER_CHECK_S = 10.0  # how long a command that reads from a tracking server waits for its first answer
 _checked_stores: set[Path] = set()  # SQLite files seen to be MLflow stores by this process
+_answering_servers: set[str] = set()  # tracking servers seen to answer by this process (probed once)
 
 
 def check_store_to_read(tracking_uri: str) -> None:
@@ -38,8 +39,9 @@ def check_store_to_read(tracking_uri: str) -> None:
     if problem:
         raise ValueError(f"{problem} (--tracking-uri, or $MLFLOW_TRACKING_URI)")
     check_sqlite_store(tracking_uri, must_exist=True)
-    if tracking_uri.startswith(("http://", "https://")):
+    if tracking_uri.startswith(("http://", "https://")) and tracking_uri not in _answering_servers:
         _check_server_answers(tracking_uri)
+        _answering_servers.add(tracking_uri)
 
 
 def _check_server_answers(tracking_uri: str) -> None:
