@@ -7,6 +7,7 @@ ZeRO-3 job submitted to an autoscaling cluster: test_cloud_cluster.)"""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import torch
 
 from recfound.config import load_config
 from recfound.sched import allocate
-from recfound.tasks import get_task
+from recfound.tasks import Kind, get_task
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -79,15 +80,16 @@ def test_short_run_is_tracked_merged_and_registered(baseline):
             ratios = np.array([metric_series(client, report.run_id, f"ratio/{t}")[step] for t in tasks])
             used = [metric_series(client, report.run_id, f"records/{t}")[step] for t in tasks]
             assert used == allocate(batch, ratios).tolist()
-    # Validation loss fell on every task but Q2I: its first point (after one update) is just below chance
-    # (ln 32 = 3.47 for this sample's 32 candidates) and the first updates of the shared adapter push it above
-    # (3.31 at step 1, 3.95 at step 8 in this seeded run); in the three-seed demo (a point every 4 steps) it is
-    # at 4.06-4.79 at step 4 (ln 64 = 4.16) and ends at 1.20-1.48 (docs/training.md). tests/test_synth.py
-    # checks the card field that lets it learn.
+    # In 8 steps every generative task's validation loss falls. The embedding tasks' first points move by
+    # noise here (this seeded run: U2I 2.37 -> 2.26 -> 2.43, Q2I 3.24 -> 3.10 -> 3.15); what they learn over the
+    # demo's 120 steps is in docs/training.md and tests/test_embedding_learns.py. Here they must stay clearly
+    # below chance, ln 32 = 3.47 for this sample's 32 candidates, where the collapse of before sat.
     first, last = report.first_val_loss, report.last_val_loss
     for task in TASKS:
-        if task != "Q2I":
+        if get_task(task).kind is Kind.GENERATIVE:
             assert last[task] < first[task], (task, first, last)
+        else:
+            assert last[task] < math.log(32) - 0.1, (task, last)
     assert report.merged_adapter.is_file() and (report.run_dir / "ratios.png").is_file()
     # The initial adapter's fingerprint, in the init file and in every checkpoint and the merge: a merge onto
     # another run's init is refused by it (the fp32 init file holds the very tensors the run started from).
@@ -105,13 +107,13 @@ def test_short_run_is_tracked_merged_and_registered(baseline):
 
 # The first losses of the seeded baseline run (seed 0, the tiny corpus and model, 2 CPU workers, ZeRO-2,
 # the 5 tasks of TASKS, adapter dropout off, S2Sched preset authors, the preset pre-trained 150 steps on the
-# corpus, the mean pooled without the instruction, Q2I cards with their type field), as this suite's run
-# logged them on a 2-core x86-64 machine (2026-12-03). On the same machine a seeded
+# corpus, the mean pooled without the instruction, Q2I cards with their type field, brand-loyal users), as this
+# suite's run logged them on a 2-core x86-64 machine (2026-12-05). On the same machine a seeded
 # run repeats them exactly (docs/training.md, "Reproducibility"); another CPU type may round its vector
 # kernels differently, hence 1e-3 (another seed moves them by percents). A change here means the code
 # changed what it trains on or how; re-pin them only for a change meant to do that.
-PINNED_LOSS_TOTAL = {1: 8.292179916419235, 2: 7.982543751305225, 3: 7.710897989319142}
-PINNED_VAL_LOSS_Q2I = {1: 3.3139593601226807, 2: 3.449039578437805, 3: 3.8157382011413574}
+PINNED_LOSS_TOTAL = {1: 8.180800652971454, 2: 7.107250903166976, 3: 7.105214509411135}
+PINNED_VAL_LOSS_Q2I = {1: 3.2446718215942383, 2: 3.0983792543411255, 3: 3.1474757194519043}
 
 
 def test_seeded_run_repeats_its_pinned_first_losses(baseline):

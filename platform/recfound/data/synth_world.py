@@ -20,7 +20,10 @@ LeafKey = tuple[str, str, str]  # (top, sub, leaf)
 
 TIMELINE_LENGTH = 30
 LIKED_SHARE, DISLIKED_SHARE = 0.75, 0.10  # the rest of a timeline is random items from other categories
-FAVOURITE_BRAND_SHARE = 0.5  # of the liked items, where the favourite brand sells in that category
+# Brand-loyal shoppers: of the liked items, where the favourite brand sells in that category. At 0.5 a
+# user's next item could not be told from its same-category negatives (docs/training.md, U2I).
+FAVOURITE_BRAND_SHARE = 0.85
+RELATED_SECOND_SHARE = 0.5  # users who like a second category of the first one's department
 
 _ATTRIBUTE_SENTENCES = {
     "color": ("Finished in {value}.", "Shown here in {value}."),
@@ -198,7 +201,7 @@ def _features(rng: random.Random, attributes: dict[str, str]) -> str:
 
 def _make_user(rng: random.Random, world: World, brands_of_top: dict[str, list[str]]) -> User:
     subs = list(world.by_sub)
-    liked = tuple(rng.sample(subs, rng.randint(1, 2)))
+    liked = _liked_categories(rng, subs)
     disliked = rng.choice([s for s in subs if s not in liked])
     brand = rng.choice(brands_of_top[liked[0][0]])
     others = [s for s in subs if s not in liked and s != disliked]
@@ -212,6 +215,14 @@ def _make_user(rng: random.Random, world: World, brands_of_top: dict[str, list[s
         else:
             timeline.append((rng.choice(world.by_sub[rng.choice(others)]), 3))
     return User(liked, disliked, brand, tuple(timeline))
+
+
+def _liked_categories(rng: random.Random, subs: list[SubKey]) -> tuple[SubKey, ...]:
+    """One sub category, and for some users a second of the same department (where the favourite
+    brand, drawn from the first's department, sells too)."""
+    first = rng.choice(subs)
+    related = [sub for sub in subs if sub[0] == first[0] and sub != first]
+    return (first, rng.choice(related)) if related and rng.random() < RELATED_SECOND_SHARE else (first,)
 
 
 def _liked_pick(rng: random.Random, world: World, sub: SubKey, brand: str) -> tuple[int, int]:
