@@ -286,6 +286,22 @@ def test_ag_answer_comes_from_the_reviews_and_ap_is_balanced(corpus):
         assert 0.3 < share < 0.7, name
 
 
+def test_a_shoppers_liked_categories_share_one_department(corpus):
+    # Items rated 4 or 5 stars are the liked ones: of one or two sub categories, the second always of the
+    # first one's department (where the favourite brand sells too), so the whole history points one way.
+    root, _ = corpus
+    two_subs = 0
+    for record in every(root, "UP"):
+        liked = set()
+        for line in record["input"].splitlines():
+            path, rating = line.rsplit(" | ", 2)[1:]
+            if int(rating.split()[0]) >= 4:
+                liked.add(tuple(path.split(" > ")[:2]))
+        assert len({top for top, _ in liked}) <= 1, record["id"]
+        two_subs += len(liked) == 2
+    assert two_subs > 0.2 * len(every(root, "UP"))
+
+
 def test_up_profile_names_categories_by_their_ratings(corpus):
     root, _ = corpus
     for record in every(root, "UP"):

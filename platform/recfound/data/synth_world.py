@@ -20,8 +20,9 @@ LeafKey = tuple[str, str, str]  # (top, sub, leaf)
 
 TIMELINE_LENGTH = 30
 LIKED_SHARE, DISLIKED_SHARE = 0.75, 0.10  # the rest of a timeline is random items from other categories
-# Brand-loyal shoppers: of the liked items, where the favourite brand sells in that category. At 0.5 a
-# user's next item could not be told from its same-category negatives (docs/training.md, U2I).
+# Brand-loyal shoppers: the share of a liked item's draws made of the favourite brand, where it sells in that
+# category. At 0.5, with a second liked category in any department, U2I's positive could seldom be told from
+# its same-category negatives (docs/training.md, U2I).
 FAVOURITE_BRAND_SHARE = 0.85
 RELATED_SECOND_SHARE = 0.5  # users who like a second category of the first one's department
 
@@ -219,7 +220,7 @@ def _make_user(rng: random.Random, world: World, brands_of_top: dict[str, list[s
 
 def _liked_categories(rng: random.Random, subs: list[SubKey]) -> tuple[SubKey, ...]:
     """One sub category, and for some users a second of the same department (where the favourite
-    brand, drawn from the first's department, sells too)."""
+    brand, drawn from the first's department, usually sells too)."""
     first = rng.choice(subs)
     related = [sub for sub in subs if sub[0] == first[0] and sub != first]
     return (first, rng.choice(related)) if related and rng.random() < RELATED_SECOND_SHARE else (first,)
